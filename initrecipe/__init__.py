@@ -1,0 +1,41 @@
+"""initrecipe: a model's initial weights as a recipe of kilobytes, not a checkpoint of gigabytes.
+
+Example:
+    >>> import initrecipe, torch
+    >>> recipe = initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0)
+    >>> weights = initrecipe.replay(recipe)
+    >>> sorted(weights)
+    ['bias', 'weight']
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    RecipeError,
+    RecipeFormatError,
+    RecipeIntegrityError,
+    RecordError,
+    ReplayError,
+    ResourceLimitError,
+    UnsupportedVersionError,
+)
+from .recipe import Recipe, TensorEntry, load  # noqa: E402
+from .record import record  # noqa: E402
+from .replay import iter_replay, replay  # noqa: E402
+
+__all__ = [
+    "record",
+    "replay",
+    "iter_replay",
+    "load",
+    "Recipe",
+    "TensorEntry",
+    "RecipeError",
+    "RecipeFormatError",
+    "UnsupportedVersionError",
+    "RecipeIntegrityError",
+    "ResourceLimitError",
+    "RecordError",
+    "ReplayError",
+    "__version__",
+]

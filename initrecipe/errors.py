@@ -1,0 +1,41 @@
+"""The one exception tree of initrecipe: catch :class:`RecipeError` to catch them all."""
+
+from __future__ import annotations
+
+__all__ = [
+    "RecipeError",
+    "RecipeFormatError",
+    "UnsupportedVersionError",
+    "RecipeIntegrityError",
+    "ResourceLimitError",
+    "RecordError",
+    "ReplayError",
+]
+
+
+class RecipeError(Exception):
+    """Base class of every error initrecipe raises on purpose."""
+
+
+class RecipeFormatError(RecipeError, ValueError):
+    """The bytes or the document are not a valid init recipe."""
+
+
+class UnsupportedVersionError(RecipeFormatError):
+    """The recipe was written in a format version this initrecipe cannot read."""
+
+
+class RecipeIntegrityError(RecipeFormatError):
+    """The recipe's stored content hash does not match its content (corruption or tampering)."""
+
+
+class ResourceLimitError(RecipeError, MemoryError):
+    """Replaying the recipe would exceed a configured resource limit."""
+
+
+class RecordError(RecipeError, RuntimeError):
+    """The model constructor did something the recorder cannot capture faithfully."""
+
+
+class ReplayError(RecipeError, RuntimeError):
+    """Executing a recipe failed or diverged from what was recorded."""

@@ -1,0 +1,568 @@
+"""Record what a model constructor does to its tensors, without allocating them: :func:`record`."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+import torch
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensor,
+    FakeTensorMode,
+)
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+from .analysis import Action, ProgramFacts, TensorMeta, flatten_outputs, plan_execution
+from .errors import RecordError
+from .interpreter import execute
+from .ops import OpInfo, check_recordable, generator_overload, op_info
+from .program import Call, GenRef, Instruction, Literal, Ref, dtype_name
+from .recipe import RNG_MODES, Recipe, TensorEntry
+from .rng import GeneratorTracker, ShadowGenerators
+
+__all__ = ["record"]
+
+_ACTIVE = threading.local()
+_LITERAL_LIMIT = 16 << 20  # bytes of constant data one recorded tensor may carry
+_CACHE_BUDGET = 1 << 30  # bytes of materialized values the recorder keeps for data-dependent code
+_NO_RECORD = frozenset({"prim.device.default"})
+
+
+def _returns_tensor(func: torch._ops.OpOverload) -> bool:
+    for ret in func._schema.returns:
+        text = str(ret.type)
+        if "Tensor" in text:
+            return True
+    return False
+
+
+class _Recorder:
+    """Builds the program while the constructor runs under fake tensors."""
+
+    def __init__(self, rng: str) -> None:
+        self.rng = rng
+        self.program: list[Instruction] = []
+        self.facts = ProgramFacts()
+        self.rng_instructions: list[list[int]] = []
+        self.tracker = GeneratorTracker(self._emit_rng)
+        self.ids: dict[int, int] = {}  # id(tensor object) -> value id
+        self.keep: list[Any] = []  # keeps recorded tensor objects alive, so ids stay unique
+        self.storage_ids: dict[int, int] = {}  # fake storage address -> storage id
+        self.value_storage: dict[int, int] = {}  # value id -> fake storage address
+        self.literal_ids: dict[tuple[int, int], int] = {}  # (id, version) of a real tensor -> value id
+        self.writers: dict[int, list[int]] = {}  # storage id -> instructions that create or write it
+        self.cache: OrderedDict[int, tuple[torch.Tensor, int]] = OrderedDict()
+        self.cache_bytes = 0
+        self.next_value = 0
+        self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        self.shadow = ShadowGenerators(self.program, self.facts, self.rng_instructions, self._run_value_dependent)
+
+    # ------------------------------------------------------------------ emitting
+    def _emit_rng(self, ins: Instruction) -> int:
+        index = len(self.program)
+        self.program.append(ins)
+        self.facts.infos.append(None)
+        while len(self.rng_instructions) <= ins.gen:
+            self.rng_instructions.append([])
+        self.rng_instructions[ins.gen].append(index)
+        return index
+
+    def _new_value(self) -> int:
+        v = self.next_value
+        self.next_value += 1
+        return v
+
+    def _bind(self, index: int, tensor: torch.Tensor) -> int:
+        """Give ``tensor`` (an output of instruction ``index``) a new value id."""
+        vid = self._new_value()
+        address = tensor.untyped_storage()._cdata
+        sid = self.storage_ids.get(address)
+        nbytes = None
+        if sid is None:
+            sid = self.storage_ids[address] = vid
+            nbytes = tensor.untyped_storage().nbytes()
+            self.writers[sid] = [index]
+        meta = TensorMeta(sid, tuple(tensor.shape), tuple(tensor.stride()), tensor.storage_offset(), tensor.dtype)
+        self.facts.define(index, vid, meta, nbytes)
+        self.ids[id(tensor)] = vid
+        self.value_storage[vid] = address
+        self.keep.append(tensor)
+        return vid
+
+    def _matches(self, vid: int, tensor: torch.Tensor) -> bool:
+        meta = self.facts.values[vid]
+        return (
+            self.value_storage[vid] == tensor.untyped_storage()._cdata
+            and meta.shape == tuple(tensor.shape)
+            and meta.stride == tuple(tensor.stride())
+            and meta.offset == tensor.storage_offset()
+            and meta.dtype == tensor.dtype
+        )
+
+    def ref(self, tensor: torch.Tensor) -> Ref:
+        """The value a tensor argument refers to, emitting whatever makes it available."""
+        vid = self.ids.get(id(tensor))
+        if vid is not None and self._matches(vid, tensor):
+            return Ref(vid)
+        if isinstance(tensor, FakeTensor):
+            return Ref(self._alias(tensor))
+        return Ref(self._literal(tensor))
+
+    def _alias(self, tensor: FakeTensor) -> int:
+        """A tensor whose storage is known but whose view is not (``param.data = ...``): re-view it."""
+        sid = self.storage_ids.get(tensor.untyped_storage()._cdata)
+        if sid is None:
+            raise RecordError(
+                "a fake tensor appeared that the recorder never saw created; it was probably made by a "
+                "different FakeTensorMode or carried over from another `record` call"
+            )
+        base = self.facts.values[sid]
+        if base.dtype != tensor.dtype:
+            raise RecordError(
+                f"a tensor of dtype {tensor.dtype} now views storage created as {base.dtype} "
+                "(through `.data =` or `set_`); initrecipe cannot record this re-interpretation"
+            )
+        name = "aten.as_strided.default"
+        args = (Ref(sid), list(tensor.shape), list(tensor.stride()), tensor.storage_offset())
+        index = len(self.program)
+        self.program.append(Call(name, (None,), args, {}))
+        self.facts.infos.append(op_info(name))
+        vid = self._bind(index, tensor)
+        self.program[index].outs = (vid,)
+        return vid
+
+    def _literal(self, tensor: torch.Tensor) -> int:
+        key = (id(tensor), tensor._version)
+        vid = self.literal_ids.get(key)
+        if vid is not None:
+            return vid
+        if tensor.device.type != "cpu":
+            raise RecordError(f"a constant tensor on `{tensor.device}` was used; constants must be CPU tensors")
+        if tensor.is_sparse or tensor.layout != torch.strided:
+            raise RecordError("sparse constant tensors are not supported; make them dense with `.to_dense()`")
+        try:
+            dtype_name(tensor.dtype)
+        except ValueError:
+            raise RecordError(f"constant tensors of dtype {tensor.dtype} are not supported") from None
+        data = tensor.detach().contiguous()
+        nbytes = data.numel() * data.element_size()
+        if nbytes > _LITERAL_LIMIT:
+            raise RecordError(
+                f"the constructor uses a constant tensor of {nbytes} bytes created outside the recorded "
+                "code; a recipe stores constants inline, up to 16 MiB. Create it inside the constructor "
+                "from a seed or a formula instead"
+            )
+        raw = data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        index = len(self.program)
+        self.program.append(Literal(-1, data.dtype, tuple(data.shape), raw))
+        self.facts.infos.append(None)
+        vid = self._new_value()
+        meta = TensorMeta(vid, tuple(data.shape), tuple(data.stride()), 0, data.dtype)
+        self.facts.define(index, vid, meta, nbytes)
+        self.writers[vid] = [index]
+        self.program[index].out = vid
+        self.literal_ids[key] = vid
+        self.keep.append(tensor)
+        return vid
+
+    def encode(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self.ref(value)
+        if isinstance(value, (list, tuple)):
+            return [self.encode(v) for v in value]
+        if isinstance(value, torch.Generator):
+            raise AssertionError("generators are encoded by the caller")
+        if isinstance(value, torch.device):
+            return torch.device("cpu") if value.type == "cpu" else value
+        if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            raise RecordError("symbolic sizes are not supported while recording")
+        return value
+
+    # ------------------------------------------------------------------ dispatch
+    def dispatch(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict) -> Any:
+        name = f"{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}"
+        if name in _NO_RECORD or not _returns_tensor(func):
+            try:
+                return func(*args, **kwargs)
+            except (DataDependentOutputException, DynamicOutputShapeException):
+                return self._run_for_real(func, args, kwargs, record=False)
+        check_recordable(func)
+        try:
+            out = func(*args, **kwargs)
+        except (DataDependentOutputException, DynamicOutputShapeException):
+            return self._run_for_real(func, args, kwargs, record=True)
+        self._record_call(func, name, args, kwargs, out)
+        return out
+
+    def _normalize_random(
+        self, func: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict
+    ) -> tuple[OpInfo, list[Any], dict[str, Any], int | None]:
+        info = op_info(name)
+        if not info.is_random:
+            explicit = generator_overload(func)
+            if explicit is None:
+                if name.split(".")[1] in ("rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like"):
+                    raise RecordError(f"random operator `{name}` has no generator-taking form initrecipe can replay")
+                return info, [self.encode(a) for a in args], {k: self.encode(v) for k, v in kwargs.items()}, None
+            info = op_info(f"aten.{explicit._schema.name.split('::')[-1]}.{explicit._overloadname}")
+            generator = None
+        else:
+            generator = kwargs.get(info.generator_arg)
+            position = info.arg_names.index(info.generator_arg)
+            if generator is None and position < len(args):
+                generator = args[position]
+        gid = self.tracker.before_draw(generator)
+        enc_args = []
+        for pos, a in enumerate(args):
+            if info.is_random and pos == info.arg_names.index(info.generator_arg):
+                enc_args.append(GenRef(gid))
+            else:
+                enc_args.append(self.encode(a))
+        enc_kwargs = {k: self.encode(v) for k, v in kwargs.items() if k != info.generator_arg}
+        if info.arg_names.index(info.generator_arg) >= len(args):
+            enc_kwargs[info.generator_arg] = GenRef(gid)
+        return info, enc_args, enc_kwargs, gid
+
+    def _record_call(
+        self,
+        func: torch._ops.OpOverload,
+        name: str,
+        args: tuple,
+        kwargs: dict,
+        out: Any,
+        out_meta: tuple | None = None,
+    ) -> int:
+        info, enc_args, enc_kwargs, gid = self._normalize_random(func, name, args, kwargs)
+        index = len(self.program)
+        call = Call(info.name, (), tuple(enc_args), enc_kwargs, out_meta)
+        self.program.append(call)
+        self.facts.infos.append(info)
+        inputs = {id(a) for a in _iter_tensors(args)} | {id(v) for v in _iter_tensors(kwargs.values())}
+        outs: list[int | None] = []
+        for o in flatten_outputs(out):
+            if not isinstance(o, torch.Tensor):
+                outs.append(None)
+            elif id(o) in inputs and id(o) in self.ids and self._matches(self.ids[id(o)], o):
+                outs.append(None)  # an in-place result: the same tensor, unchanged view
+            else:
+                outs.append(self._bind(index, o))
+        call.outs = tuple(outs)
+        for _, storage in self.facts.written_storages(index, call):
+            self.writers[storage].append(index)
+        if gid is not None:
+            self.rng_instructions[gid].append(index)
+            self.tracker.after_draw(gid, index)
+        return index
+
+    # ------------------------------------------------------------------ materialization
+    def materialize(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The real value ``tensor`` holds at this point of the constructor."""
+        if not isinstance(tensor, FakeTensor):
+            return tensor
+        vid = self.ref(tensor).id
+        end = len(self.program)
+        available = {s: as_of for s, (_, as_of) in self.cache.items()}
+        offered = dict(available)
+        actions = plan_execution(self.program, self.facts, [vid], end=end, advance_dead_draws=False, available=available)
+        env: dict[int, torch.Tensor] = {s: self.cache[s][0] for s in available}
+        with _disable_current_modes(), torch.no_grad():
+            for _ in execute(self.program, self.facts, actions, env, self.shadow):
+                pass
+        result = env[vid]
+        self._update_cache(env, actions, offered, available, end)
+        return result
+
+    def _update_cache(
+        self,
+        env: dict[int, torch.Tensor],
+        actions: list[Action],
+        offered: dict[int, int],
+        used: dict[int, int],
+        end: int,
+    ) -> None:
+        for sid in list(env):
+            if sid not in self.writers or self.facts.values.get(sid) is None or self.facts.values[sid].storage != sid:
+                continue
+            since = used.get(sid, -1)
+            complete = all(actions[w] == Action.RUN for w in self.writers[sid] if since < w < end)
+            if sid in offered and sid not in used:
+                complete = False  # the plan recomputed it from scratch; keep the fresh copy only if complete
+                complete = all(actions[w] == Action.RUN for w in self.writers[sid] if w < end)
+            old = self.cache.pop(sid, None)
+            if old is not None:
+                self.cache_bytes -= old[0].untyped_storage().nbytes()
+            if complete:
+                tensor = env[sid]
+                self.cache[sid] = (tensor, end - 1)
+                self.cache_bytes += tensor.untyped_storage().nbytes()
+        while self.cache_bytes > _CACHE_BUDGET and self.cache:
+            _, (tensor, _) = self.cache.popitem(last=False)
+            self.cache_bytes -= tensor.untyped_storage().nbytes()
+
+    def _run_value_dependent(self, index: int) -> None:
+        raise RecordError(
+            f"random operator `{self.program[index].op}` draws a number of values that depends on data, "
+            "and its inputs were never needed; initrecipe cannot position the generator after it"
+        )
+
+    def _run_for_real(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict, *, record: bool) -> Any:
+        """Run a data-dependent operator on materialized inputs."""
+        real_args = _map_tensors(args, self.materialize)
+        real_kwargs = _map_tensors(kwargs, self.materialize)
+        with _disable_current_modes(), torch.no_grad():
+            result = func(*real_args, **real_kwargs)
+        if not record:
+            return result
+        name = f"{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}"
+        if op_info(name).written_args:
+            raise RecordError(
+                f"`{name}` writes to a tensor through a data-dependent index while recording; "
+                "initrecipe cannot record it yet"
+            )
+        flat = flatten_outputs(result)
+        fakes = [self.fake_mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in flat]
+        out_meta = tuple((t.dtype, tuple(t.shape)) for t in flat if isinstance(t, torch.Tensor))
+        index = self._record_call(func, name, args, kwargs, fakes if isinstance(result, (list, tuple)) else fakes[0], out_meta)
+        for vid, real in zip(self.program[index].outs, flat):
+            if vid is not None:
+                self.cache[vid] = (real, index)
+                self.cache_bytes += real.untyped_storage().nbytes()
+        return fakes if isinstance(result, (list, tuple)) else fakes[0]
+
+
+def _iter_tensors(values: Any) -> Iterator[torch.Tensor]:
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            yield from _iter_tensors(v)
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(v, fn) for v in value) if isinstance(value, list) else tuple(
+            _map_tensors(v, fn) for v in value
+        )
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
+class _RecordingMode(TorchDispatchMode):
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        return self.recorder.dispatch(func, args, kwargs or {})
+
+
+@contextlib.contextmanager
+def _numpy_materializes(recorder: _Recorder) -> Iterator[None]:
+    """Let ``tensor.numpy()`` (and so ``np.asarray(tensor)``) return true values while recording."""
+    original = torch.Tensor.numpy
+
+    def numpy(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self, FakeTensor):
+            return original(recorder.materialize(self).detach(), *args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.numpy = numpy  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.numpy = original  # type: ignore[method-assign]
+
+
+def _collect(recorder: _Recorder, model: torch.nn.Module) -> list[TensorEntry]:
+    entries: list[TensorEntry] = []
+    non_persistent: set[str] = set()
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        for local in module._non_persistent_buffers_set:
+            non_persistent.add(f"{prefix}.{local}" if prefix else local)
+    for kind, items in (
+        ("parameter", model.named_parameters(remove_duplicate=False)),
+        ("buffer", model.named_buffers(remove_duplicate=False)),
+    ):
+        for name, tensor in items:
+            vid = recorder.ref(tensor).id
+            meta = recorder.facts.values[vid]
+            entries.append(
+                TensorEntry(
+                    name=name,
+                    value=vid,
+                    kind=kind,
+                    shape=meta.shape,
+                    dtype=meta.dtype,
+                    requires_grad=bool(tensor.requires_grad) if kind == "parameter" else False,
+                    persistent=name not in non_persistent,
+                )
+            )
+    ties: dict[int, tuple[str, str]] = {}
+    for entry in entries:
+        first = ties.setdefault(entry.value, (entry.name, entry.kind))
+        if first[1] != entry.kind:
+            raise RecordError(
+                f"`{entry.name}` and `{first[0]}` are one tensor, but one is a parameter and the other a buffer"
+            )
+    return entries
+
+
+def record(
+    model_fn: Callable[[], torch.nn.Module],
+    *,
+    seed: int | None = None,
+    rng: str = "torch",
+    sync_rng: bool = True,
+) -> Recipe:
+    """Run ``model_fn`` without allocating tensor storage and capture how it initializes its tensors.
+
+    Args:
+        model_fn: a zero-argument callable returning an ``nn.Module``; it runs once, on fake
+            tensors that behave like CPU tensors (``is_meta`` is False, ``device`` is ``cpu``).
+        seed: seed torch's CPU generator with it first, as ``torch.manual_seed(seed)`` does; None
+            records from the generator's current state, so the recipe reproduces what
+            ``model_fn()`` would have produced right now.
+        rng: ``"torch"``: replay reproduces eager PyTorch on CPU bit for bit.
+        sync_rng: leave torch's generators exactly where ``model_fn()`` would have left them, so
+            code that draws afterwards is unaffected (this replays the draws' effect on the
+            generator, which costs about the time eager spends drawing).  With False, the
+            generators are put back where they were before ``record``.
+
+    Returns:
+        The :class:`Recipe`.
+
+    Raises:
+        RecordError: the constructor did something initrecipe cannot capture faithfully.
+
+    Example:
+        >>> import initrecipe, torch
+        >>> recipe = initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0)
+        >>> recipe.names, recipe.rng
+        (['weight', 'bias'], 'torch')
+
+    .. Warning:: while recording, torch's generators hold placeholder states; code inside
+       ``model_fn`` that reads ``torch.get_rng_state()`` as data (not to restore it) sees them.
+    """
+    if rng not in RNG_MODES:
+        raise RecordError(f"rng must be one of {list(RNG_MODES)}, not {rng!r}")
+    if rng == "portable":
+        raise RecordError("rng='portable' is not available in this version of initrecipe; use rng='torch'")
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be a zero-argument callable returning an nn.Module, not {type(model_fn).__name__}")
+    if getattr(_ACTIVE, "recording", False):
+        raise RecordError("`initrecipe.record` was called inside another `record`; nested recording is not supported")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+    recorder = _Recorder(rng)
+    _ACTIVE.recording = True
+    finished = False
+    try:
+        recorder.tracker.start(torch.default_generator, seed)
+        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder):
+            model = model_fn()
+            if not isinstance(model, torch.nn.Module):
+                raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
+            entries = _collect(recorder, model)
+        if sync_rng:
+            _sync_generators(recorder)
+        else:
+            recorder.tracker.restore_originals()
+        finished = True
+    finally:
+        _ACTIVE.recording = False
+        if not finished:
+            recorder.tracker.restore_originals()
+    program, entries = _compact(recorder, entries)
+    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+
+
+def _sync_generators(recorder: _Recorder) -> None:
+    """Set every tracked generator to the state eager execution would have left it in."""
+    for gid, generator in enumerate(recorder.tracker.objects):
+        position = recorder.tracker.position_of(gid)
+        if position is None:
+            continue  # user code set this generator after its last draw: that state is eager's too
+        with _disable_current_modes():
+            state = recorder.shadow.state_after(gid, position)
+        generator.set_state(state)
+
+
+def _compact(recorder: _Recorder, entries: list[TensorEntry]) -> tuple[list[Instruction], list[TensorEntry]]:
+    """Drop instructions the outputs do not need and renumber values densely in definition order."""
+    program = recorder.program
+    facts = recorder.facts
+    outputs = {e.value for e in entries}
+    actions = plan_execution(program, facts, outputs, advance_dead_draws=True)
+    keep = [a != Action.SKIP for a in actions]
+    # Dead draws run on scratch copies of their arguments' shapes: keep what defines those values.
+    wanted: set[int] = set()
+    for i in range(len(program) - 1, -1, -1):
+        ins = program[i]
+        defines = [ins.out] if isinstance(ins, Literal) else list(getattr(ins, "outs", ()))
+        if not keep[i] and any(v in wanted for v in defines if v is not None):
+            keep[i] = True
+        if keep[i] and isinstance(ins, Call):
+            wanted.update(r.id for r in _refs(ins.args) + _refs(list(ins.kwargs.values())))
+    new_index: dict[int, int] = {}
+    renumber: dict[int, int] = {}
+    compacted: list[Instruction] = []
+    for i, ins in enumerate(program):
+        if not keep[i]:
+            continue
+        new_index[i] = len(compacted)
+        if isinstance(ins, Call):
+            outs = []
+            for o in ins.outs:
+                if o is None:
+                    outs.append(None)
+                else:
+                    renumber[o] = len(renumber)
+                    outs.append(renumber[o])
+            compacted.append(
+                Call(
+                    ins.op,
+                    tuple(outs),
+                    tuple(_renumber(a, renumber) for a in ins.args),
+                    {k: _renumber(v, renumber) for k, v in ins.kwargs.items()},
+                    ins.out_meta,
+                )
+            )
+        elif isinstance(ins, Literal):
+            renumber[ins.out] = len(renumber)
+            compacted.append(Literal(renumber[ins.out], ins.dtype, ins.shape, ins.data))
+        elif hasattr(ins, "after"):
+            compacted.append(type(ins)(ins.gen, new_index[ins.after]))
+        else:
+            compacted.append(ins)
+    new_entries = [
+        TensorEntry(e.name, renumber[e.value], e.kind, e.shape, e.dtype, e.requires_grad, e.persistent)
+        for e in entries
+    ]
+    return compacted, new_entries
+
+
+def _refs(values: list[Any] | tuple[Any, ...]) -> list[Ref]:
+    out: list[Ref] = []
+    for v in values:
+        if isinstance(v, Ref):
+            out.append(v)
+        elif isinstance(v, (list, tuple)) and not isinstance(v, GenRef):
+            out.extend(_refs(v))
+    return out
+
+
+def _renumber(value: Any, renumber: dict[int, int]) -> Any:
+    if isinstance(value, Ref):
+        return Ref(renumber[value.id])
+    if isinstance(value, GenRef):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_renumber(v, renumber) for v in value]
+    return value

@@ -1,0 +1,206 @@
+"""Tracking torch generators while recording, and replaying their draws lazily for the recorder.
+
+While a constructor is recorded no random number is drawn: random operators run on fake tensors.
+The real generators must nonetheless tell the recorder when user code repositions them
+(``torch.manual_seed``, ``Generator.manual_seed``, ``set_rng_state``, ``fork_rng``).  After every
+draw the recorder therefore reseeds the real generator with a unique *marker* seed; at the next
+draw, ``initial_seed()`` says whether the generator still holds that marker (the stream goes on),
+holds an older marker (``fork_rng`` or ``set_rng_state`` restored a saved state), or holds
+anything else (user code reseeded it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from .interpreter import ScratchPool, draw_on_scratch, set_generator_state
+from .program import Call, Instruction, RngRestore, RngSeed, RngSetState
+
+if TYPE_CHECKING:
+    from .analysis import ProgramFacts
+
+__all__ = ["GeneratorTracker", "ShadowGenerators", "seeded_state_matches"]
+
+
+def seeded_state_matches(generator: torch.Generator) -> bool:
+    """Whether ``generator`` is exactly in the state ``manual_seed(generator.initial_seed())`` gives."""
+    probe = torch.Generator(device="cpu")
+    probe.manual_seed(generator.initial_seed())
+    return torch.equal(probe.get_state(), generator.get_state())
+
+
+class GeneratorTracker:
+    """Assigns generator ids, emits positioning instructions, and manages marker seeds."""
+
+    def __init__(self, emit: Callable[[Instruction], int]) -> None:
+        self._emit = emit
+        self._objects: list[torch.Generator] = []
+        self._ids: dict[int, int] = {}
+        self._marker_of: list[int] = []  # gen id -> marker seed currently expected
+        self._markers: dict[int, tuple[int, int]] = {}  # marker seed -> (gen id, instruction index)
+        self._original_states: list[torch.Tensor] = []
+        self._next_marker = (1 << 62) | (secrets.randbits(40) << 20)
+
+    @property
+    def count(self) -> int:
+        return len(self._objects)
+
+    @property
+    def objects(self) -> list[torch.Generator]:
+        return list(self._objects)
+
+    def start(self, generator: torch.Generator, seed: int | None) -> int:
+        """Register ``generator`` and emit its initial position (``seed``, or its current state)."""
+        gid = len(self._objects)
+        self._objects.append(generator)
+        self._ids[id(generator)] = gid
+        self._original_states.append(generator.get_state())
+        self._marker_of.append(-1)
+        if seed is not None:
+            probe = torch.Generator(device="cpu")
+            probe.manual_seed(seed)  # validates the seed's range the way torch.manual_seed does
+            index = self._emit(RngSeed(gid, probe.initial_seed()))
+        else:
+            index = self._emit(self._capture(gid, generator))
+        self._set_marker(gid, index)
+        return gid
+
+    def before_draw(self, generator: torch.Generator | None) -> int:
+        """The id of the generator a draw uses, emitting an instruction if user code moved it."""
+        if generator is None:
+            generator = torch.default_generator
+        if generator.device.type != "cpu":
+            from .errors import RecordError
+
+            raise RecordError(
+                f"a random draw uses a `{generator.device}` generator; recorded constructors must draw "
+                "from CPU generators (eager CPU init is what rng='torch' reproduces)"
+            )
+        gid = self._ids.get(id(generator))
+        if gid is None:
+            return self.start(generator, None)
+        current = generator.initial_seed()
+        if current == self._marker_of[gid]:
+            return gid
+        known = self._markers.get(current)
+        if known is not None and known[0] == gid:
+            index = self._emit(RngRestore(gid, known[1]))
+        else:
+            index = self._emit(self._capture(gid, generator))
+        self._set_marker(gid, index)
+        return gid
+
+    def after_draw(self, gid: int, index: int) -> None:
+        """Record that instruction ``index`` drew from generator ``gid``."""
+        self._set_marker(gid, index)
+
+    def position_of(self, gid: int) -> int | None:
+        """The instruction whose resulting state generator ``gid`` holds now, or None if user code set it."""
+        known = self._markers.get(self._objects[gid].initial_seed())
+        if known is not None and known[0] == gid:
+            return known[1]
+        return None
+
+    def restore_originals(self) -> None:
+        """Put every tracked generator back into the state it had when first seen."""
+        for generator, state in zip(self._objects, self._original_states):
+            generator.set_state(state)
+
+    def _capture(self, gid: int, generator: torch.Generator) -> Instruction:
+        if seeded_state_matches(generator):
+            return RngSeed(gid, generator.initial_seed())
+        return RngSetState(gid, bytes(generator.get_state().numpy().tobytes()))
+
+    def _set_marker(self, gid: int, index: int) -> None:
+        marker = self._next_marker
+        self._next_marker += 1
+        self._objects[gid].manual_seed(marker)
+        self._marker_of[gid] = marker
+        self._markers[marker] = (gid, index)
+
+
+class ShadowGenerators:
+    """Generator states of a program under construction, computed lazily and remembered.
+
+    Each generator has a cursor: RNG instructions before it have been run (random draws on scratch
+    memory), and the state after each of them is kept, so that any earlier draw can be re-run
+    exactly when the recorder needs its values.
+    """
+
+    def __init__(
+        self,
+        program: list[Instruction],
+        facts: "ProgramFacts",
+        rng_instructions: list[list[int]],
+        materialize_inputs: Callable[[int], None] | None = None,
+    ) -> None:
+        self._program = program
+        self._facts = facts
+        self._rng_instructions = rng_instructions  # gen id -> indices of instructions positioning/drawing
+        self._generators: list[torch.Generator] = []
+        self._cursor: list[int] = []  # gen id -> position in rng_instructions[gen]
+        self._after: dict[int, torch.Tensor] = {}  # instruction index -> state after it
+        self._previous: dict[int, int] = {}  # draw index -> index of the gen's previous RNG instruction
+        self._run_value_dependent = materialize_inputs
+        self._pool = ScratchPool()
+
+    def _ensure(self, gid: int) -> None:
+        while len(self._generators) <= gid:
+            self._generators.append(torch.Generator(device="cpu"))
+            self._cursor.append(0)
+
+    def advance(self, gid: int, upto: int) -> None:
+        """Run generator ``gid``'s RNG instructions with index < ``upto``."""
+        self._ensure(gid)
+        indices = self._rng_instructions[gid]
+        gen = self._generators[gid]
+        while self._cursor[gid] < len(indices) and indices[self._cursor[gid]] < upto:
+            pos = self._cursor[gid]
+            j = indices[pos]
+            if pos > 0:
+                self._previous[j] = indices[pos - 1]
+            ins = self._program[j]
+            if isinstance(ins, RngSeed):
+                gen.manual_seed(ins.seed)
+            elif isinstance(ins, RngSetState):
+                set_generator_state(gen, ins.state, f"program[{j}]")
+            elif isinstance(ins, RngRestore):
+                gen.set_state(self._after[ins.after])
+            else:
+                assert isinstance(ins, Call)
+                info = self._facts.infos[j]
+                if info.value_dependent_random and self._run_value_dependent is not None:
+                    self._run_value_dependent(j)
+                else:
+                    draw_on_scratch(ins, info, self._facts, gen, f"program[{j}]", self._pool)
+            self._after[j] = gen.get_state()
+            self._cursor[gid] = pos + 1
+
+    def state_after(self, gid: int, index: int) -> torch.Tensor:
+        """Generator ``gid``'s state right after instruction ``index``."""
+        self.advance(gid, index + 1)
+        return self._after[index]
+
+    # GeneratorBank protocol -------------------------------------------------------------
+    def for_draw(self, index: int, gen: int) -> torch.Generator:
+        self.advance(gen, index)
+        indices = self._rng_instructions[gen]
+        if self._cursor[gen] < len(indices) and indices[self._cursor[gen]] == index:
+            self._previous[index] = indices[self._cursor[gen] - 1]
+            return self._generators[gen]
+        replica = torch.Generator(device="cpu")
+        replica.set_state(self._after[self._previous[index]])
+        return replica
+
+    def after_draw(self, index: int, gen: int) -> None:
+        indices = self._rng_instructions[gen]
+        if self._cursor[gen] < len(indices) and indices[self._cursor[gen]] == index:
+            self._after[index] = self._generators[gen].get_state()
+            self._cursor[gen] += 1
+
+    def position(self, index: int, ins: RngSeed | RngSetState | RngRestore) -> None:
+        """Nothing to do: :meth:`advance` applies positioning instructions when a draw needs them."""
+
