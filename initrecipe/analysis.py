@@ -171,11 +171,14 @@ def infer_facts(program: list[Instruction], generators: int) -> ProgramFacts:
                 _check_generators(pos_value, generators, f"program[{i}]")
             args = [_to_meta_arg(a, env, f"program[{i}].args") for a in ins.args]
             kwargs = {k: _to_meta_arg(v, env, f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
-            if info.data_dependent_shape:
-                if ins.out_meta is None or len(ins.out_meta) != len(ins.outs):
-                    raise RecipeFormatError(
-                        f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
-                    )
+            if info.data_dependent_shape and ins.out_meta is None:
+                raise RecipeFormatError(
+                    f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
+                )
+            if ins.out_meta is not None:
+                # Shapes that depend on data were recorded; replay checks them.
+                if len(ins.out_meta) != len(ins.outs):
+                    raise RecipeFormatError(f"program[{i}]: `out_meta` has {len(ins.out_meta)} entries for {len(ins.outs)} outputs")
                 outs = [torch.empty(shape, dtype=dtype, device=_META) for dtype, shape in ins.out_meta]
             else:
                 try:

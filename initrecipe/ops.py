@@ -55,7 +55,9 @@ amax amin max min argmax argmin any all outer mm bmm addmm addmv mv dot vdot mat
 linalg_householder_product geqrf orgqr _linalg_svd linalg_svd _linalg_eigh linalg_eigh
 linalg_cholesky_ex triangular_solve linalg_solve_triangular _weight_norm _weight_norm_interface
 norm_except_dim resize_ count_nonzero bucketize searchsorted histc unique_consecutive _unique2
-constant_pad_nd cross expand_copy permute_copy view_copy
+constant_pad_nd cross expand_copy permute_copy view_copy diagonal_copy t_copy transpose_copy
+unsqueeze_copy squeeze_copy select_copy slice_copy alias_copy detach_copy unbind_copy split_copy
+split_with_sizes_copy as_strided_copy _unsafe_view_copy
 """
 
 ALLOWED_OPERATORS: frozenset[str] = frozenset(

@@ -148,7 +148,8 @@ class _Recorder:
             dtype_name(tensor.dtype)
         except ValueError:
             raise RecordError(f"constant tensors of dtype {tensor.dtype} are not supported") from None
-        data = tensor.detach().contiguous()
+        with _disable_current_modes():
+            data = tensor.detach().contiguous()
         nbytes = data.numel() * data.element_size()
         if nbytes > _LITERAL_LIMIT:
             raise RecordError(
@@ -156,7 +157,8 @@ class _Recorder:
                 "code; a recipe stores constants inline, up to 16 MiB. Create it inside the constructor "
                 "from a seed or a formula instead"
             )
-        raw = data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b""
+        with _disable_current_modes():
+            raw = bytes(data.view(-1).view(torch.uint8).numpy()) if data.numel() else b""
         index = len(self.program)
         self.program.append(Literal(-1, data.dtype, tuple(data.shape), raw))
         self.facts.infos.append(None)
@@ -215,7 +217,8 @@ class _Recorder:
             position = info.arg_names.index(info.generator_arg)
             if generator is None and position < len(args):
                 generator = args[position]
-        gid = self.tracker.before_draw(generator)
+        with _disable_current_modes():
+            gid = self.tracker.before_draw(generator)
         enc_args = []
         for pos, a in enumerate(args):
             if info.is_random and pos == info.arg_names.index(info.generator_arg):
@@ -255,7 +258,8 @@ class _Recorder:
             self.writers[storage].append(index)
         if gid is not None:
             self.rng_instructions[gid].append(index)
-            self.tracker.after_draw(gid, index)
+            with _disable_current_modes():
+                self.tracker.after_draw(gid, index)
         return index
 
     # ------------------------------------------------------------------ materialization
@@ -380,6 +384,30 @@ def _numpy_materializes(recorder: _Recorder) -> Iterator[None]:
         torch.Tensor.numpy = original  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _eager_module_conversion() -> Iterator[None]:
+    """Make ``Module.to()``/``.half()`` convert fake parameters the way eager converts real ones.
+
+    For fake parameters ``Module._apply`` swaps tensor objects (``torch.utils.swap_tensors``),
+    where for real CPU tensors it assigns ``param.data``; the results agree except that the swap
+    refuses tensors with weak references.  While recording, a swap of fake tensors is done as the
+    eager ``.data`` assignment.
+    """
+    original = torch.utils.swap_tensors
+
+    def swap_tensors(t1: torch.Tensor, t2: torch.Tensor) -> None:
+        if isinstance(t1, FakeTensor) and isinstance(t2, FakeTensor):
+            t1.data = t2.data if isinstance(t2, torch.nn.Parameter) else t2
+            return
+        original(t1, t2)
+
+    torch.utils.swap_tensors = swap_tensors
+    try:
+        yield
+    finally:
+        torch.utils.swap_tensors = original
+
+
 def _collect(recorder: _Recorder, model: torch.nn.Module) -> list[TensorEntry]:
     entries: list[TensorEntry] = []
     non_persistent: set[str] = set()
@@ -465,7 +493,7 @@ def record(
     finished = False
     try:
         recorder.tracker.start(torch.default_generator, seed)
-        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder):
+        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), _eager_module_conversion():
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")

@@ -1,0 +1,197 @@
+"""The ``initrecipe`` command line: a thin layer over the library.
+
+Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check or a
+difference found, 2 usage errors (argparse's convention).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from . import __version__
+from .errors import RecipeError
+
+__all__ = ["main"]
+
+
+def _load_callable(spec: str) -> Callable[[], object]:
+    """Import ``PKG.MODULE:CALLABLE`` (the user's own code, named on the command line)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"initrecipe: error: expected PKG.MODULE:CALLABLE, got `{spec}`")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SystemExit(f"initrecipe: error: cannot import `{module_name}`: {exc}") from None
+    target: object = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise SystemExit(f"initrecipe: error: `{module_name}` has no attribute `{attr}`") from None
+    if not callable(target):
+        raise SystemExit(f"initrecipe: error: `{spec}` is not callable")
+    return target  # type: ignore[return-value]
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from .record import record
+
+    if args.hf_config:
+        from .hf import model_fn_from_config
+
+        model_fn = model_fn_from_config(args.hf_config, auto_class=args.auto_class)
+    elif args.target:
+        model_fn = _load_callable(args.target)
+    else:
+        raise SystemExit("initrecipe: error: give PKG.MODULE:CALLABLE or --hf-config CONFIG_JSON")
+    start = time.perf_counter()
+    recipe = record(model_fn, seed=args.seed, rng=args.rng)  # type: ignore[arg-type]
+    path = recipe.save(args.output)
+    size = path.stat().st_size
+    print(
+        f"recorded {len(recipe.tensors)} tensors ({recipe.total_bytes / 2**20:.1f} MiB of weights) "
+        f"into {path} ({size} bytes, {recipe.num_ops} ops) in {time.perf_counter() - start:.2f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    from .recipe import atomic_write_bytes, load
+    from .replay import replay
+
+    recipe = load(args.recipe)
+    start = time.perf_counter()
+    weights = replay(recipe, device=args.device)
+    elapsed = time.perf_counter() - start
+    unique: dict[int, str] = {}
+    tensors = {}
+    for name, tensor in weights.items():
+        if id(tensor) in unique:
+            continue
+        unique[id(tensor)] = name
+        tensors[name] = tensor.detach().to("cpu").contiguous()
+    out = Path(args.output)
+    tmp = out.with_name(f".{out.name}.partial")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "initrecipe.hash": recipe.content_hash})
+    atomic_write_bytes(out, tmp.read_bytes())
+    tmp.unlink()
+    print(f"replayed {len(tensors)} tensors in {elapsed:.2f} s into {out}", file=sys.stderr)
+    del torch
+    return 0
+
+
+def _describe(recipe: object) -> dict[str, object]:
+    from .recipe import Recipe
+
+    assert isinstance(recipe, Recipe)
+    return {
+        "format_version": "1.0",
+        "rng": recipe.rng,
+        "seed": recipe.seed,
+        "content_hash": recipe.content_hash,
+        "num_ops": recipe.num_ops,
+        "total_bytes": recipe.total_bytes,
+        "producer": recipe.producer,
+        "tie_groups": recipe.tie_groups,
+        "tensors": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "shape": list(t.shape),
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "requires_grad": t.requires_grad,
+                "persistent": t.persistent,
+            }
+            for t in recipe.tensors
+        ],
+    }
+
+
+def _safe(text: str) -> str:
+    """Escape control characters in names read from a file before printing them."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .recipe import load
+
+    recipe = load(args.recipe)
+    info = _describe(recipe)
+    if args.json:
+        json.dump(info, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"rng: {recipe.rng}   seed: {recipe.seed}   ops: {recipe.num_ops}   hash: {recipe.content_hash}")
+    print(f"tensors: {len(recipe.tensors)}   weights: {recipe.total_bytes / 2**20:.2f} MiB")
+    if not args.no_tensors:
+        width = max((len(_safe(t.name)) for t in recipe.tensors), default=4)
+        for t in recipe.tensors:
+            flags = t.kind if t.kind == "parameter" else ("buffer" if t.persistent else "buffer (non-persistent)")
+            print(f"  {_safe(t.name):<{width}}  {str(list(t.shape)):<18} {str(t.dtype).removeprefix('torch.'):<9} {flags}")
+    for group in recipe.tie_groups:
+        print("tied: " + " = ".join(_safe(n) for n in group))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="initrecipe", description="Record, replay and inspect model init recipes."
+    )
+    parser.add_argument("--version", action="version", version=f"initrecipe {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("record", help="record a model constructor into a recipe file")
+    p.add_argument("target", nargs="?", help="PKG.MODULE:CALLABLE returning an nn.Module")
+    p.add_argument("--hf-config", metavar="CONFIG_JSON", help="record a transformers model from its config.json")
+    p.add_argument("--auto-class", default="AutoModelForCausalLM", help="transformers auto class for --hf-config")
+    p.add_argument("--seed", type=int, default=None, help="seed torch's CPU generator first (default: current state)")
+    p.add_argument("--rng", choices=["torch", "portable"], default="torch")
+    p.add_argument("-o", "--output", required=True, help="recipe file to write")
+    p.set_defaults(run=_cmd_record)
+
+    p = sub.add_parser("replay", help="replay a recipe into one safetensors file")
+    p.add_argument("recipe")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
+    p.set_defaults(run=_cmd_replay)
+
+    p = sub.add_parser("show", help="print a recipe's tensors, ties and settings")
+    p.add_argument("recipe")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor listing")
+    p.set_defaults(run=_cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv if argv else ["--help"])
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except RecipeError as exc:
+        print(f"initrecipe: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("initrecipe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
