@@ -20,8 +20,21 @@ from .errors import (  # noqa: E402
     UnsupportedVersionError,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
-from .record import record  # noqa: E402
 from .replay import iter_replay, replay  # noqa: E402
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .recorder import record
+
+
+def __getattr__(name: str):
+    # The recorder (and torch's fake-tensor machinery) loads only when used: a machine that only
+    # replays recipes never imports it.
+    if name == "record":
+        from .recorder import record
+
+        return record
+    raise AttributeError(f"module 'initrecipe' has no attribute {name!r}")
 
 __all__ = [
     "record",

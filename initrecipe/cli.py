@@ -42,7 +42,7 @@ def _load_callable(spec: str) -> Callable[[], object]:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from .record import record
+    from .recorder import record
 
     if args.hf_config:
         from .hf import model_fn_from_config
@@ -145,6 +145,33 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import to_safetensors
+    from .recipe import load
+
+    recipe = load(args.recipe)
+    start = time.perf_counter()
+    paths = to_safetensors(
+        recipe,
+        args.out_dir,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        device=args.device,
+        force=args.force,
+        progress=False if args.quiet else None,
+        config=args.config,
+    )
+    if not args.quiet:
+        weights = [p for p in paths if p.name.endswith(".safetensors")]
+        size = sum(p.stat().st_size for p in weights)
+        print(
+            f"wrote {len(weights)} safetensors file{'s' if len(weights) != 1 else ''} "
+            f"({size / 2**20:.1f} MiB) into {args.out_dir} in {time.perf_counter() - start:.2f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="initrecipe", description="Record, replay and inspect model init recipes."
@@ -172,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor listing")
     p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser("convert", help="replay a recipe into a Hugging Face safetensors checkpoint folder")
+    p.add_argument("recipe")
+    p.add_argument("out_dir", metavar="OUT_DIR")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="cast floating tensors")
+    p.add_argument("--max-shard-size", default="5GB", help="largest shard file (default 5GB)")
+    p.add_argument("--config", metavar="CONFIG_JSON", help="copy this config.json beside the weights")
+    p.add_argument("--device", default="cpu", help="replay on this device (default cpu)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in OUT_DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    p.set_defaults(run=_cmd_convert)
     return parser
 
 

@@ -1,0 +1,447 @@
+"""Turn a recipe into a Hugging Face style safetensors checkpoint folder, streaming.
+
+The folder looks like what ``transformers``' ``save_pretrained`` writes: ``model.safetensors``,
+or ``model-00001-of-0000N.safetensors`` shards and ``model.safetensors.index.json`` when the
+weights exceed ``max_shard_size``; with ``config=`` the model's ``config.json`` goes beside them,
+so ``AutoModelForCausalLM.from_pretrained(out_dir)`` loads the replayed weights.
+
+Shapes and dtypes are known before any tensor exists, so every file's header, and every
+tensor's place in it, is fixed up front; tensors are replayed one at a time and written straight
+to their offsets.  Peak memory stays near the largest tensor (twice it with a dtype cast), not
+the model.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import torch
+
+from . import __version__
+from .errors import RecipeError, ReplayError
+from .recipe import Recipe, TensorEntry, load
+from .replay import iter_replay
+from .safetensors_stream import (
+    SAFETENSORS_DTYPES,
+    StreamingSafetensorsWriter,
+    TensorSpec,
+    fsync_dir,
+    plan_layout,
+    temp_path_for,
+)
+
+__all__ = [
+    "to_safetensors",
+    "plan_shards",
+    "parse_size",
+    "parse_dtype",
+    "OutputExistsError",
+    "OutputWriteError",
+    "WEIGHTS_NAME",
+    "WEIGHTS_INDEX_NAME",
+    "CONFIG_NAME",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+_SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+RecipeSource = Union[Recipe, str, os.PathLike, bytes]
+
+
+class OutputExistsError(RecipeError, FileExistsError):
+    """The output folder already holds a checkpoint and overwriting was not asked for."""
+
+
+class OutputWriteError(RecipeError, OSError):
+    """Writing the output failed: disk full, no permission, read-only file system, ..."""
+
+
+# --------------------------------------------------------------------------- parsing helpers
+_SIZE_UNITS = {
+    "": 1, "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in a size such as ``"5GB"`` (10**9 bytes), ``"2GiB"``, ``"500MB"`` or an integer.
+
+    A lowercase final ``b`` after a multiplier means bits, as in ``transformers`` (``"5Gb"`` is
+    625 MB).
+
+    Example:
+        >>> parse_size("5GB"), parse_size("1KiB"), parse_size(100)
+        (5000000000, 1024, 100)
+    """
+    if isinstance(size, bool):
+        raise ValueError(f"invalid size {size!r}")
+    if isinstance(size, int):
+        if size <= 0:
+            raise ValueError(f"the shard size must be positive, got {size}")
+        return size
+    match = _SIZE_RE.match(str(size))
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"invalid size `{size}`; write e.g. 5GB, 500MB or 2GiB")
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if len(match.group(2)) >= 2 and match.group(2).endswith("b"):
+        value //= 8
+    if value <= 0:
+        raise ValueError(f"the shard size must be positive, got `{size}`")
+    return value
+
+
+_DTYPE_NAMES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "f16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "f32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "fp64": torch.float64, "f64": torch.float64, "float64": torch.float64, "double": torch.float64,
+}
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A floating torch dtype from ``torch.bfloat16`` or a name such as ``"bf16"``; ``None`` stays ``None``."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        key = dtype.strip().lower().removeprefix("torch.")
+        if key not in _DTYPE_NAMES:
+            raise ValueError(f"unknown dtype `{dtype}`; use one of bf16, fp16, fp32")
+        dtype = _DTYPE_NAMES[key]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"can only cast to a floating dtype, not {dtype}")
+    if dtype not in SAFETENSORS_DTYPES:
+        raise ValueError(f"safetensors cannot store {dtype}")
+    return dtype
+
+
+# --------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class _Stored:
+    """One tensor as it goes to disk: the name kept, the value it replays, its output dtype."""
+
+    name: str
+    value: int
+    spec: TensorSpec
+    is_parameter: bool
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Which file holds which tensor, computed from the recipe alone."""
+
+    files: dict[str, list[str]]  # file name -> stored tensor names, in recipe order
+    weight_map: dict[str, str]  # stored tensor name -> file name
+    total_size: int
+    total_parameters: int
+
+    @property
+    def is_sharded(self) -> bool:
+        return len(self.files) > 1
+
+
+def _stored_tensors(recipe: Recipe, dtype: torch.dtype | None) -> list[_Stored]:
+    """Each distinct persistent tensor once, under its first persistent name in recipe order.
+
+    This keeps the name ``transformers``' ``save_pretrained`` keeps for tied weights (the source,
+    e.g. ``model.embed_tokens.weight``; ``lm_head.weight`` is dropped and re-tied on load), and
+    leaves out non-persistent buffers, as ``state_dict()`` does.
+    """
+    first: dict[int, TensorEntry] = {}
+    is_param: dict[int, bool] = {}
+    for entry in recipe.tensors:
+        if not entry.persistent:
+            continue
+        first.setdefault(entry.value, entry)
+        is_param[entry.value] = is_param.get(entry.value, False) or entry.kind == "parameter"
+    stored = []
+    for value, entry in first.items():
+        out = dtype if dtype is not None and entry.dtype.is_floating_point else entry.dtype
+        if out not in SAFETENSORS_DTYPES:
+            raise RecipeError(f"`{entry.name}` has dtype {entry.dtype}, which safetensors cannot store")
+        stored.append(_Stored(entry.name, value, TensorSpec(entry.name, out, entry.shape), is_param[value]))
+    return stored
+
+
+def plan_shards(stored: Sequence[_Stored], max_shard_size: int) -> ShardPlan:
+    """Greedy sharding in recipe order, exactly as ``huggingface_hub.split_torch_state_dict_into_shards``.
+
+    A tensor bigger than ``max_shard_size`` gets a shard of its own; otherwise a new shard starts
+    when the next tensor would overflow the current one.
+    """
+    shards: list[list[str]] = []
+    current: list[str] = []
+    current_size = 0
+    total = 0
+    for s in stored:
+        size = s.spec.nbytes
+        total += size
+        if size > max_shard_size:
+            shards.append([s.name])
+            continue
+        if current_size + size > max_shard_size:
+            shards.append(current)
+            current, current_size = [], 0
+        current.append(s.name)
+        current_size += size
+    if current or not shards:
+        shards.append(current)
+    n = len(shards)
+    files: dict[str, list[str]] = {}
+    for i, names in enumerate(shards):
+        fname = WEIGHTS_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        files[fname] = names
+    weight_map = {name: fname for fname, names in files.items() for name in names}
+    params = sum(s.spec.nbytes // s.spec.dtype.itemsize for s in stored if s.is_parameter)
+    return ShardPlan(files=files, weight_map=weight_map, total_size=total, total_parameters=params)
+
+
+def _existing_outputs(out_dir: Path, with_config: bool) -> list[str]:
+    if not out_dir.is_dir():
+        return []
+    found = []
+    for name in sorted(os.listdir(out_dir)):
+        if name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) or _SHARD_RE.fullmatch(name) or (with_config and name == CONFIG_NAME):
+            found.append(name)
+    return found
+
+
+def _config_bytes(config: str | os.PathLike, dtype: torch.dtype | None) -> bytes:
+    """The config.json to write: the file as is, or with its ``dtype`` set to the cast dtype."""
+    path = Path(config)
+    if path.is_dir():
+        path = path / CONFIG_NAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecipeError(f"config file `{path}` does not exist") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read config file `{path}`: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"config file `{path}` is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise RecipeError(f"config file `{path}` is not a JSON object; expected a transformers config.json")
+    if dtype is None:
+        return data
+    # What save_pretrained writes for a model in that dtype, so that dtype="auto" loads it as stored.
+    name = str(dtype).removeprefix("torch.")
+    doc["dtype"] = name
+    if "torch_dtype" in doc:
+        doc["torch_dtype"] = name
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _os_error(exc: OSError, out_dir: Path, needed: int) -> OutputWriteError:
+    """One line for a failed write."""
+    code = exc.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        what = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded"
+        msg = (
+            f"{what} while writing to `{out_dir}` (the checkpoint needs {needed / 2**20:.1f} MiB); "
+            "free some space or choose another OUT_DIR"
+        )
+    elif code in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
+        msg = f"permission denied writing to `{out_dir}`; choose a folder you can write to"
+    elif code == errno.EROFS:
+        msg = f"`{out_dir}` is on a read-only file system; choose another OUT_DIR"
+    else:
+        where = f" `{exc.filename}`" if exc.filename else f" to `{out_dir}`"
+        msg = f"cannot write{where}: {exc.strerror or exc}"
+    err = OutputWriteError(msg)
+    err.errno = code  # type: ignore[misc]
+    return err
+
+
+def _progress_bar(enabled: bool | None, total_bytes: int, total_tensors: int) -> Any:
+    if enabled is None:
+        enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc="converting",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=True,
+    )
+    bar.set_postfix_str(f"tensors 0/{total_tensors}", refresh=False)
+    return bar
+
+
+def _write_small(final: Path, data: bytes, temps: list[Path]) -> Path:
+    """Write ``data`` under a temporary name beside ``final``; returns the temporary path."""
+    tmp = temp_path_for(final)
+    temps.append(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return tmp
+
+
+# --------------------------------------------------------------------------- the conversion
+def to_safetensors(
+    recipe: RecipeSource,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: torch.dtype | str | None = None,
+    max_shard_size: int | str = "5GB",
+    device: str | torch.device = "cpu",
+    force: bool = False,
+    progress: bool | None = None,
+    config: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Replay a recipe straight into a safetensors checkpoint folder, one tensor at a time.
+
+    Args:
+        recipe: a :class:`Recipe`, or a path or bytes to :func:`initrecipe.load`.
+        out_dir: the folder to write (created if missing).
+        dtype: cast floating tensors to this dtype (``torch.bfloat16`` or ``"bf16"``, ...);
+            integer and bool tensors keep theirs.
+        max_shard_size: split into shards of at most this size (``"5GB"``, ``"500MB"``, bytes);
+            a single tensor larger than this gets a shard of its own.
+        device: where tensors are replayed before being written (see :func:`initrecipe.iter_replay`).
+        force: overwrite an existing checkpoint in ``out_dir`` (and remove its stale shards).
+        progress: show a progress bar on stderr; ``None`` shows one when stderr is a terminal.
+        config: a ``transformers`` ``config.json`` (or a folder holding one) to copy beside the
+            weights, so that ``from_pretrained(out_dir)`` works.  With ``dtype`` its ``dtype``
+            field is set to the cast dtype.
+
+    Returns:
+        The files written: the weight files, then the index (if sharded), then ``config.json``.
+
+    Raises:
+        OutputExistsError: ``out_dir`` already holds a checkpoint and ``force`` is false.
+        OutputWriteError: the disk is full, permission was denied, ... (nothing is left under a
+            final name; temporary files are removed).
+
+    Example:
+        >>> import initrecipe, tempfile, torch, safetensors.torch
+        >>> from initrecipe.convert import to_safetensors
+        >>> recipe = initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0)
+        >>> [p.name for p in to_safetensors(recipe, tempfile.mkdtemp())]
+        ['model.safetensors']
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load(recipe)
+    try:
+        cast = parse_dtype(dtype)
+        shard_limit = parse_size(max_shard_size)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RecipeError(f"`{out_dir}` exists and is not a folder")
+    config_data = _config_bytes(config, cast) if config is not None else None
+
+    stored = _stored_tensors(recipe, cast)
+    plan = plan_shards(stored, shard_limit)
+    by_value = {s.value: s for s in stored}
+    metadata = {
+        "format": "pt",
+        "initrecipe.content_hash": recipe.content_hash,
+        "initrecipe.version": __version__,
+    }
+    specs = {s.name: s.spec for s in stored}
+    layouts = {fname: plan_layout([specs[n] for n in names], metadata) for fname, names in plan.files.items()}
+    needed = sum(layout.file_size for layout in layouts.values())
+
+    existing = _existing_outputs(out_dir, config_data is not None)
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            f"`{out_dir}` already holds `{existing[0]}`{more}; pass --force (force=True) to overwrite"
+        )
+
+    writers: dict[str, StreamingSafetensorsWriter] = {}
+    temps: list[Path] = []
+    committed: list[Path] = []
+    bar = None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for fname, layout in layouts.items():
+            writers[fname] = StreamingSafetensorsWriter(out_dir / fname, layout)
+        bar = _progress_bar(progress, plan.total_size, len(stored))
+        on_bytes = bar.update if bar is not None else None
+        persistent = {t.name for t in recipe.tensors if t.persistent}
+        done = 0
+        for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in persistent):
+            target = by_value.get(entries[0].value)
+            if target is None:  # pragma: no cover - iter_replay yields only what was asked for
+                raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
+            if tensor.dtype != target.spec.dtype:
+                tensor = tensor.to(target.spec.dtype)
+            writer = writers[plan.weight_map[target.name]]
+            writer.write(target.name, tensor, on_bytes)
+            del tensor
+            done += 1
+            if bar is not None:
+                bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
+            if writer.done:
+                writer.close()
+        if done != len(stored):
+            raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
+        extra: list[tuple[Path, Path]] = []
+        if config_data is not None:
+            extra.append((_write_small(out_dir / CONFIG_NAME, config_data, temps), out_dir / CONFIG_NAME))
+        if plan.is_sharded:
+            index = {
+                "metadata": {"total_parameters": plan.total_parameters, "total_size": plan.total_size},
+                "weight_map": plan.weight_map,
+            }
+            data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")
+            extra.append((_write_small(out_dir / WEIGHTS_INDEX_NAME, data, temps), out_dir / WEIGHTS_INDEX_NAME))
+        # Everything is on disk under temporary names: now the renames, the index last.
+        for writer in writers.values():
+            committed.append(writer.commit())
+        for tmp, final in extra:
+            os.replace(tmp, final)
+            committed.append(final)
+        if force:
+            keep = {p.name for p in committed}
+            for name in _existing_outputs(out_dir, False):
+                if name not in keep:
+                    try:
+                        os.unlink(out_dir / name)
+                    except FileNotFoundError:
+                        pass
+        fsync_dir(out_dir)
+    except BaseException as exc:
+        for writer in writers.values():
+            writer.abort()
+        for tmp in temps:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and not isinstance(exc, RecipeError):
+            raise _os_error(exc, out_dir, needed) from None
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return committed

@@ -1,0 +1,90 @@
+"""The command line is a thin layer over the library: results on stdout, errors as one line, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import initrecipe
+from initrecipe.cli import main
+
+MODULE = """
+import torch
+from torch import nn
+
+def build():
+    torch.nn.init  # noqa
+    m = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
+    m.register_buffer("steps", torch.zeros((), dtype=torch.int64), persistent=False)
+    return m
+"""
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("my_models", None)
+
+
+def test_record_then_replay_to_safetensors_matches_eager(user_module, capsys):
+    assert main(["record", "my_models:build", "--seed", "3", "-o", "m.recipe"]) == 0
+    assert main(["replay", "m.recipe", "-o", "w.safetensors"]) == 0
+    import my_models
+
+    torch.manual_seed(3)
+    eager = my_models.build()
+    saved = load_file("w.safetensors")
+    assert set(saved) == {"0.weight", "0.bias", "1.weight", "1.bias", "steps"}
+    for name, tensor in list(eager.named_parameters()) + list(eager.named_buffers()):
+        assert torch.equal(saved[name], tensor), name
+    assert sorted(p.name for p in user_module.iterdir() if p.name.startswith(".")) == []
+
+
+def test_show_json_is_one_document(user_module, capsys):
+    main(["record", "my_models:build", "--seed", "0", "-o", "m.recipe"])
+    capsys.readouterr()
+    assert main(["show", "m.recipe", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in doc["tensors"]] == ["0.weight", "0.bias", "1.weight", "1.bias", "steps"]
+    assert doc["tensors"][4] == {
+        "name": "steps", "kind": "buffer", "shape": [], "dtype": "int64",
+        "requires_grad": False, "persistent": False,
+    }
+    assert doc["content_hash"] == initrecipe.load("m.recipe").content_hash
+
+
+def test_show_text_lists_tensors(user_module, capsys):
+    main(["record", "my_models:build", "-o", "m.recipe"])
+    capsys.readouterr()
+    assert main(["show", "m.recipe"]) == 0
+    out = capsys.readouterr().out
+    assert "0.weight" in out and "[3, 4]" in out and "buffer (non-persistent)" in out
+
+
+def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
+    bad = tmp_path / "empty.recipe"
+    bad.write_bytes(b"")
+    assert main(["show", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err == "initrecipe: error: the recipe is empty (0 bytes): the download or copy did not complete\n"
+
+
+def test_bad_target_is_a_usage_error(user_module):
+    with pytest.raises(SystemExit, match="expected PKG.MODULE:CALLABLE"):
+        main(["record", "my_models", "-o", "x.recipe"])
+    with pytest.raises(SystemExit, match="has no attribute `nope`"):
+        main(["record", "my_models:nope", "-o", "x.recipe"])
+
+
+def test_no_arguments_shows_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 0
+    assert "usage: initrecipe" in capsys.readouterr().out
