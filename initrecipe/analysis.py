@@ -340,8 +340,12 @@ def _plan(
             outs = [o for o in ins.outs if o is not None]
             fresh = [o for o in outs if facts.storage_creator.get(facts.values[o].storage) == i]
             written = facts.written_storages(i, ins)
-            live = {s for s in needed_storages if available.get(s, -1) < i}
-            contents = any(s in live for _, s in written) or any(facts.values[o].storage in live for o in fresh)
+            contents = any(
+                s in needed_storages and available.get(s, -1) < i for _, s in written
+            ) or any(
+                facts.values[o].storage in needed_storages and available.get(facts.values[o].storage, -1) < i
+                for o in fresh
+            )
             wanted = any(o in needed_values for o in outs)
             if contents:
                 action = Action.RUN

@@ -13,6 +13,7 @@ from torch._subclasses.fake_tensor import (
     DynamicOutputShapeException,
     FakeTensor,
     FakeTensorMode,
+    in_kernel_invocation_manager,
 )
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
@@ -30,6 +31,23 @@ _ACTIVE = threading.local()
 _LITERAL_LIMIT = 16 << 20  # bytes of constant data one recorded tensor may carry
 _CACHE_BUDGET = 1 << 30  # bytes of materialized values the recorder keeps for data-dependent code
 _NO_RECORD = frozenset({"prim.device.default"})
+
+
+_DETACH = torch.ops.aten.detach.default
+_METADATA_INPLACE = frozenset("t_ transpose_ squeeze_ unsqueeze_ as_strided_ swapdims_ swapaxes_".split())
+_FILLS = frozenset(
+    getattr(getattr(torch.ops.aten, packet), overload)
+    for packet, overload in [
+        ("fill_", "Scalar"), ("zero_", "default"), ("normal_", "default"), ("uniform_", "default"),
+        ("random_", "default"), ("random_", "from"), ("random_", "to"), ("exponential_", "default"),
+        ("cauchy_", "default"), ("log_normal_", "default"), ("geometric_", "default"),
+        ("bernoulli_", "float"),
+    ]
+)
+
+
+def _has_tensor(args: Any, kwargs: dict) -> bool:
+    return any(isinstance(a, torch.Tensor) for a in args) or any(isinstance(v, torch.Tensor) for v in kwargs.values())
 
 
 def _returns_tensor(func: torch._ops.OpOverload) -> bool:
@@ -191,18 +209,40 @@ class _Recorder:
             try:
                 return func(*args, **kwargs)
             except (DataDependentOutputException, DynamicOutputShapeException):
-                return self._run_for_real(func, args, kwargs, record=False)
-        check_recordable(func)
+                return self._run_for_real(func, args, kwargs, None)
+        if func._schema.name.split("::")[-1] not in _METADATA_INPLACE:
+            check_recordable(func)
+        if func is _DETACH and isinstance(args[0], FakeTensor) and not kwargs:
+            # `nn.Parameter(...)` and `.data` detach every tensor: build the alias directly, which
+            # is several times cheaper than a FakeTensorMode dispatch.
+            pending = self._prepare(func, name, args, kwargs)
+            with in_kernel_invocation_manager(self.fake_mode):
+                alias = func(args[0])
+            out = FakeTensor(self.fake_mode, alias, args[0].device)
+            self._commit(pending, args, kwargs, out)
+            return out
+        if func in _FILLS and isinstance(args[0], FakeTensor) and not _has_tensor(args[1:], kwargs):
+            # An in-place fill with scalar arguments returns its (unchanged) self: no need to ask
+            # FakeTensorMode, which costs more than recording the call.
+            self._commit(self._prepare(func, name, args, kwargs), args, kwargs, args[0])
+            return args[0]
+        pending = self._prepare(func, name, args, kwargs)  # encode inputs before `t_()` & co. change them
         try:
             out = func(*args, **kwargs)
         except (DataDependentOutputException, DynamicOutputShapeException):
-            return self._run_for_real(func, args, kwargs, record=True)
-        self._record_call(func, name, args, kwargs, out)
+            return self._run_for_real(func, args, kwargs, pending)
+        self._commit(pending, args, kwargs, out)
         return out
 
-    def _normalize_random(
+    def _prepare(
         self, func: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict
     ) -> tuple[OpInfo, list[Any], dict[str, Any], int | None]:
+        """Resolve the operator to record and encode its arguments as they are before it runs."""
+        packet = name.split(".")[1]
+        if packet in _METADATA_INPLACE:
+            # `x.t_()` changes x's view in place; the program binds the new view to a new value.
+            overload = "int" if packet == "transpose_" else name.split(".")[2]
+            name = f"aten.{packet[:-1]}.{overload}"
         info = op_info(name)
         if not info.is_random:
             explicit = generator_overload(func)
@@ -230,16 +270,16 @@ class _Recorder:
             enc_kwargs[info.generator_arg] = GenRef(gid)
         return info, enc_args, enc_kwargs, gid
 
-    def _record_call(
+    def _commit(
         self,
-        func: torch._ops.OpOverload,
-        name: str,
+        pending: tuple[OpInfo, list[Any], dict[str, Any], int | None],
         args: tuple,
         kwargs: dict,
         out: Any,
         out_meta: tuple | None = None,
     ) -> int:
-        info, enc_args, enc_kwargs, gid = self._normalize_random(func, name, args, kwargs)
+        """Append a prepared call and bind its outputs."""
+        info, enc_args, enc_kwargs, gid = pending
         index = len(self.program)
         call = Call(info.name, (), tuple(enc_args), enc_kwargs, out_meta)
         self.program.append(call)
@@ -313,29 +353,37 @@ class _Recorder:
             "and its inputs were never needed; initrecipe cannot position the generator after it"
         )
 
-    def _run_for_real(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict, *, record: bool) -> Any:
-        """Run a data-dependent operator on materialized inputs."""
+    def _run_for_real(
+        self,
+        func: torch._ops.OpOverload,
+        args: tuple,
+        kwargs: dict,
+        pending: tuple[OpInfo, list[Any], dict[str, Any], int | None] | None,
+    ) -> Any:
+        """Run a data-dependent operator on materialized inputs; record it unless ``pending`` is None."""
         real_args = _map_tensors(args, self.materialize)
         real_kwargs = _map_tensors(kwargs, self.materialize)
         with _disable_current_modes(), torch.no_grad():
             result = func(*real_args, **real_kwargs)
-        if not record:
+        if pending is None:
             return result
-        name = f"{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}"
-        if op_info(name).written_args:
+        info = pending[0]
+        if info.written_args:
             raise RecordError(
-                f"`{name}` writes to a tensor through a data-dependent index while recording; "
-                "initrecipe cannot record it yet"
+                f"`{info.name}` writes to a tensor through a data-dependent index while recording; "
+                "initrecipe cannot record it yet. Compute the index outside the constructor or use "
+                "`torch.where` instead"
             )
         flat = flatten_outputs(result)
         fakes = [self.fake_mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in flat]
         out_meta = tuple((t.dtype, tuple(t.shape)) for t in flat if isinstance(t, torch.Tensor))
-        index = self._record_call(func, name, args, kwargs, fakes if isinstance(result, (list, tuple)) else fakes[0], out_meta)
+        packed = fakes if isinstance(result, (list, tuple)) else fakes[0]
+        index = self._commit(pending, args, kwargs, packed, out_meta)
         for vid, real in zip(self.program[index].outs, flat):
             if vid is not None:
                 self.cache[vid] = (real, index)
                 self.cache_bytes += real.untyped_storage().nbytes()
-        return fakes if isinstance(result, (list, tuple)) else fakes[0]
+        return packed
 
 
 def _iter_tensors(values: Any) -> Iterator[torch.Tensor]:
@@ -374,7 +422,9 @@ def _numpy_materializes(recorder: _Recorder) -> Iterator[None]:
 
     def numpy(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         if isinstance(self, FakeTensor):
-            return original(recorder.materialize(self).detach(), *args, **kwargs)
+            real = recorder.materialize(self)
+            with _disable_current_modes():
+                return original(real.detach(), *args, **kwargs)
         return original(self, *args, **kwargs)
 
     torch.Tensor.numpy = numpy  # type: ignore[method-assign]

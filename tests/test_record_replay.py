@@ -105,6 +105,45 @@ def test_writes_through_views_reach_the_base(name):
     assert_replay_matches_eager(case(build))
 
 
+def test_in_place_view_changes_t_transpose_squeeze_unsqueeze():
+    def build(m):
+        x = torch.empty(2, 4)
+        x.normal_()
+        x.t_()
+        x.mul_(torch.arange(2.0))
+        y = torch.zeros(3, 1, 5)
+        y.squeeze_(1).transpose_(0, 1).unsqueeze_(0)
+        y.add_(1.5)
+        m.register_buffer("x", x)
+        m.register_buffer("y", y)
+        m.w = nn.Linear(64, 32)
+        nn.init.orthogonal_(m.w.weight)  # wide: orthogonal_ transposes in place
+
+    assert_replay_matches_eager(case(build))
+
+
+def test_unsupported_operator_is_named_with_what_to_do():
+    def build(m):
+        m.register_buffer("x", torch.fft.fft(torch.randn(4)).real)
+
+    with pytest.raises(initrecipe.RecordError, match=r"unsupported operator `aten\._fft_r2c\.default`.*allowlist"):
+        initrecipe.record(case(build))
+
+
+def test_numpy_and_tolist_during_init_get_true_values():
+    import numpy as np
+
+    def build(m):
+        w = torch.randn(4)
+        table = np.asarray(w) * 2
+        m.register_buffer("w", w)
+        m.register_buffer("t", torch.tensor(table))
+
+    recipe = assert_replay_matches_eager(case(build))
+    weights = initrecipe.replay(recipe)
+    assert torch.equal(weights["t"], weights["w"] * 2)
+
+
 def test_copy_between_recorded_tensors_in_both_directions_has_no_cycle():
     def build(m):
         m.a = nn.Parameter(torch.randn(3, 3))
