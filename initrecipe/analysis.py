@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from .errors import RecipeFormatError
+from .errors import RecipeError, RecipeFormatError, ResourceLimitError
 from .ops import OpInfo, op_info
 from .program import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
 
@@ -81,6 +81,7 @@ class ProgramFacts:
         self.storage_nbytes: dict[int, int] = {}
         self.storage_creator: dict[int, int] = {}  # storage id -> index of the instruction creating it
         self.value_def: dict[int, int] = {}  # value id -> index of the instruction defining it
+        self.storage_grown: dict[int, int] = {}  # storage id -> bytes after a resize_ or out= call grew it
 
     def define(self, index: int, value: int, meta: TensorMeta, storage_nbytes: int | None) -> None:
         """Record that instruction ``index`` binds ``value`` (a new storage when ``storage_nbytes`` is given)."""
@@ -107,7 +108,8 @@ class ProgramFacts:
 
     @property
     def total_storage_bytes(self) -> int:
-        return sum(self.storage_nbytes.values())
+        """Bytes of every storage the program creates (at its largest): what a full replay allocates at most."""
+        return sum(max(n, self.storage_grown.get(s, 0)) for s, n in self.storage_nbytes.items())
 
 
 def _arg_at(ins: Call, info: OpInfo, pos: int) -> Any:
@@ -153,70 +155,430 @@ def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: str) -> Any:
     return value
 
 
-def infer_facts(program: list[Instruction], generators: int) -> ProgramFacts:
+def infer_facts(
+    program: list[Instruction],
+    generators: int,
+    *,
+    max_bytes: int | None = None,
+    names: dict[int, str] | None = None,
+) -> ProgramFacts:
     """Shape-propagate ``program`` on the meta device, checking every reference and argument.
+
+    Nothing real is allocated: every tensor lives on the meta device (a factory call's ``device``
+    argument is forced to meta), so a program that promises petabytes is checked in microseconds.
+
+    Args:
+        max_bytes: when given, raise :class:`ResourceLimitError` at the first instruction after which
+            the storages the program creates add up to more than this many bytes (before any of them
+            exists for real).
+        names: value id -> tensor name, to name the tensor responsible in that error.
 
     Raises:
         RecipeFormatError: naming the first instruction that is inconsistent.
+        ResourceLimitError: the program needs more than ``max_bytes``.
     """
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
     storages: dict[StorageWeakRef, int] = {}
     rng_indices: dict[int, set[int]] = {}
+    budget = _Budget(program, facts, max_bytes, names)
     for i, ins in enumerate(program):
-        if isinstance(ins, Call):
-            info = op_info(ins.op)
-            facts.infos.append(info)
-            for pos_value in list(ins.args) + list(ins.kwargs.values()):
-                _check_generators(pos_value, generators, f"program[{i}]")
-            args = [_to_meta_arg(a, env, f"program[{i}].args") for a in ins.args]
-            kwargs = {k: _to_meta_arg(v, env, f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
-            if info.data_dependent_shape and ins.out_meta is None:
-                raise RecipeFormatError(
-                    f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
-                )
-            if ins.out_meta is not None:
-                # Shapes that depend on data were recorded; replay checks them.
-                if len(ins.out_meta) != len(ins.outs):
-                    raise RecipeFormatError(f"program[{i}]: `out_meta` has {len(ins.out_meta)} entries for {len(ins.outs)} outputs")
-                outs = [torch.empty(shape, dtype=dtype, device=_META) for dtype, shape in ins.out_meta]
-            else:
-                try:
-                    result = info.op(*args, **kwargs)
-                except Exception as exc:  # the op rejected its arguments
+        try:
+            if isinstance(ins, Call):
+                _infer_call(facts, storages, env, rng_indices, budget, generators, i, ins)
+            elif isinstance(ins, Literal):
+                facts.infos.append(None)
+                tensor = torch.empty(ins.shape, dtype=ins.dtype, device=_META)
+                if tensor.numel() * tensor.dtype.itemsize != len(ins.data):
                     raise RecipeFormatError(
-                        f"program[{i}]: `{ins.op}` rejects its arguments: {str(exc).splitlines()[0]}"
-                    ) from None
-                outs = _flatten_outputs(result)
-            if len(outs) != len(ins.outs):
-                raise RecipeFormatError(
-                    f"program[{i}]: `{ins.op}` returns {len(outs)} values, the program binds {len(ins.outs)}"
-                )
-            for value, out in zip(ins.outs, outs):
-                if value is None:
-                    continue
-                if not isinstance(out, torch.Tensor):
-                    raise RecipeFormatError(f"program[{i}]: output bound to tensor {value} is not a tensor")
-                _bind(facts, storages, env, i, value, out)
-        elif isinstance(ins, Literal):
-            facts.infos.append(None)
-            _bind(facts, storages, env, i, ins.out, torch.empty(ins.shape, dtype=ins.dtype, device=_META))
-        else:
-            facts.infos.append(None)
-            if ins.gen >= generators:
-                raise RecipeFormatError(
-                    f"program[{i}]: generator {ins.gen} is not declared (the recipe declares {generators})"
-                )
-            if isinstance(ins, RngRestore):
-                if ins.after not in rng_indices.get(ins.gen, ()):
-                    raise RecipeFormatError(
-                        f"program[{i}].after: instruction {ins.after} does not position generator {ins.gen}"
+                        f"program[{i}].data: {len(ins.data)} bytes for shape {list(ins.shape)} of {ins.dtype}"
                     )
-            rng_indices.setdefault(ins.gen, set()).add(i)
-        if isinstance(ins, Call) and facts.infos[i].is_random:
-            gen = _generator_of(ins, facts.infos[i])
-            rng_indices.setdefault(gen, set()).add(i)
+                _bind(facts, storages, env, i, ins.out, tensor)
+                budget.created(i, ins.out, tensor.untyped_storage().nbytes(), "a literal")
+            elif isinstance(ins, (RngSeed, RngSetState, RngRestore)):
+                facts.infos.append(None)
+                if not 0 <= ins.gen < generators:
+                    raise RecipeFormatError(
+                        f"program[{i}]: generator {ins.gen} is not declared (the recipe declares {generators})"
+                    )
+                if isinstance(ins, RngRestore):
+                    if ins.after not in rng_indices.get(ins.gen, ()):
+                        raise RecipeFormatError(
+                            f"program[{i}].after: instruction {ins.after} does not position generator {ins.gen}"
+                        )
+                rng_indices.setdefault(ins.gen, set()).add(i)
+            else:
+                raise RecipeFormatError(f"program[{i}]: not an instruction ({type(ins).__name__})")
+        except RecipeError:
+            raise
+        except Exception as exc:  # anything torch or a malformed argument raises: name the instruction
+            op = f"`{ins.op}` " if isinstance(ins, Call) else ""
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RecipeFormatError(f"program[{i}]: {op}cannot be checked: {detail}") from None
     return facts
+
+
+_MAX_SIZE = 2**63 - 1
+
+
+class _Budget:
+    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``."""
+
+    __slots__ = ("program", "facts", "max_bytes", "names", "total")
+
+    def __init__(self, program: list[Instruction], facts: ProgramFacts, max_bytes: int | None,
+                 names: dict[int, str] | None) -> None:
+        self.program = program
+        self.facts = facts
+        self.max_bytes = max_bytes
+        self.names = names or {}
+        self.total = 0
+
+    def precheck(self, index: int, ins: Call, info: OpInfo, base: Any = None) -> None:
+        """Refuse a factory call whose requested size alone is over the limit, before running it on meta."""
+        if self.max_bytes is None or any(a is not None for a in info.aliased_outputs):
+            return
+        if "size" not in info.arg_names:
+            return
+        size = _arg_at(ins, info, info.arg_names.index("size"))
+        if not isinstance(size, (list, tuple)) or not all(type(d) is int for d in size):
+            return
+        dtype = _arg_at(ins, info, info.arg_names.index("dtype")) if "dtype" in info.arg_names else None
+        if not isinstance(dtype, torch.dtype) and info.arg_names[0] == "self" and isinstance(base, torch.Tensor):
+            dtype = base.dtype  # new_empty and friends
+        numel = math.prod(max(d, 0) for d in size)
+        nbytes = numel * (dtype.itemsize if isinstance(dtype, torch.dtype) else 1)
+        if self.total + nbytes > self.max_bytes:
+            value = next((o for o in ins.outs if o is not None), None)
+            amount = format_bytes(nbytes) if isinstance(dtype, torch.dtype) else f"at least {format_bytes(nbytes)}"
+            raise self._error(index, ins, value, nbytes, self.total + nbytes,
+                              f"asks for {numel} elements ({amount})")
+
+    def created(self, index: int, value: int | None, nbytes: int, what: str | None = None) -> None:
+        self.total += nbytes
+        if self.max_bytes is not None and self.total > self.max_bytes:
+            raise self._error(index, self.program[index], value, nbytes, self.total)
+
+    def _error(self, index: int, ins: Instruction, value: int | None, nbytes: int, total: int,
+               verb: str | None = None) -> ResourceLimitError:
+        what = f"`{ins.op}`" if isinstance(ins, Call) else "a literal"
+        owner = ""
+        if value is not None:
+            tensor_names = _names_of_storage(self.program, self.facts, index, value, self.names)
+            if tensor_names:
+                more = f" and {len(tensor_names) - 1} more" if len(tensor_names) > 1 else ""
+                owner = f" for tensor `{tensor_names[0]}`{more}"
+            else:
+                owner = f" for intermediate value {value}"
+        err = ResourceLimitError(
+            f"program[{index}]: {what} {verb or 'would allocate ' + format_bytes(nbytes)}{owner}; replaying this recipe "
+            f"needs at least {format_bytes(total)}, more than the limit of {format_bytes(self.max_bytes)}"
+        )
+        err.index = index  # type: ignore[attr-defined]
+        err.needed = total  # type: ignore[attr-defined]
+        err.limit = self.max_bytes  # type: ignore[attr-defined]
+        return err
+
+
+def format_bytes(n: int | None) -> str:
+    """``1.5 GiB`` style sizes for messages."""
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
+        if value < 1024 or unit == "YiB":
+            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _names_of_storage(
+    program: list[Instruction], facts: ProgramFacts, index: int, value: int, names: dict[int, str]
+) -> list[str]:
+    """Names of the tensor entries that view the storage ``value`` was created with, found statically."""
+    if not names:
+        return []
+    sid = facts.values[value].storage if value in facts.values else value
+    aliases = {v for v, meta in facts.values.items() if meta.storage == sid}
+    aliases.add(value)
+    for ins in program[index + 1:]:
+        if not isinstance(ins, Call):
+            continue
+        try:
+            info = op_info(ins.op)
+        except RecipeError:
+            break
+        for k, out in enumerate(ins.outs):
+            if out is None or not info.aliased_outputs:
+                continue
+            pos = info.aliased_outputs[min(k, len(info.aliased_outputs) - 1)]
+            if pos is None:
+                continue
+            refs: list[int] = []
+            _walk_refs(_arg_at(ins, info, pos), refs)
+            if any(r in aliases for r in refs):
+                aliases.add(out)
+    return sorted({names[v] for v in aliases if v in names})
+
+
+def _force_meta_device(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Make a factory call allocate on meta even when the recipe names no device (CPU by default)."""
+    if "device" in info.arg_names:
+        pos = info.arg_names.index("device")
+        if pos < len(args):
+            args[pos] = _META
+        else:
+            kwargs["device"] = _META
+
+
+def repeat_interleave_output_size(ins: Call, info: OpInfo) -> int | None:
+    """For ``repeat_interleave`` with a recorded output shape, the ``output_size`` that bounds its output.
+
+    Without it the operator allocates as much as the sum of its (data) repeats says; with it, torch
+    checks the sum against the recorded size before allocating.
+    """
+    if ins.out_meta is None or "output_size" not in info.arg_names or not ins.out_meta:
+        return None
+    if _arg_at(ins, info, info.arg_names.index("output_size")) is not None:
+        return None
+    shape = ins.out_meta[0][1]
+    if not shape:
+        return None
+    dim = None
+    if "dim" in info.arg_names:
+        dim = _arg_at(ins, info, info.arg_names.index("dim"))
+    if dim is None:
+        return shape[0] if len(shape) == 1 else None
+    if type(dim) is not int or not -len(shape) <= dim < len(shape):
+        return None
+    return shape[dim]
+
+
+_TENSOR_RETURNS = frozenset({"Tensor", "List[Tensor]", "Optional[Tensor]"})
+_ENUM_ARGS: dict[str, tuple[type, ...]] = {
+    "ScalarType": (torch.dtype,),
+    "Layout": (torch.layout,),
+    "MemoryFormat": (torch.memory_format,),
+    "Device": (torch.device,),
+    "Generator": (GenRef,),
+}
+_UNSAFE_ARG_TYPES = ("t", "List[t]", "AnyEnumType", "Dict[")
+_ENUM_KINDS = frozenset(k for name in _ENUM_ARGS for k in (name, f"Optional[{name}]"))
+_ENUM_VALUES = (torch.dtype, torch.layout, torch.memory_format, torch.device, GenRef)
+
+
+_SIGNATURES: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
+
+
+def _signature(info: OpInfo) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """(why the overload cannot be called, or None; (name, type) of each argument), computed once."""
+    cached = _SIGNATURES.get(info.name)
+    if cached is None:
+        schema = info.schema
+        problem = None
+        if not schema.returns or any(str(r.real_type) not in _TENSOR_RETURNS for r in schema.returns):
+            problem = "does not return tensors; recipes call only tensor operators"
+        elif "Dimname" in str(schema) or any(
+            str(a.real_type).startswith(_UNSAFE_ARG_TYPES) for a in schema.arguments
+        ):
+            problem = "is an overload recipes cannot call"
+        cached = _SIGNATURES[info.name] = (problem, tuple((a.name, str(a.real_type)) for a in schema.arguments))
+    return cached
+
+
+def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
+    """Refuse overloads that are not tensor operators, and arguments of the wrong kind where torch
+    would take them on trust (an integer where an enum is expected reaches C++ unchecked)."""
+    problem, arguments = _signature(info)
+    if problem is not None:
+        raise RecipeFormatError(f"program[{i}]: `{ins.op}` {problem}")
+    if len(ins.args) > len(arguments):
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` takes at most {len(arguments)} arguments, the recipe passes {len(ins.args)}"
+        )
+    provided = [(pos, arguments[pos], value) for pos, value in enumerate(ins.args)]
+    if ins.kwargs:
+        by_name = dict(arguments)
+        for name, value in ins.kwargs.items():
+            if name not in by_name:
+                raise RecipeFormatError(f"program[{i}].kwargs.{name}: `{ins.op}` has no argument `{name}`")
+            provided.append((name, (name, by_name[name]), value))
+    for where, (arg_name, kind), value in provided:
+        if kind not in _ENUM_KINDS:
+            if isinstance(value, _ENUM_VALUES):
+                raise RecipeFormatError(
+                    f"program[{i}].{_where(where)}: `{ins.op}` expects a {kind} for `{arg_name}`, found "
+                    f"{type(value).__name__}"
+                )
+            continue
+        optional = kind.startswith("Optional[")
+        if value is None and optional:
+            continue
+        base = kind[len("Optional["):-1] if optional else kind
+        if not isinstance(value, _ENUM_ARGS[base]):
+            raise RecipeFormatError(
+                f"program[{i}].{_where(where)}: `{ins.op}` expects a {base} for `{arg_name}`, found "
+                f"{type(value).__name__} {value!r:.40}"
+            )
+
+
+def _where(key: int | str) -> str:
+    return f"args[{key}]" if isinstance(key, int) else f"kwargs.{key}"
+
+
+def _strided_extent(shape: Any, stride: Any, offset: int) -> int | None:
+    """Elements of storage a strided view needs (0 for an empty view); None when not computable."""
+    if not isinstance(shape, (list, tuple)) or not isinstance(stride, (list, tuple)) or len(shape) != len(stride):
+        return None
+    if not all(type(v) is int for v in list(shape) + list(stride)) or type(offset) is not int:
+        return None
+    if any(s == 0 for s in shape):
+        return 0
+    return offset + sum((s - 1) * st for s, st in zip(shape, stride)) + 1
+
+
+def _infer_call(
+    facts: ProgramFacts,
+    storages: dict[StorageWeakRef, int],
+    env: dict[int, torch.Tensor],
+    rng_indices: dict[int, set[int]],
+    budget: _Budget,
+    generators: int,
+    i: int,
+    ins: Call,
+) -> None:
+    try:
+        info = op_info(ins.op)
+    except RecipeFormatError as exc:
+        raise RecipeFormatError(f"program[{i}]: {exc}") from None
+    facts.infos.append(info)
+    _check_call_types(i, ins, info)
+    for pos_value in list(ins.args) + list(ins.kwargs.values()):
+        _check_generators(pos_value, generators, f"program[{i}]")
+    if info.is_random:
+        gen = _generator_of(ins, info)
+        if not 0 <= gen < generators:
+            raise RecipeFormatError(
+                f"program[{i}]: `{ins.op}` draws from generator {gen}, which is not declared "
+                f"(the recipe declares {generators})"
+            )
+    args = [_to_meta_arg(a, env, f"program[{i}].args") for a in ins.args]
+    kwargs = {k: _to_meta_arg(v, env, f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
+    _force_meta_device(info, args, kwargs)
+    budget.precheck(i, ins, info, args[0] if args else None)
+    if info.data_dependent_shape and ins.out_meta is None:
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
+        )
+    packet = ins.op.split(".")[1]
+    if packet.startswith("as_strided") and args and isinstance(args[0], torch.Tensor):
+        _check_as_strided(i, ins, info, args, kwargs)
+    outs: list[Any] | None = None
+    if ins.out_meta is None:
+        try:
+            result = info.op(*args, **kwargs)
+        except Exception as exc:  # the op rejected its arguments
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {detail}") from None
+        outs = _flatten_outputs(result)
+    else:
+        if len(ins.out_meta) != len(ins.outs):
+            raise RecipeFormatError(
+                f"program[{i}]: `out_meta` has {len(ins.out_meta)} entries for {len(ins.outs)} outputs"
+            )
+        output_size = repeat_interleave_output_size(ins, info)
+        if output_size is not None or not info.data_dependent_shape:
+            # The shape is computable on meta (given the recorded size): check what the file says.
+            call_kwargs = dict(kwargs, output_size=output_size) if output_size is not None else kwargs
+            try:
+                computed = _flatten_outputs(info.op(*args, **call_kwargs))
+            except Exception:
+                computed = None
+            if computed is not None:
+                tensors = [t for t in computed if isinstance(t, torch.Tensor)]
+                for j, ((dtype, shape), t) in enumerate(zip(ins.out_meta, tensors)):
+                    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+                        raise RecipeFormatError(
+                            f"program[{i}].out_meta[{j}]: records {list(shape)} {dtype}, but `{ins.op}` "
+                            f"gives {list(t.shape)} {t.dtype}"
+                        )
+                outs = computed
+        if outs is None:
+            # Shapes that depend on data were recorded; replay checks them.
+            outs = [torch.empty(shape, dtype=dtype, device=_META) for dtype, shape in ins.out_meta]
+    if len(outs) != len(ins.outs):
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` returns {len(outs)} values, the program binds {len(ins.outs)}"
+        )
+    for value, out in zip(ins.outs, outs):
+        if value is None:
+            continue
+        if not isinstance(out, torch.Tensor):
+            raise RecipeFormatError(f"program[{i}]: output bound to tensor {value} is not a tensor")
+        if out.device.type != "meta":  # pragma: no cover - every input and device is meta
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` produced a tensor outside the meta device")
+        known = StorageWeakRef(out.untyped_storage()) in storages
+        _bind(facts, storages, env, i, value, out)
+        meta = facts.values[value]
+        if known:
+            _check_view_bounds(i, ins, value, out)
+        else:
+            budget.created(i, value, facts.storage_nbytes[meta.storage])
+    # Storages that an in-place or out= call grew (resize_, out= arguments).
+    for pos in info.written_args:
+        ref = _arg_at(ins, info, pos)
+        if isinstance(ref, Ref) and ref.id in env:
+            sid = facts.values[ref.id].storage
+            now = env[ref.id].untyped_storage().nbytes()
+            before = max(facts.storage_nbytes.get(sid, 0), facts.storage_grown.get(sid, 0))
+            if now > before:
+                facts.storage_grown[sid] = now
+                budget.created(i, ref.id, now - before)
+    if info.is_random:
+        gen = _generator_of(ins, info)
+        rng_indices.setdefault(gen, set()).add(i)
+
+
+def _check_view_bounds(i: int, ins: Call, value: int, out: torch.Tensor) -> None:
+    """A view must lie inside its storage: torch does not check every view operator on every device."""
+    extent = _strided_extent(tuple(out.shape), tuple(out.stride()), out.storage_offset())
+    if extent is None or extent == 0:
+        return
+    if out.storage_offset() < 0 or any(st < 0 for st in out.stride()):
+        raise RecipeFormatError(f"program[{i}]: `{ins.op}` makes view {value} with a negative stride or offset")
+    need = extent * out.dtype.itemsize
+    have = out.untyped_storage().nbytes()
+    if need > have:
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` makes view {value} (shape {list(out.shape)}, stride {list(out.stride())}, "
+            f"offset {out.storage_offset()}) reach byte {need} of a storage of {have} bytes: "
+            "views must lie inside their base's storage"
+        )
+
+
+def _check_as_strided(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> None:
+    base = args[0]
+    names = info.arg_names
+    values = {}
+    for key in ("size", "stride", "storage_offset"):
+        if key in names:
+            pos = names.index(key)
+            values[key] = args[pos] if pos < len(args) else kwargs.get(key)
+    offset = values.get("storage_offset")
+    if offset is None:
+        offset = base.storage_offset()
+    extent = _strided_extent(values.get("size"), values.get("stride"), offset)
+    if extent is None or extent == 0:
+        return
+    have = base.untyped_storage().nbytes()
+    if type(offset) is int and offset < 0 or any(type(st) is int and st < 0 for st in values.get("stride") or ()):
+        raise RecipeFormatError(f"program[{i}]: `{ins.op}` asks for a negative stride or storage offset")
+    if extent * base.dtype.itemsize > have:
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` asks for a view (size {list(values.get('size'))}, stride "
+            f"{list(values.get('stride'))}, offset {offset}) reaching byte {extent * base.dtype.itemsize} of a "
+            f"storage of {have} bytes: views must lie inside their base's storage"
+        )
 
 
 def _check_generators(value: Any, generators: int, where: str) -> None:

@@ -172,6 +172,21 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .validate import check
+
+    findings = check(args.recipe, max_bytes=args.max_bytes)
+    if args.json:
+        json.dump({"recipe": args.recipe, "valid": not findings, "findings": findings}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif findings:
+        for finding in findings:
+            print(f"{_safe(args.recipe)}: {_safe(finding)}")
+    else:
+        print(f"{_safe(args.recipe)}: ok")
+    return 1 if findings else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="initrecipe", description="Record, replay and inspect model init recipes."
@@ -199,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor listing")
     p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings)")
+    p.add_argument("recipe")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--max-bytes", type=int, default=None, metavar="N",
+        help="memory a replay may allocate (default: the memory available now)",
+    )
+    p.set_defaults(run=_cmd_check)
 
     p = sub.add_parser("convert", help="replay a recipe into a Hugging Face safetensors checkpoint folder")
     p.add_argument("recipe")

@@ -379,6 +379,7 @@ def to_safetensors(
     temps: list[Path] = []
     committed: list[Path] = []
     bar = None
+    created_dir = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for fname, layout in layouts.items():
@@ -436,6 +437,11 @@ def to_safetensors(
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+            except OSError:
+                pass
+        if created_dir and not committed:
+            try:
+                out_dir.rmdir()  # only if still empty
             except OSError:
                 pass
         if isinstance(exc, OSError) and not isinstance(exc, RecipeError):

@@ -134,10 +134,58 @@ def call_op(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], gener
         raise ReplayError(f"{where}: `{ins.op}` failed: {detail}") from None
 
 
+# Fills whose CPU kernels draw from the generator element by element, in memory order, a fixed number
+# of times per element (float32: one 32-bit draw; float64: two), so that drawing into a small buffer
+# chunk after chunk moves the generator exactly as one draw over the whole tensor does.  ``normal_``
+# (for at least 16 contiguous elements) draws one uniform per element and then redraws the last 16
+# when the count is not a multiple of 16; chunks that are multiples of 16, with a final chunk of at
+# least 16 elements, reproduce that.  ``tests/test_interpreter.py`` checks these facts.
+_CHUNKABLE_FILLS = {"aten.uniform_.default": 1, "aten.normal_.default": 16}
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _advance_in_chunks(ins: Call, info: Any, facts: ProgramFacts, generator: torch.Generator, where: str, pool: ScratchPool) -> bool:
+    """Advance ``generator`` as a large dead fill would, using a bounded buffer; False if not applicable."""
+    granule = _CHUNKABLE_FILLS.get(ins.op)
+    target = ins.args[0] if ins.args else None
+    if granule is None or not isinstance(target, Ref):
+        return False
+    meta = facts.values[target.id]
+    numel = meta.numel
+    if (
+        meta.dtype not in (torch.float32, torch.float64)
+        or numel <= 2 * _CHUNK_ELEMENTS
+        or not _is_contiguous(meta.shape, meta.stride)
+    ):
+        return False
+    rest = [_scratch(a, facts, generator, pool) for a in ins.args[1:]]
+    kwargs = {k: _scratch(v, facts, generator, pool) for k, v in ins.kwargs.items()}
+    buffer = torch.empty(_CHUNK_ELEMENTS + granule * 2, dtype=meta.dtype)
+    done = 0
+    while done < numel:
+        count = min(_CHUNK_ELEMENTS, numel - done)
+        if numel - done - count < max(granule, 1) * 2 and numel - done - count > 0:
+            count = numel - done  # fold a short tail into this chunk (the buffer has room)
+        call_op(ins, info, [buffer[:count], *rest], dict(kwargs), generator, where)
+        done += count
+    return True
+
+
+def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for size, st in reversed(list(zip(shape, stride))):
+        if size != 1 and st != expected:
+            return False
+        expected *= size
+    return True
+
+
 def draw_on_scratch(
     ins: Call, info: Any, facts: ProgramFacts, generator: torch.Generator, where: str, pool: ScratchPool
 ) -> None:
     """Run a random call on uninitialized memory of the same shapes, only to advance ``generator``."""
+    if _advance_in_chunks(ins, info, facts, generator, where, pool):
+        return
     args = [_scratch(a, facts, generator, pool) for a in ins.args]
     kwargs = {k: _scratch(v, facts, generator, pool) for k, v in ins.kwargs.items()}
     call_op(ins, info, args, kwargs, generator, where)

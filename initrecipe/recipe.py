@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,19 +300,74 @@ def _encode_body(recipe: Recipe) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- decoding
+# Limits on what a recipe file may hold.  Each is far above what any real model needs; together
+# they bound the memory and time that reading an arbitrary (corrupt or hostile) file can cost.
+MAX_INSTRUCTIONS = 10_000_000
+"""Most program instructions a recipe may hold."""
+MAX_TENSORS = 1_000_000
+"""Most tensor entries (names) a recipe may hold."""
+MAX_OPERATOR_NAMES = 65_536
+"""Most distinct operator names in the ``ops`` table."""
+MAX_GENERATORS = 4_096
+"""Most random generators a recipe may declare (replay creates each one)."""
+MAX_STRING_CHARS = 65_536
+"""Longest string (a tensor name, an operator name, a string argument)."""
+MAX_LIST_ITEMS = 1_000_000
+"""Longest list inside an instruction's arguments."""
+MAX_ARG_DEPTH = 8
+"""Deepest nesting of lists inside one argument."""
+MAX_DIMS = 64
+"""Most dimensions of one tensor."""
+MAX_ID = 2**63 - 1
+"""Largest tensor value id."""
+RNG_STATE_BYTES = 5056
+"""Size of a torch CPU generator state (``len(torch.Generator().get_state())``: mt19937 plus normal-sampling caches)."""
+
+_MAX_BYTES_PER_TENSOR = 2**63 - 1  # torch sizes are int64
+_MSGPACK_LIMITS = dict(
+    max_str_len=4 * MAX_STRING_CHARS,  # UTF-8 bytes
+    max_array_len=MAX_INSTRUCTIONS,
+    max_map_len=MAX_STRING_CHARS,
+    max_ext_len=0,  # recipes hold no msgpack extension types
+)
+
+
 def _read_source(source: Source) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
         try:
-            with open(source, "rb") as handle:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise RecipeError(f"recipe file `{path}` does not exist") from None
+        except (NotADirectoryError, ValueError, OSError) as exc:
+            raise RecipeError(f"cannot read recipe file `{path}`: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(info.st_mode):
+            raise RecipeError(f"`{path}` is a directory, not a recipe file")
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO or a device such as /dev/zero could block forever or never end.
+            raise RecipeError(f"`{path}` is not a regular file (a device, FIFO or socket), not a recipe file")
+        try:
+            with open(path, "rb") as handle:
                 return handle.read()
         except FileNotFoundError:
-            raise RecipeError(f"recipe file `{os.fspath(source)}` does not exist") from None
+            raise RecipeError(f"recipe file `{path}` does not exist") from None
         except IsADirectoryError:
-            raise RecipeError(f"`{os.fspath(source)}` is a directory, not a recipe file") from None
+            raise RecipeError(f"`{path}` is a directory, not a recipe file") from None
+        except OSError as exc:
+            raise RecipeError(f"cannot read recipe file `{path}`: {exc.strerror or exc}") from None
     if hasattr(source, "read"):
-        data = source.read()
+        if isinstance(source, io.TextIOBase):
+            raise RecipeError("the file object passed to `initrecipe.load` must be opened in binary mode ('rb')")
+        try:
+            data = source.read()
+        except UnicodeDecodeError:
+            raise RecipeError(
+                "the file object passed to `initrecipe.load` must be opened in binary mode ('rb')"
+            ) from None
         if not isinstance(data, (bytes, bytearray)):
             raise RecipeError("the file object passed to `initrecipe.load` must be opened in binary mode ('rb')")
         return bytes(data)
@@ -321,24 +378,47 @@ def _read_source(source: Source) -> bytes:
 
 def _sniff(data: bytes) -> str | None:
     """Name the kind of a file that is not a recipe, for a helpful message."""
-    if data[:2] == b"PK":
+    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         return "a zip archive (a `torch.save` checkpoint?)"
-    if data[:1] == b"\x80":
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
         return "a pickle file (a `torch.save` checkpoint?)"
-    if len(data) >= 9 and data[8:9] == b"{":
-        return "a safetensors file (weights, not a recipe)"
+    if len(data) >= 10 and data[8:9] == b"{":
+        header = int.from_bytes(data[:8], "little")
+        if 2 <= header <= len(data) - 8:
+            return "a safetensors file (weights, not a recipe)"
     if data[:4] == b"GGUF":
-        return "a GGUF file"
-    if data.lstrip()[:1] in (b"{", b"["):
+        return "a GGUF file (weights, not a recipe)"
+    if data[:6] == b"\x93NUMPY":
+        return "a NumPy .npy file"
+    if data[:2] == b"\x1f\x8b":
+        return "a gzip-compressed file (decompress it first)"
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        return "a zstd-compressed file (decompress it first)"
+    if data.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file it points to (run `git lfs pull`)"
+    head = data.lstrip()[:64].lower()
+    if head[:1] in (b"{", b"["):
         return "a JSON file (a `config.json`? record it with `initrecipe record --hf-config`)"
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        return "an HTML or XML page (an error page saved instead of the download?)"
     return None
+
+
+def _not_a_recipe(data: bytes, detail: str) -> RecipeFormatError:
+    kind = _sniff(data)
+    if kind is not None:
+        return RecipeFormatError(f"this is {kind}, not an init recipe")
+    return RecipeFormatError(detail)
 
 
 def load(source: Source, *, verify_hash: bool = True) -> Recipe:
     """Read a recipe from a path, bytes, or a binary file object.
 
     Loading never executes code from the file: it decodes msgpack data, checks its structure, and
-    resolves operator names only through initrecipe's allowlist.
+    resolves operator names only through initrecipe's allowlist.  Every problem is reported as a
+    :class:`~initrecipe.RecipeError` naming its location (``program[12].args[0]: ...``); the sizes
+    of everything read are bounded (see ``MAX_*`` in this module), so no file can make loading hang,
+    crash, or exhaust memory.
 
     Args:
         source: a path, the file's bytes, or a file object opened in ``"rb"`` mode.
@@ -350,7 +430,8 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
     Raises:
         RecipeFormatError: the data is not a valid recipe (with the location of the first problem).
         UnsupportedVersionError: the recipe needs a newer initrecipe.
-        RecipeIntegrityError: the content hash does not match.
+        RecipeIntegrityError: the content hash does not match (the file is corrupt).
+        RecipeError: the path does not exist, is a directory, or cannot be read.
 
     Example:
         >>> import initrecipe, torch
@@ -362,23 +443,29 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
     if not data:
         raise RecipeFormatError("the recipe is empty (0 bytes): the download or copy did not complete")
     try:
-        doc = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-        )
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, **_MSGPACK_LIMITS)
     except msgpack.ExtraData:
-        raise RecipeFormatError("the recipe has trailing bytes after its end: the file is corrupt") from None
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        kind = _sniff(data)
-        if kind is not None:
-            raise RecipeFormatError(f"this is {kind}, not an init recipe") from None
-        if isinstance(exc, ValueError) and "incomplete" in str(exc).lower() or "Unpack failed" in str(exc):
-            raise RecipeFormatError(
-                "the recipe is truncated or not msgpack: download or copy it again"
+        raise _not_a_recipe(data, "the recipe has trailing bytes after its end: the file is corrupt") from None
+    except msgpack.StackError:
+        raise _not_a_recipe(
+            data, "the recipe nests values thousands of levels deep: the file is corrupt or hostile"
+        ) from None
+    except (ValueError, msgpack.UnpackException, TypeError, OverflowError) as exc:
+        message = str(exc)
+        if "incomplete input" in message:
+            raise _not_a_recipe(
+                data, "the recipe is truncated (its data ends early): download or copy it again"
             ) from None
-        raise RecipeFormatError(f"the recipe is not valid msgpack ({exc}); it is corrupt or not a recipe") from None
+        if "exceeds max_" in message:
+            raise _not_a_recipe(
+                data,
+                f"the recipe declares an oversized value ({message}): the file is corrupt or hostile",
+            ) from None
+        raise _not_a_recipe(
+            data, f"the recipe is not valid msgpack ({message or type(exc).__name__}): the file is corrupt"
+        ) from None
+    except RecursionError:  # pragma: no cover - the C unpacker has its own depth limit
+        raise RecipeFormatError("the recipe nests values too deeply: the file is corrupt or hostile") from None
     if not isinstance(doc, dict):
         kind = _sniff(data)
         what = kind or f"a msgpack {type(doc).__name__}"
@@ -398,15 +485,35 @@ class _Where:
         return RecipeFormatError(f"{self.path}: {message}")
 
 
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (bytes, bytearray)):
+        return "bytes"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "map"
+    return type(value).__name__
+
+
 def _expect(value: Any, types: type | tuple[type, ...], where: str, what: str) -> Any:
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         raise RecipeFormatError(f"{where}: expected {what}, found bool")
     if not isinstance(value, types):
-        raise RecipeFormatError(f"{where}: expected {what}, found {type(value).__name__}")
+        raise RecipeFormatError(f"{where}: expected {what}, found {_type_name(value)}")
     return value
 
 
-def _expect_int(value: Any, where: str, *, lo: int = 0, hi: int | None = None) -> int:
+def _expect_int(value: Any, where: str, *, lo: int = 0, hi: int | None = MAX_ID) -> int:
     _expect(value, int, where, "an integer")
     if value < lo or (hi is not None and value > hi):
         bound = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
@@ -414,137 +521,252 @@ def _expect_int(value: Any, where: str, *, lo: int = 0, hi: int | None = None) -
     return value
 
 
-def _decode_arg(value: Any, where: str, depth: int = 0) -> Any:
-    if depth > 8:
-        raise RecipeFormatError(f"{where}: arguments nested deeper than 8 levels")
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, list):
-        return [_decode_arg(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        if len(value) != 1:
-            raise RecipeFormatError(f"{where}: a tagged value must have exactly one key, found {len(value)}")
-        ((tag, payload),) = value.items()
-        if tag == "t":
-            return Ref(_expect_int(payload, f"{where}.t"))
-        if tag == "g":
-            return GenRef(_expect_int(payload, f"{where}.g"))
-        if tag == "dtype":
-            try:
-                return dtype_from_name(payload)
-            except (KeyError, TypeError):
-                raise RecipeFormatError(f"{where}: unknown dtype `{payload}`") from None
-        if tag == "device":
-            if not isinstance(payload, str) or payload.split(":")[0] not in ("cpu", "cuda", "meta"):
-                raise RecipeFormatError(f"{where}: unknown device `{payload}`")
-            try:
-                return torch.device(payload)
-            except RuntimeError:
-                raise RecipeFormatError(f"{where}: malformed device `{payload}`") from None
-        if tag == "layout":
-            if payload not in _LAYOUTS:
-                raise RecipeFormatError(f"{where}: unknown layout `{payload}`")
-            return _LAYOUTS[payload]
-        if tag == "memory_format":
-            if payload not in _MEMORY_FORMATS:
-                raise RecipeFormatError(f"{where}: unknown memory format `{payload}`")
-            return _MEMORY_FORMATS[payload]
-        if tag == "complex":
-            if (
-                not isinstance(payload, list)
-                or len(payload) != 2
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in payload)
-            ):
-                raise RecipeFormatError(f"{where}: a complex value is a list of two numbers")
-            return complex(payload[0], payload[1])
-        raise RecipeFormatError(f"{where}: unknown tag `{tag}`")
-    raise RecipeFormatError(f"{where}: values of type {type(value).__name__} are not allowed in arguments")
+def _expect_str(value: Any, where: str, what: str = "a string") -> str:
+    _expect(value, str, where, what)
+    if len(value) > MAX_STRING_CHARS:
+        raise RecipeFormatError(f"{where}: a string of {len(value)} characters (at most {MAX_STRING_CHARS})")
+    return value
 
 
-def _decode_shape(value: Any, where: str) -> tuple[int, ...]:
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _decode_dtype(value: Any, where: str) -> torch.dtype:
+    try:
+        return dtype_from_name(value)
+    except (KeyError, TypeError):
+        raise RecipeFormatError(f"{where}: unknown dtype {_short(value)}") from None
+
+
+class _ArgDecoder:
+    """Decodes instruction arguments, checking tensor references against the values defined so far."""
+
+    __slots__ = ("generators", "defined")
+
+    def __init__(self, generators: int) -> None:
+        self.generators = generators
+        self.defined: dict[int, int] = {}  # value id -> index of the instruction defining it
+
+    def ref(self, payload: Any, where: str) -> Ref:
+        vid = _expect_int(payload, where)
+        if vid not in self.defined:
+            raise RecipeFormatError(
+                f"{where}: reference to undefined tensor {vid} (a value must be defined by an earlier instruction)"
+            )
+        return Ref(vid)
+
+    def arg(self, value: Any, where: str, depth: int = 0) -> Any:
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, str):
+            return _expect_str(value, where)
+        if isinstance(value, list):
+            if depth >= MAX_ARG_DEPTH:
+                raise RecipeFormatError(f"{where}: arguments nested deeper than {MAX_ARG_DEPTH} levels")
+            if len(value) > MAX_LIST_ITEMS:
+                raise RecipeFormatError(f"{where}: a list of {len(value)} items (at most {MAX_LIST_ITEMS})")
+            if all(type(v) is int for v in value):  # the common case: a shape
+                return value
+            return [self.arg(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            if len(value) != 1:
+                raise RecipeFormatError(f"{where}: a tagged value must have exactly one key, found {len(value)}")
+            ((tag, payload),) = value.items()
+            if tag == "t":
+                return self.ref(payload, f"{where}.t")
+            if tag == "g":
+                gid = _expect_int(payload, f"{where}.g")
+                if gid >= self.generators:
+                    raise RecipeFormatError(
+                        f"{where}.g: generator {gid} is not declared (the recipe declares {self.generators})"
+                    )
+                return GenRef(gid)
+            if tag == "dtype":
+                return _decode_dtype(payload, where)
+            if tag == "device":
+                if not isinstance(payload, str) or payload.split(":")[0] not in ("cpu", "cuda", "meta"):
+                    raise RecipeFormatError(f"{where}: unknown device {_short(payload)}")
+                try:
+                    return torch.device(payload)
+                except (RuntimeError, ValueError):
+                    raise RecipeFormatError(f"{where}: malformed device {_short(payload)}") from None
+            if tag == "layout":
+                if not isinstance(payload, str) or payload not in _LAYOUTS:
+                    raise RecipeFormatError(f"{where}: unknown layout {_short(payload)}")
+                return _LAYOUTS[payload]
+            if tag == "memory_format":
+                if not isinstance(payload, str) or payload not in _MEMORY_FORMATS:
+                    raise RecipeFormatError(f"{where}: unknown memory format {_short(payload)}")
+                return _MEMORY_FORMATS[payload]
+            if tag == "complex":
+                if (
+                    not isinstance(payload, list)
+                    or len(payload) != 2
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in payload)
+                ):
+                    raise RecipeFormatError(f"{where}: a complex value is a list of two numbers")
+                return complex(payload[0], payload[1])
+            raise RecipeFormatError(f"{where}: unknown tag {_short(tag)}")
+        raise RecipeFormatError(f"{where}: values of type {_type_name(value)} are not allowed in arguments")
+
+    def define(self, vid: int, index: int, where: str) -> None:
+        previous = self.defined.get(vid)
+        if previous is not None:
+            raise RecipeFormatError(
+                f"{where}: value {vid} is defined twice (first by program[{previous}]); values are defined once"
+            )
+        self.defined[vid] = index
+
+
+def _decode_shape(value: Any, where: str, dtype: torch.dtype | None = None) -> tuple[int, ...]:
     _expect(value, list, where, "a shape (list of integers)")
-    if len(value) > 64:
-        raise RecipeFormatError(f"{where}: {len(value)} dimensions (at most 64)")
-    return tuple(_expect_int(d, f"{where}[{i}]") for i, d in enumerate(value))
+    if len(value) > MAX_DIMS:
+        raise RecipeFormatError(f"{where}: {len(value)} dimensions (at most {MAX_DIMS})")
+    shape = tuple(_expect_int(d, f"{where}[{i}]") for i, d in enumerate(value))
+    nbytes = math.prod(shape) * (dtype.itemsize if dtype is not None else 1)
+    if nbytes > _MAX_BYTES_PER_TENSOR:
+        raise RecipeFormatError(
+            f"{where}: shape {_short(list(shape))} holds {math.prod(shape)} elements, more than any machine can address"
+        )
+    return shape
 
 
-def _decode_instruction(item: Any, i: int, ops: list[str]) -> Instruction:
+_EXPECTED_LEN = {_OP_CALL: (5, 6), _OP_LITERAL: (5,), _OP_SEED: (3,), _OP_SET_STATE: (3,), _OP_RESTORE: (3,)}
+
+
+def _check_gen(value: Any, where: str, generators: int) -> int:
+    gid = _expect_int(value, where)
+    if gid >= generators:
+        raise RecipeFormatError(f"{where}: generator {gid} is not declared (the recipe declares {generators})")
+    return gid
+
+
+def _decode_instruction(item: Any, i: int, ops: list[str], dec: _ArgDecoder) -> Instruction:
     where = f"program[{i}]"
     _expect(item, list, where, "an instruction (a list)")
     if not item:
         raise RecipeFormatError(f"{where}: empty instruction")
     code = item[0]
-    expected_len = {_OP_CALL: (5, 6), _OP_LITERAL: (5,), _OP_SEED: (3,), _OP_SET_STATE: (3,), _OP_RESTORE: (3,)}
-    if not isinstance(code, int) or isinstance(code, bool) or code not in expected_len:
-        raise RecipeFormatError(f"{where}[0]: unknown instruction code {code!r}")
-    if len(item) not in expected_len[code]:
+    if type(code) is not int or code not in _EXPECTED_LEN:
+        raise RecipeFormatError(f"{where}[0]: unknown instruction code {_short(code)}")
+    if len(item) not in _EXPECTED_LEN[code]:
         raise RecipeFormatError(
-            f"{where}: instruction code {code} takes {' or '.join(map(str, expected_len[code]))} fields, found {len(item)}"
+            f"{where}: instruction code {code} takes {' or '.join(map(str, _EXPECTED_LEN[code]))} fields, "
+            f"found {len(item)}"
         )
     if code == _OP_CALL:
         op_idx = _expect_int(item[1], f"{where}[1]", hi=len(ops) - 1)
         outs_raw = _expect(item[2], list, f"{where}.outs", "a list of output ids")
-        outs = tuple(
-            None if o is None else _expect_int(o, f"{where}.outs[{j}]") for j, o in enumerate(outs_raw)
-        )
+        if len(outs_raw) > MAX_LIST_ITEMS:
+            raise RecipeFormatError(f"{where}.outs: {len(outs_raw)} outputs (at most {MAX_LIST_ITEMS})")
         args = _expect(item[3], list, f"{where}.args", "a list of arguments")
         kwargs = _expect(item[4], dict, f"{where}.kwargs", "a map of keyword arguments")
-        dec_args = tuple(_decode_arg(a, f"{where}.args[{j}]") for j, a in enumerate(args))
+        dec_args = tuple(dec.arg(a, f"{where}.args[{j}]") for j, a in enumerate(args))
         dec_kwargs = {}
         for k, v in kwargs.items():
-            _expect(k, str, f"{where}.kwargs", "string keys")
-            dec_kwargs[k] = _decode_arg(v, f"{where}.kwargs.{k}")
+            _expect_str(k, f"{where}.kwargs", "string keys")
+            dec_kwargs[k] = dec.arg(v, f"{where}.kwargs.{k}")
         out_meta = None
         if len(item) == 6:
             metas = _expect(item[5], list, f"{where}.out_meta", "a list of [dtype, shape] pairs")
+            if len(metas) != len(outs_raw):
+                raise RecipeFormatError(
+                    f"{where}.out_meta: {len(metas)} entries for {len(outs_raw)} outputs"
+                )
             decoded = []
             for j, m in enumerate(metas):
                 w = f"{where}.out_meta[{j}]"
                 if not isinstance(m, list) or len(m) != 2:
                     raise RecipeFormatError(f"{w}: expected a [dtype, shape] pair")
-                try:
-                    d = dtype_from_name(m[0])
-                except (KeyError, TypeError):
-                    raise RecipeFormatError(f"{w}: unknown dtype `{m[0]}`") from None
-                decoded.append((d, _decode_shape(m[1], w)))
+                d = _decode_dtype(m[0], w)
+                decoded.append((d, _decode_shape(m[1], w, d)))
             out_meta = tuple(decoded)
-        return Call(ops[op_idx], outs, dec_args, dec_kwargs, out_meta)
+        outs = []
+        for j, o in enumerate(outs_raw):
+            if o is None:
+                outs.append(None)
+                continue
+            vid = _expect_int(o, f"{where}.outs[{j}]")
+            dec.define(vid, i, f"{where}.outs[{j}]")
+            outs.append(vid)
+        return Call(ops[op_idx], tuple(outs), dec_args, dec_kwargs, out_meta)
     if code == _OP_LITERAL:
         out = _expect_int(item[1], f"{where}.out")
-        try:
-            dtype = dtype_from_name(item[2])
-        except (KeyError, TypeError):
-            raise RecipeFormatError(f"{where}.dtype: unknown dtype `{item[2]}`") from None
-        shape = _decode_shape(item[3], f"{where}.shape")
+        dtype = _decode_dtype(item[2], f"{where}.dtype")
+        shape = _decode_shape(item[3], f"{where}.shape", dtype)
         data = _expect(item[4], bytes, f"{where}.data", "bytes")
         if len(data) != math.prod(shape) * dtype.itemsize:
             raise RecipeFormatError(
                 f"{where}.data: {len(data)} bytes, but shape {list(shape)} of {dtype_name(dtype)} needs "
                 f"{math.prod(shape) * dtype.itemsize}"
             )
+        if dtype == torch.bool and data.translate(None, b"\x00\x01"):
+            raise RecipeFormatError(f"{where}.data: a bool literal holds bytes other than 0 and 1")
+        dec.define(out, i, f"{where}.out")
         return Literal(out, dtype, shape, data)
-    gen = _expect_int(item[1], f"{where}.gen")
+    gen = _check_gen(item[1], f"{where}.gen", dec.generators)
     if code == _OP_SEED:
         return RngSeed(gen, _expect_int(item[2], f"{where}.seed", hi=2**64 - 1))
     if code == _OP_SET_STATE:
-        return RngSetState(gen, _expect(item[2], bytes, f"{where}.state", "bytes"))
+        state = _expect(item[2], bytes, f"{where}.state", "bytes")
+        if len(state) != RNG_STATE_BYTES:
+            raise RecipeFormatError(
+                f"{where}.state: {len(state)} bytes, but a torch CPU generator state has {RNG_STATE_BYTES}"
+            )
+        return RngSetState(gen, state)
     return RngRestore(gen, _expect_int(item[2], f"{where}.after", hi=i - 1))
 
 
-def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
-    """Turn a decoded msgpack map into a :class:`Recipe`, checking structure, version and hash."""
+def compute_hash(doc: dict[str, Any]) -> str:
+    """The content hash of a decoded recipe document (``sha256:<hex>`` of its body's canonical msgpack)."""
+    try:
+        packed = _pack({k: doc[k] for k in _TOP_LEVEL_KEYS})
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RecipeFormatError(f"the recipe cannot be re-encoded ({exc}): the file is corrupt or hostile") from None
+    return "sha256:" + hashlib.sha256(packed).hexdigest()
+
+
+def _looks_like_recipe(doc: dict[str, Any]) -> bool:
+    """Whether a map that fails the envelope checks is more likely a damaged recipe than another file."""
+    return "hash" in doc or sum(k in doc for k in _TOP_LEVEL_KEYS) >= len(_TOP_LEVEL_KEYS) // 2
+
+
+def _version_hint(doc: dict[str, Any], verify_hash: bool) -> str:
+    """For a version this reader refuses: a note when the content hash does not match either, which
+    makes a damaged version field more likely than a real newer (or older) recipe."""
+    if not verify_hash or not all(k in doc for k in _TOP_LEVEL_KEYS):
+        return ""
+    try:
+        if doc.get("hash") == compute_hash(doc):
+            return ""
+    except RecipeFormatError:
+        pass
+    return " (its content hash does not match either: if no such initrecipe exists, the file is corrupt)"
+
+
+def _check_envelope(doc: dict[str, Any], verify_hash: bool) -> None:
+    """Format name, version and the set of top-level fields: what must hold before the hash means anything."""
+    damaged = _looks_like_recipe(doc)
+    corrupt = ": the file is corrupt" if damaged else ""
     fmt = doc.get("format")
     if fmt != FORMAT_NAME:
+        if damaged:
+            raise RecipeFormatError(
+                f"format: expected `{FORMAT_NAME}`, found {_short(fmt)}: the file looks like a damaged "
+                "recipe (it is corrupt); download or copy it again"
+            )
         raise RecipeFormatError(
-            f"format: expected `{FORMAT_NAME}`, found {fmt!r}; this msgpack file is not an init recipe"
+            f"format: expected `{FORMAT_NAME}`, found {_short(fmt)}; this msgpack file is not an init recipe"
         )
     version = doc.get("version")
-    if (
-        not isinstance(version, list)
-        or len(version) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in version)
+    if not (
+        isinstance(version, list)
+        and len(version) == 2
+        and all(type(v) is int and 0 <= v < 2**32 for v in version)
     ):
-        raise RecipeFormatError(f"version: expected [major, minor], found {version!r}")
+        raise RecipeFormatError(f"version: expected [major, minor], found {_short(version)}{corrupt}")
     major, minor = version
     if (major, minor) > FORMAT_VERSION:
         needed = _FIRST_READER.get((major, minor))
@@ -552,67 +774,128 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
         raise UnsupportedVersionError(
             f"recipe format {major}.{minor} needs {need}; this is initrecipe {__version__}, which reads "
             f"format versions up to {FORMAT_VERSION[0]}.{FORMAT_VERSION[1]}. "
-            "Upgrade with `pip install -U initrecipe`"
+            f"Upgrade with `pip install -U initrecipe`{_version_hint(doc, verify_hash)}"
         )
     if major < FORMAT_VERSION[0]:
-        raise UnsupportedVersionError(f"recipe format {major}.{minor} predates format 1.0 and cannot be read")
-    unknown = sorted(set(doc) - set(_TOP_LEVEL_KEYS) - {"hash"})
+        raise UnsupportedVersionError(
+            f"recipe format {major}.{minor} predates format 1.0 and cannot be read{_version_hint(doc, verify_hash)}"
+        )
+    unknown = sorted((str(k) for k in set(doc) - set(_TOP_LEVEL_KEYS) - {"hash"}))
     if unknown:
-        raise RecipeFormatError(f"unknown top-level field `{unknown[0]}` for format {major}.{minor}")
+        raise RecipeFormatError(
+            f"unknown top-level field {_short(unknown[0])} for format {major}.{minor}: the file is corrupt "
+            "or was not written by initrecipe"
+        )
     for key in _TOP_LEVEL_KEYS:
         if key not in doc:
-            raise RecipeFormatError(f"missing required field `{key}`")
+            raise RecipeFormatError(f"missing required field `{key}`: the recipe is incomplete or corrupt")
+
+
+def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
+    """Turn a decoded msgpack map into a :class:`Recipe`, checking structure, version and hash.
+
+    The order of the checks makes every message point at the real problem: the envelope (format,
+    version, fields), then the content hash (so a damaged file is reported as corrupt, never as a
+    strange instruction), then the structure of every field, instruction and tensor entry.
+    """
+    _check_envelope(doc, verify_hash)
+    content_hash = None
+    if verify_hash:
+        stored = doc.get("hash")
+        if not isinstance(stored, str):
+            raise RecipeFormatError("hash: missing or not a string; the recipe is incomplete or corrupt")
+        content_hash = compute_hash(doc)
+        if stored != content_hash:
+            raise RecipeIntegrityError(
+                "the recipe's content hash does not match its content: the file is corrupt or was edited. "
+                "Download or copy it again"
+            )
     rng = doc["rng"]
-    if rng not in RNG_MODES:
-        raise RecipeFormatError(f"rng: expected one of {list(RNG_MODES)}, found {rng!r}")
+    if not isinstance(rng, str) or rng not in RNG_MODES:
+        raise RecipeFormatError(f"rng: expected one of {list(RNG_MODES)}, found {_short(rng)}")
     seed = doc["seed"]
     if seed is not None:
         _expect_int(seed, "seed", lo=-(2**63), hi=2**64 - 1)
-    generators = _expect_int(doc["generators"], "generators", hi=1 << 20)
+    generators = _expect_int(doc["generators"], "generators", hi=MAX_GENERATORS)
     ops = _expect(doc["ops"], list, "ops", "a list of operator names")
+    if len(ops) > MAX_OPERATOR_NAMES:
+        raise RecipeFormatError(f"ops: {len(ops)} operator names (at most {MAX_OPERATOR_NAMES})")
     for j, name in enumerate(ops):
-        _expect(name, str, f"ops[{j}]", "an operator name")
+        _expect_str(name, f"ops[{j}]", "an operator name")
     program_raw = _expect(doc["program"], list, "program", "a list of instructions")
-    program = [_decode_instruction(item, i, ops) for i, item in enumerate(program_raw)]
-    tensors_raw = _expect(doc["tensors"], list, "tensors", "a list of tensor entries")
-    tensors = []
+    if len(program_raw) > MAX_INSTRUCTIONS:
+        raise RecipeFormatError(f"program: {len(program_raw)} instructions (at most {MAX_INSTRUCTIONS})")
+    dec = _ArgDecoder(generators)
+    program = [_decode_instruction(item, i, ops, dec) for i, item in enumerate(program_raw)]
+    tensors = _decode_tensors(doc["tensors"], dec)
+    producer = _expect(doc["producer"], dict, "producer", "a map")
+    if len(producer) > 256:
+        raise RecipeFormatError(f"producer: {len(producer)} entries (at most 256)")
+    for k, v in producer.items():
+        _expect_str(k, "producer", "string keys")
+        _expect_str(v, f"producer.{k}")
+    recipe = Recipe(
+        rng=rng, seed=seed, generators=generators, program=program, tensors=tensors, producer=producer
+    )
+    recipe._body = {k: doc[k] for k in _TOP_LEVEL_KEYS}
+    recipe._hash = content_hash
+    return recipe
+
+
+def _decode_tensors(raw: Any, dec: _ArgDecoder) -> list[TensorEntry]:
+    tensors_raw = _expect(raw, list, "tensors", "a list of tensor entries")
+    if len(tensors_raw) > MAX_TENSORS:
+        raise RecipeFormatError(f"tensors: {len(tensors_raw)} entries (at most {MAX_TENSORS})")
+    tensors: list[TensorEntry] = []
+    by_name: dict[str, int] = {}
+    by_value: dict[int, int] = {}
     for i, item in enumerate(tensors_raw):
         where = f"tensors[{i}]"
         _expect(item, list, where, "a tensor entry (a list)")
         if len(item) != 7:
             raise RecipeFormatError(f"{where}: a tensor entry has 7 fields, found {len(item)}")
-        name = _expect(item[0], str, f"{where}.name", "a string")
+        name = _expect_str(item[0], f"{where}.name")
+        if not name:
+            raise RecipeFormatError(f"{where}.name: empty tensor name")
+        if name in by_name:
+            raise RecipeFormatError(f"{where}.name: `{name}` is listed twice (also tensors[{by_name[name]}])")
+        by_name[name] = i
+        where = f"tensors[{i}] (`{name}`)"
         value = _expect_int(item[1], f"{where}.value")
+        if value not in dec.defined:
+            raise RecipeFormatError(f"{where}.value: value {value} is never defined by the program")
         kind = item[2]
-        if kind not in _KINDS:
-            raise RecipeFormatError(f"{where}.kind: expected `parameter` or `buffer`, found {kind!r}")
-        shape = _decode_shape(item[3], f"{where}.shape")
-        try:
-            dtype = dtype_from_name(item[4])
-        except (KeyError, TypeError):
-            raise RecipeFormatError(f"{where}.dtype: unknown dtype `{item[4]}`") from None
+        if not isinstance(kind, str) or kind not in _KINDS:
+            raise RecipeFormatError(f"{where}.kind: expected `parameter` or `buffer`, found {_short(kind)}")
+        dtype = _decode_dtype(item[4], f"{where}.dtype")
+        shape = _decode_shape(item[3], f"{where}.shape", dtype)
         requires_grad = _expect(item[5], bool, f"{where}.requires_grad", "a bool")
         persistent = _expect(item[6], bool, f"{where}.persistent", "a bool")
-        tensors.append(TensorEntry(name, value, kind, shape, dtype, requires_grad, persistent))
-    producer = _expect(doc["producer"], dict, "producer", "a map")
-    for k, v in producer.items():
-        _expect(k, str, "producer", "string keys")
-        _expect(v, str, f"producer.{k}", "a string")
-    recipe = Recipe(
-        rng=rng, seed=seed, generators=generators, program=program, tensors=tensors, producer=producer
-    )
-    body = {k: doc[k] for k in _TOP_LEVEL_KEYS}
-    recipe._body = body
-    stored = doc.get("hash")
-    if verify_hash:
-        if not isinstance(stored, str):
-            raise RecipeFormatError("hash: missing or not a string; the recipe is incomplete or corrupt")
-        if stored != recipe.content_hash:
-            raise RecipeIntegrityError(
-                "the recipe's content hash does not match its content: the file is corrupt or was edited. "
-                "Download or copy it again"
+        if kind == "parameter" and not persistent:
+            raise RecipeFormatError(f"{where}.persistent: a parameter is always persistent")
+        if kind == "parameter" and requires_grad and not (dtype.is_floating_point or dtype.is_complex):
+            raise RecipeFormatError(
+                f"{where}.requires_grad: a {dtype_name(dtype)} parameter cannot require gradients "
+                "(only floating point and complex ones can)"
             )
-    return recipe
+        entry = TensorEntry(name, value, kind, shape, dtype, requires_grad, persistent)
+        first = by_value.get(value)
+        if first is not None:
+            other = tensors[first]
+            for field_name, mine, theirs in (
+                ("kind", entry.kind, other.kind),
+                ("shape", list(entry.shape), list(other.shape)),
+                ("dtype", dtype_name(entry.dtype), dtype_name(other.dtype)),
+            ) + ((("requires_grad", entry.requires_grad, other.requires_grad),) if kind == "parameter" else ()):
+                if mine != theirs:
+                    raise RecipeFormatError(
+                        f"{where}.{field_name}: tied to `{other.name}` (both are value {value}), which has "
+                        f"{field_name} {theirs}, but this entry has {mine}"
+                    )
+        else:
+            by_value[value] = i
+        tensors.append(entry)
+    return tensors
 
 
 def encode_for_schema(recipe: Recipe) -> dict[str, Any]:

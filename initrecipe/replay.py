@@ -7,13 +7,21 @@ from typing import Callable, Iterable, Iterator, TypeVar, Union
 
 import torch
 
-from .analysis import Action, ProgramFacts, call_refs, infer_facts, plan_execution
-from .errors import RecipeFormatError, ReplayError
+from .analysis import (
+    Action,
+    ProgramFacts,
+    call_refs,
+    format_bytes,
+    infer_facts,
+    plan_execution,
+    repeat_interleave_output_size,
+)
+from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
 from .interpreter import SequentialGenerators, execute
-from .program import Call, Literal
+from .program import Call, Instruction, Literal, RngRestore
 from .recipe import Recipe, TensorEntry, load
 
-__all__ = ["replay", "iter_replay", "RecipeSource", "NameFilter"]
+__all__ = ["replay", "iter_replay", "available_memory", "RecipeSource", "NameFilter"]
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
 NameFilter = Union[Iterable[str], Callable[[str], bool], None]
@@ -101,6 +109,7 @@ def iter_replay(
     *,
     device: str | torch.device = "cpu",
     names: NameFilter = None,
+    max_bytes: int | None = None,
 ) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """Materialize a recipe's tensors one after another, as soon as each is final.
 
@@ -113,6 +122,9 @@ def iter_replay(
         device: where the yielded tensors live.  In ``torch`` RNG mode every value is computed on
             the CPU from torch's CPU generator and then moved, so the bits equal eager CPU init.
         names: only these names (a list, or a predicate on the name).
+        max_bytes: refuse (:class:`ResourceLimitError`, before allocating anything) a replay that
+            would allocate more than this many bytes.  Default: the memory available now
+            (``MemAvailable``; for a CUDA ``device`` the tensors must also fit its free memory).
 
     Example:
         >>> import initrecipe, torch
@@ -120,27 +132,72 @@ def iter_replay(
         >>> [(entries[0].name, tuple(t.shape)) for entries, t in initrecipe.iter_replay(recipe)]
         [('weight', (2, 4)), ('bias', (2,))]
     """
+    plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes)
+    return _run_plan(plan)
+
+
+class ReplayPlan:
+    """Everything :func:`iter_replay` decides before it allocates anything (see :func:`prepare_replay`)."""
+
+    def __init__(self, recipe: Recipe, device: torch.device, facts: ProgramFacts, actions: list[Action],
+                 by_value: dict[int, list[TensorEntry]], program: list[Instruction],
+                 release: dict[int, list[int]], final: dict[int, int], needed_bytes: int) -> None:
+        self.recipe = recipe
+        self.device = device
+        self.facts = facts
+        self.actions = actions
+        self.by_value = by_value
+        self.program = program
+        self.release = release
+        self.final = final
+        self.needed_bytes = needed_bytes
+
+
+def prepare_replay(
+    recipe: RecipeSource,
+    *,
+    device: str | torch.device = "cpu",
+    names: NameFilter = None,
+    max_bytes: int | None = None,
+) -> ReplayPlan:
+    """Check a recipe completely and plan its replay, allocating nothing real.
+
+    Shape-propagates the program on the meta device, checks the tensor entries against it, plans
+    the execution and checks the memory it needs against ``max_bytes`` (default: what is
+    available).  Raises the :class:`RecipeError` a replay would raise before its first allocation.
+    """
     recipe = _as_recipe(recipe)
     device = torch.device(device)
     selected = _select(recipe, names)
-    facts = infer_facts(recipe.program, recipe.generators)
-    check_entries(recipe, facts)
     by_value: dict[int, list[TensorEntry]] = {}
     for entry in selected:
         by_value.setdefault(entry.value, []).append(entry)
+    limit = max_bytes if max_bytes is not None else available_memory()
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise TypeError(f"max_bytes must be a non-negative int, not {limit!r}")
+    value_names = {t.value: t.name for t in reversed(recipe.tensors)}
+    # The whole program's storages bound what a full replay allocates: stop at the first
+    # instruction over the limit, before even finishing the (meta) shape propagation.
+    try:
+        facts = infer_facts(
+            recipe.program, recipe.generators, max_bytes=limit if names is None else None, names=value_names
+        )
+    except ResourceLimitError as exc:
+        raise ResourceLimitError(f"{exc} ({_limit_source(max_bytes)})") from None
+    check_entries(recipe, facts)
     outputs = set(by_value)
     actions = plan_execution(
         recipe.program, facts, outputs, advance_dead_draws=recipe.rng == "torch"
     )
+    needed = _check_memory(recipe, facts, actions, by_value, device, limit, max_bytes is not None, value_names)
+    for i, ins in enumerate(recipe.program):
+        if isinstance(ins, RngRestore) and actions[i] != Action.SKIP and actions[ins.after] == Action.SKIP:
+            raise ReplayError(
+                f"program[{i}]: restores generator {ins.gen} to its state after program[{ins.after}], "
+                f"a random draw this replay skips (rng={recipe.rng!r} recipes do not advance dead draws)"
+            )
     release, final = _release_schedule(recipe, facts, actions, outputs)
-    finishing: dict[int, list[int]] = {}
-    for v, i in final.items():
-        finishing.setdefault(i, []).append(v)
-    env: dict[int, torch.Tensor] = {}
-    bank = SequentialGenerators(recipe.program, recipe.generators)
-    pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
     order = {v: k for k, v in enumerate(by_value)}
-
     # Values whose final point is an instruction the plan skips (e.g. an output nothing writes)
     # are finished before the loop starts.
     run_indices = {i for i, a in enumerate(actions) if a != Action.SKIP}
@@ -149,15 +206,159 @@ def iter_replay(
         raise ReplayError(
             f"tensor `{by_value[early[0]][0].name}` is never built by the program"
         )
-    for i in execute(recipe.program, facts, actions, env, bank, release=None):
+    program = _bounded_program(recipe.program, facts, actions)
+    return ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed)
+
+
+def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+    recipe, facts, actions, by_value, device = plan.recipe, plan.facts, plan.actions, plan.by_value, plan.device
+    finishing: dict[int, list[int]] = {}
+    for v, i in plan.final.items():
+        finishing.setdefault(i, []).append(v)
+    order = {v: k for k, v in enumerate(by_value)}
+    env: dict[int, torch.Tensor] = {}
+    bank = SequentialGenerators(recipe.program, recipe.generators)
+    pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
+    last = -1
+    steps = execute(plan.program, facts, actions, env, bank, release=None)
+    while True:
+        try:
+            i = next(steps)
+        except StopIteration:
+            break
+        except RecipeError:
+            raise
+        except MemoryError:
+            raise ResourceLimitError(
+                f"ran out of memory after program[{last}] (the replay needs about "
+                f"{format_bytes(plan.needed_bytes)})"
+            ) from None
+        except Exception as exc:  # a safety net: whatever a damaged program makes torch raise
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ReplayError(
+                f"replay failed after program[{last}]: {type(exc).__name__}: {detail}"
+            ) from None
+        last = i
         for v in sorted(finishing.get(i, ()), key=order.get):
             pending.append((by_value[v], env[v]))
-        for v in release.get(i, ()):
+        for v in plan.release.get(i, ()):
             env.pop(v, None)
         while pending:
             entries, tensor = pending.pop(0)
-            yield entries, tensor if device.type == "cpu" else tensor.to(device)
+            if device.type != "cpu":
+                try:
+                    tensor = tensor.to(device)
+                except Exception as exc:
+                    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ReplayError(f"cannot move `{entries[0].name}` to {device}: {detail}") from None
+            yield entries, tensor
             del tensor
+
+
+def available_memory(device: str | torch.device | None = None) -> int | None:
+    """Bytes of memory available for a replay now: ``MemAvailable`` from ``/proc/meminfo``
+    (CPU), or the free memory ``torch.cuda.mem_get_info`` reports for a CUDA device.
+    None when it cannot be told."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda":
+        try:
+            if torch.cuda.is_available():
+                return int(torch.cuda.mem_get_info(device)[0])
+        except Exception:
+            return None
+        return None
+    try:
+        with open("/proc/meminfo", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"MemAvailable:"):
+                    parts = line.split()
+                    return int(parts[1]) * (1024 if parts[2:3] == [b"kB"] else 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory(
+    recipe: Recipe,
+    facts: ProgramFacts,
+    actions: list[Action],
+    by_value: dict[int, list[TensorEntry]],
+    device: torch.device,
+    limit: int | None,
+    explicit: bool,
+    value_names: dict[int, str],
+) -> int:
+    """Bytes the planned replay allocates; :class:`ResourceLimitError` when over ``limit``."""
+    created: dict[int, int] = {}
+    scratch = 0
+    scratch_at = (-1, -1)  # (instruction, storage) of the largest dead draw
+    for i, action in enumerate(actions):
+        ins = recipe.program[i]
+        if action in (Action.RUN, Action.ALLOC):
+            outs = ins.outs if isinstance(ins, Call) else (ins.out,) if isinstance(ins, Literal) else ()
+            for o in outs:
+                if o is None:
+                    continue
+                sid = facts.values[o].storage
+                if facts.storage_creator.get(sid) == i:
+                    created[sid] = max(facts.storage_nbytes[sid], facts.storage_grown.get(sid, 0))
+        elif action == Action.ADVANCE and isinstance(ins, Call):
+            for r in call_refs(ins):
+                sid = facts.values[r].storage
+                nbytes = max(facts.storage_nbytes.get(sid, 0), facts.storage_grown.get(sid, 0))
+                if nbytes > scratch:
+                    scratch, scratch_at = nbytes, (i, sid)
+    needed = sum(created.values()) + scratch
+    if limit is not None and needed > limit:
+
+        def holder(sid: int) -> str:
+            holders = [n for v, n in value_names.items() if v in facts.values and facts.values[v].storage == sid]
+            return f"`{holders[0]}`" if holders else f"intermediate value {sid}"
+
+        sid = max(created, key=created.get) if created else None
+        owner = ""
+        if sid is not None and created[sid] >= scratch:
+            owner = (f"; the largest is {holder(sid)} ({format_bytes(created[sid])}, built by "
+                     f"program[{facts.storage_creator[sid]}])")
+        elif scratch:
+            owner = (f"; the largest is scratch memory for program[{scratch_at[0]}], a random draw into "
+                     f"{holder(scratch_at[1])} that this replay needs only to advance the generator "
+                     f"({format_bytes(scratch)})")
+        raise ResourceLimitError(
+            f"replaying this recipe needs {format_bytes(needed)}, more than the limit of "
+            f"{format_bytes(limit)}{owner} ({_limit_source(limit if explicit else None)})"
+        )
+    if device.type == "cuda":
+        out_bytes = sum(entries[0].nbytes for entries in by_value.values())
+        free = limit if explicit else available_memory(device)
+        if free is not None and out_bytes > free:
+            raise ResourceLimitError(
+                f"the replayed tensors need {format_bytes(out_bytes)} on {device}, which has "
+                f"{format_bytes(free)} free; pass a larger `max_bytes` to try anyway"
+            )
+    return needed
+
+
+def _limit_source(max_bytes: int | None) -> str:
+    if max_bytes is not None:
+        return f"max_bytes={max_bytes}"
+    return "the memory available now; pass `max_bytes` to replay on a machine that has more"
+
+
+def _bounded_program(program: list[Instruction], facts: ProgramFacts, actions: list[Action]) -> list[Instruction]:
+    """The program with ``output_size`` passed to ``repeat_interleave`` calls whose output shape was
+    recorded, so that torch checks the data's repeats against it before allocating."""
+    patched: list[Instruction] | None = None
+    for i, ins in enumerate(program):
+        if not isinstance(ins, Call) or actions[i] == Action.SKIP or ins.out_meta is None:
+            continue
+        size = repeat_interleave_output_size(ins, facts.infos[i])
+        if size is None:
+            continue
+        if patched is None:
+            patched = list(program)
+        patched[i] = Call(ins.op, ins.outs, ins.args, dict(ins.kwargs, output_size=size), ins.out_meta)
+    return patched if patched is not None else program
 
 
 def replay(
@@ -166,6 +367,7 @@ def replay(
     device: str | torch.device = "cpu",
     into: M | None = None,
     names: NameFilter = None,
+    max_bytes: int | None = None,
 ) -> dict[str, torch.Tensor] | M:
     """Materialize a recipe's parameters and buffers.
 
@@ -175,6 +377,10 @@ def replay(
         into: a module built on the meta device (``with torch.device("meta"): m = Model(cfg)``)
             to fill in place; it is returned, with ties as the recipe records them.
         names: only these names (a list, or a predicate on the name); not with ``into``.
+        max_bytes: refuse (:class:`ResourceLimitError`, before allocating anything) a replay that
+            would allocate more than this many bytes.  Default: the memory available now
+            (``MemAvailable`` from ``/proc/meminfo``; for a CUDA ``device`` the tensors must also
+            fit the free memory ``torch.cuda.mem_get_info`` reports).
 
     Returns:
         Without ``into``: every fully qualified name mapped to its tensor; parameters are
@@ -196,7 +402,7 @@ def replay(
     if into is not None:
         _check_module_names(recipe, into)
     result: dict[str, torch.Tensor] = {}
-    for entries, tensor in iter_replay(recipe, device=device, names=names):
+    for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes):
         first = entries[0]
         obj = torch.nn.Parameter(tensor, requires_grad=first.requires_grad) if first.kind == "parameter" else tensor
         for entry in entries:

@@ -161,6 +161,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _pwrite(fd: int, data: memoryview, offset: int) -> int:
+    """``os.pwrite``, or seek-and-write where the platform has no ``pwrite`` (Windows)."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.write(fd, data)  # pragma: no cover - Windows
+
+
 def _tensor_bytes(tensor: torch.Tensor) -> tuple[memoryview, torch.Tensor]:
     """A zero-copy byte view of a contiguous CPU tensor (little-endian), and the tensor that owns it."""
     if sys.byteorder != "little" and tensor.element_size() > 1:
@@ -181,7 +189,8 @@ class StreamingSafetensorsWriter:
         >>> layout = plan_layout([TensorSpec(k, v.dtype, tuple(v.shape)) for k, v in t.items()])
         >>> w = StreamingSafetensorsWriter(d / "x.safetensors", layout)
         >>> w.write("b", t["b"]); w.write("a", t["a"])
-        >>> w.commit()
+        >>> w.commit().name
+        'x.safetensors'
         >>> safetensors.torch.load_file(d / "x.safetensors")["b"]
         tensor([0., 1., 2.])
     """
@@ -191,7 +200,8 @@ class StreamingSafetensorsWriter:
         self.layout = layout
         self.tmp = temp_path_for(self.final)
         self._remaining = set(layout.offsets)
-        self._fd: int | None = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        self._fd: int | None = os.open(self.tmp, flags, 0o666)
         try:
             self._allocate(preallocate)
             self._pwrite_all(memoryview(layout.header), 0)
@@ -215,7 +225,7 @@ class StreamingSafetensorsWriter:
         assert self._fd is not None
         pos, n = 0, view.nbytes
         while pos < n:
-            written = os.pwrite(self._fd, view[pos : pos + _CHUNK], offset + pos)
+            written = _pwrite(self._fd, view[pos : pos + _CHUNK], offset + pos)
             if written <= 0:  # pragma: no cover - the kernel reports errors as exceptions
                 raise OSError(errno.EIO, "short write")
             pos += written

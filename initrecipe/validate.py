@@ -1,0 +1,74 @@
+"""Check a recipe completely without replaying it: :func:`check`.
+
+A recipe is checked in the order a replay would meet its problems, and every check runs before
+anything real is allocated:
+
+1. the bytes: not empty, msgpack, not another kind of file, within the size limits of
+   :mod:`initrecipe.recipe` (``MAX_*``);
+2. the envelope: format name, version (older ones are read, newer ones refused with the release
+   that reads them), the set of top-level fields;
+3. integrity: the content hash, so a damaged file is reported as corrupt;
+4. structure: every field, instruction and tensor entry, with values defined once and referenced
+   only after their definition (SSA in program order), declared generators, consistent ties;
+5. the program: operators resolved through the allowlist and shape-propagated on the meta device
+   (arguments each operator accepts, views inside their storage, tensor entries matching what the
+   program builds), generator states torch accepts;
+6. resources: the memory a replay would allocate, against ``max_bytes`` (default: what is available).
+
+Example:
+    >>> import initrecipe, torch
+    >>> from initrecipe.validate import check
+    >>> check(initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0).to_bytes())
+    []
+    >>> check(b"")
+    ['the recipe is empty (0 bytes): the download or copy did not complete']
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import RecipeError
+from .interpreter import state_tensor
+from .program import RngSetState
+from .recipe import Recipe, Source, load
+
+__all__ = ["check"]
+
+
+def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash: bool = True) -> list[str]:
+    """Every problem found in a recipe, without replaying it; an empty list when it is valid.
+
+    Each finding is one message naming the location of the problem (``program[12].args[0]:
+    reference to undefined tensor 99``).  Checking stops at the first problem of a stage when the
+    later stages depend on it (a file that is not msgpack has no program to check).
+
+    Args:
+        source: a path, the file's bytes, a binary file object, or a :class:`Recipe`.
+        max_bytes: the memory a replay may allocate (default: the memory available now, as
+            :func:`initrecipe.replay` uses).
+        verify_hash: check the stored content hash.
+    """
+    if isinstance(source, Recipe):
+        recipe = source
+    else:
+        try:
+            recipe = load(source, verify_hash=verify_hash)
+        except RecipeError as exc:
+            return [str(exc)]
+    findings: list[str] = []
+    probe = torch.Generator(device="cpu")
+    for i, ins in enumerate(recipe.program):
+        if isinstance(ins, RngSetState):
+            try:
+                probe.set_state(state_tensor(ins.state))
+            except (RuntimeError, ValueError) as exc:
+                findings.append(f"program[{i}].state: torch rejects this generator state ({str(exc).splitlines()[0]})")
+                break
+    from .replay import prepare_replay
+
+    try:
+        prepare_replay(recipe, max_bytes=max_bytes)
+    except RecipeError as exc:
+        findings.append(str(exc))
+    return findings

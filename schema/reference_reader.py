@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Stand-alone reader of init-recipe files (schema/FORMAT.md): checks one and prints its tensor table.
+
+Needs only msgpack and the standard library; it does not import initrecipe and does not replay
+(building the tensors means running the program with PyTorch).  Usage:
+    python reference_reader.py MODEL.recipe
+"""
+import hashlib
+import sys
+
+import msgpack
+
+READS = (1, 0)  # the newest format version this reader implements
+BODY = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
+
+
+def read(data: bytes) -> dict:
+    doc = msgpack.unpackb(data, raw=False, strict_map_key=True)  # trailing bytes raise ExtraData
+    if not isinstance(doc, dict) or doc.get("format") != "initrecipe":
+        raise ValueError("not an init recipe")
+    version = doc.get("version")
+    if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int for v in version)):
+        raise ValueError(f"malformed version {version!r}")
+    if version[0] != READS[0] or version[1] > READS[1]:
+        raise ValueError(f"recipe format {version[0]}.{version[1]} needs a newer reader "
+                         f"(this one reads {READS[0]}.0 to {READS[0]}.{READS[1]})")
+    if set(doc) != set(BODY) | {"hash"}:
+        raise ValueError(f"fields {sorted(set(doc) ^ (set(BODY) | {'hash'}))} missing or unknown")
+    body = msgpack.packb({k: doc[k] for k in BODY}, use_bin_type=True)  # canonical re-encoding
+    if doc["hash"] != "sha256:" + hashlib.sha256(body).hexdigest():
+        raise ValueError("content hash mismatch: the file is corrupt or was edited")
+    return doc
+
+
+def main(argv: list) -> int:
+    try:
+        with open(argv[1], "rb") as handle:
+            doc = read(handle.read())
+    except (OSError, ValueError, msgpack.UnpackException) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"format {doc['version'][0]}.{doc['version'][1]}  rng {doc['rng']}  seed {doc['seed']}  "
+          f"{len(doc['program'])} instructions  {doc['hash']}")
+    print(f"{'name':<40} {'kind':<9} {'dtype':<10} {'shape':<16} {'value':>5}  flags")
+    for name, value, kind, shape, dtype, requires_grad, persistent in doc["tensors"]:
+        flags = ("requires_grad " if requires_grad else "") + ("" if persistent else "non-persistent")
+        print(f"{name:<40} {kind:<9} {dtype:<10} {str(tuple(shape)):<16} {value:>5}  {flags}".rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

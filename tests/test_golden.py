@@ -1,0 +1,114 @@
+"""The committed golden recipe: format 1.0 files written today must read and replay identically forever.
+
+The files in tests/golden/ are made by ``tools/make_golden.py`` and only by it; these tests read them
+and never write them.  A failure here means a change broke compatibility with existing recipe files:
+fix the change, do not regenerate the golden file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+import torch
+
+import initrecipe
+from initrecipe.recipe import encode_for_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+RECIPE = GOLDEN / "linear-v1.0.recipe"
+EXPECTED = json.loads((GOLDEN / "linear-v1.0.sha256.json").read_text())
+BODY_KEYS = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    data = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def raw() -> bytes:
+    return RECIPE.read_bytes()
+
+
+def test_golden_file_is_the_committed_one(raw: bytes) -> None:
+    assert hashlib.sha256(raw).hexdigest() == EXPECTED["file_sha256"], (
+        "tests/golden/linear-v1.0.recipe changed; golden files are regenerated only by "
+        "tools/make_golden.py, deliberately, together with their .sha256.json"
+    )
+
+
+def test_load_then_to_bytes_is_identical(raw: bytes) -> None:
+    recipe = initrecipe.load(raw)
+    assert recipe.to_bytes() == raw
+    assert initrecipe.load(RECIPE).to_bytes() == raw  # from a path too
+
+
+def test_content_hash_is_as_stored(raw: bytes) -> None:
+    doc = msgpack.unpackb(raw, raw=False)
+    recipe = initrecipe.load(raw)
+    assert doc["hash"] == recipe.content_hash == EXPECTED["content_hash"]
+    # FORMAT.md section 8: the hash of the canonical re-encoding of the nine body fields ...
+    body = msgpack.packb({k: doc[k] for k in BODY_KEYS}, use_bin_type=True)
+    assert doc["hash"] == "sha256:" + hashlib.sha256(body).hexdigest()
+    # ... which, for a canonically written file, is the file minus its hash entry.
+    assert raw[0] == 0x8A and list(doc)[-1] == "hash"
+    assert hashlib.sha256(b"\x89" + raw[1 : len(raw) - 78]).hexdigest() == doc["hash"].removeprefix("sha256:")
+
+
+def test_golden_is_format_1_0(raw: bytes) -> None:
+    doc = msgpack.unpackb(raw, raw=False)
+    assert doc["format"] == "initrecipe"
+    assert doc["version"] == EXPECTED["format_version"] == [1, 0]
+    assert list(doc) == [*BODY_KEYS, "hash"]
+
+
+def test_replay_gives_the_expected_tensor_hashes(raw: bytes) -> None:
+    weights = initrecipe.replay(initrecipe.load(raw))
+    assert list(weights) == list(EXPECTED["tensors"])
+    for name, tensor in weights.items():
+        want = EXPECTED["tensors"][name]
+        assert str(tensor.dtype).removeprefix("torch.") == want["dtype"], name
+        assert list(tensor.shape) == want["shape"], name
+        assert _tensor_sha256(tensor) == want["sha256"], f"`{name}` replays to different bits"
+
+
+def test_golden_matches_eager_initialization(raw: bytes) -> None:
+    torch.manual_seed(EXPECTED["seed"])
+    eager = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4)).state_dict()
+    for name, want in EXPECTED["tensors"].items():
+        assert _tensor_sha256(eager[name]) == want["sha256"], name
+
+
+def test_corrupted_golden_is_refused(raw: bytes) -> None:
+    doc = msgpack.unpackb(raw, raw=False)
+    doc["seed"] = 1  # an edit that keeps the file well-formed
+    with pytest.raises(initrecipe.RecipeIntegrityError):
+        initrecipe.load(msgpack.packb(doc, use_bin_type=True))
+    with pytest.raises(initrecipe.RecipeFormatError):
+        initrecipe.load(raw[:-1])
+    with pytest.raises(initrecipe.RecipeFormatError):
+        initrecipe.load(raw + b"\x00")
+
+
+def test_golden_is_schema_valid(raw: bytes) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "schema" / "recipe.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(encode_for_schema(initrecipe.load(raw)))
+
+
+def test_reference_reader_reads_golden() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "schema" / "reference_reader.py"), str(RECIPE)],
+        capture_output=True, text=True, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert EXPECTED["content_hash"] in out.stdout
+    for name in EXPECTED["tensors"]:
+        assert name in out.stdout
