@@ -422,6 +422,77 @@ def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
             )
 
 
+def _weight_norm_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    # The fused CPU kernel trusts `g` to hold one element per slice of `v` along `dim`, and `v` to
+    # be non-empty: anything else reads out of bounds.
+    v = args[0] if args else kwargs.get("v")
+    g = args[1] if len(args) > 1 else kwargs.get("g")
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+    if not isinstance(v, torch.Tensor) or not isinstance(g, torch.Tensor) or type(dim) is not int:
+        return None  # torch itself rejects these
+    if v.dim() == 0:
+        return None
+    if dim < 0:
+        dim += v.dim()
+    if dim not in (0, v.dim() - 1):
+        return None  # not the fused kernel
+    if v.numel() == 0 or g.numel() != v.shape[dim]:
+        return (f"`g` must have one element per slice of a non-empty `v` along dim {dim} "
+                f"(v {list(v.shape)}, g {list(g.shape)})")
+    return None
+
+
+def _round_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    # The meta kernel computes 10 ** -decimals with Python integers: decimals = -2**63 never ends.
+    decimals = args[1] if len(args) > 1 else kwargs.get("decimals", 0)
+    if type(decimals) is int and abs(decimals) > 1000:
+        return f"decimals={decimals} is out of range [-1000, 1000]"
+    return None
+
+
+# Operators whose CPU kernels trust their arguments in ways the meta kernels do not check, or whose
+# meta kernels can be made to run forever: a precondition each, checked on the meta arguments
+# before anything runs.
+_PRECONDITIONS = {
+    "_weight_norm_interface": _weight_norm_precondition,
+    "_weight_norm": _weight_norm_precondition,
+    "round": _round_precondition,
+    "round_": _round_precondition,
+}
+
+
+def _list_output_count(packet: str, info: OpInfo, ins: Call, args: list[Any], kwargs: dict[str, Any]) -> int | None:
+    """How many tensors a list-returning view operator returns, computed without running it (a
+    zero-byte tensor of shape [2**40, 0] unbinds into 2**40 tensors, even on meta)."""
+    if packet not in ("unbind", "unbind_copy", "chunk", "split", "split_copy"):
+        return None
+
+    def get(name: str, default: Any) -> Any:
+        if name not in info.arg_names:
+            return default
+        pos = info.arg_names.index(name)
+        return args[pos] if pos < len(args) else kwargs.get(name, default)
+
+    base, dim = get("self", None), get("dim", 0)
+    if not isinstance(base, torch.Tensor) or type(dim) is not int or not -base.dim() <= dim < max(base.dim(), 1):
+        return None
+    n = base.shape[dim] if base.dim() else 1
+    if packet in ("unbind", "unbind_copy"):
+        return n
+    if packet == "chunk":
+        chunks = get("chunks", None)
+        if type(chunks) is not int or chunks <= 0:
+            return None
+        if n == 0:
+            return chunks
+        step = -(-n // chunks)
+        return -(-n // step)
+    size = get("split_size", None)
+    if type(size) is not int or size <= 0:
+        return None
+    return -(-n // size) if n else 1
+
+
 def _where(key: int | str) -> str:
     return f"args[{key}]" if isinstance(key, int) else f"kwargs.{key}"
 
@@ -473,8 +544,23 @@ def _infer_call(
     packet = ins.op.split(".")[1]
     if packet.startswith("as_strided") and args and isinstance(args[0], torch.Tensor):
         _check_as_strided(i, ins, info, args, kwargs)
+    count = _list_output_count(packet, info, ins, args, kwargs)
+    if count is not None and count != len(ins.outs):
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` returns {count} values, the program binds {len(ins.outs)}"
+        )
+    precondition = _PRECONDITIONS.get(packet)
+    if precondition is not None:
+        problem = precondition(args, kwargs)
+        if problem is not None:
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     outs: list[Any] | None = None
-    if ins.out_meta is None:
+    if ins.out_meta is None and info.is_random and info.overwrites_self and args and isinstance(args[0], torch.Tensor):
+        # An in-place random fill returns its argument unchanged in shape.  (Running it on meta
+        # would go through torch._refs, whose first use imports torch._dynamo: ~0.8 s.)
+        _check_scalar_arguments(i, ins, info, args, kwargs)
+        outs = [args[0]]
+    elif ins.out_meta is None:
         try:
             result = info.op(*args, **kwargs)
         except Exception as exc:  # the op rejected its arguments
@@ -579,6 +665,31 @@ def _check_as_strided(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: 
             f"{list(values.get('stride'))}, offset {offset}) reaching byte {extent * base.dtype.itemsize} of a "
             f"storage of {have} bytes: views must lie inside their base's storage"
         )
+
+
+def _check_scalar_arguments(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> None:
+    """Check the number arguments of an operator that is not executed on meta."""
+    for pos, argument in enumerate(info.schema.arguments[1:], start=1):
+        if pos < len(args) and argument.name in kwargs:
+            raise RecipeFormatError(
+                f"program[{i}]: `{ins.op}` rejects its arguments: `{argument.name}` is given twice"
+            )
+        if pos < len(args):
+            value = args[pos]
+        elif argument.name in kwargs:
+            value = kwargs[argument.name]
+        else:
+            continue
+        kind = str(argument.type)
+        if kind in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise RecipeFormatError(
+                f"program[{i}]: `{ins.op}` rejects its arguments: `{argument.name}` must be a number, "
+                f"found {type(value).__name__}"
+            )
+        if kind == "int" and not isinstance(value, int):
+            raise RecipeFormatError(
+                f"program[{i}]: `{ins.op}` rejects its arguments: `{argument.name}` must be an integer"
+            )
 
 
 def _check_generators(value: Any, generators: int, where: str) -> None:

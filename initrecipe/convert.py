@@ -388,7 +388,7 @@ def to_safetensors(
         on_bytes = bar.update if bar is not None else None
         persistent = {t.name for t in recipe.tensors if t.persistent}
         done = 0
-        for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in persistent):
+        for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in persistent, draw_in_place=False):
             target = by_value.get(entries[0].value)
             if target is None:  # pragma: no cover - iter_replay yields only what was asked for
                 raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")

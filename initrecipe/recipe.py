@@ -323,6 +323,10 @@ MAX_ID = 2**63 - 1
 RNG_STATE_BYTES = 5056
 """Size of a torch CPU generator state (``len(torch.Generator().get_state())``: mt19937 plus normal-sampling caches)."""
 
+MAX_FILE_BYTES = 4 << 30
+"""Largest recipe file (literals included); real recipes are kilobytes to megabytes."""
+
+_SNIFF_BYTES = 4096
 _MAX_BYTES_PER_TENSOR = 2**63 - 1  # torch sizes are int64
 _MSGPACK_LIMITS = dict(
     max_str_len=4 * MAX_STRING_CHARS,  # UTF-8 bytes
@@ -352,7 +356,18 @@ def _read_source(source: Source) -> bytes:
             raise RecipeError(f"`{path}` is not a regular file (a device, FIFO or socket), not a recipe file")
         try:
             with open(path, "rb") as handle:
-                return handle.read()
+                # Name another kind of file (a multi-gigabyte checkpoint) from its first bytes,
+                # before reading all of it.
+                head = handle.read(_SNIFF_BYTES)
+                kind = _sniff(head, total=info.st_size)
+                if kind is not None:
+                    raise RecipeFormatError(f"this is {kind}, not an init recipe")
+                if info.st_size > MAX_FILE_BYTES:
+                    raise RecipeFormatError(
+                        f"`{path}` holds {info.st_size} bytes, more than the {MAX_FILE_BYTES} a recipe may: "
+                        "it is not a recipe"
+                    )
+                return head + handle.read(MAX_FILE_BYTES + 1 - len(head))
         except FileNotFoundError:
             raise RecipeError(f"recipe file `{path}` does not exist") from None
         except IsADirectoryError:
@@ -376,15 +391,19 @@ def _read_source(source: Source) -> bytes:
     )
 
 
-def _sniff(data: bytes) -> str | None:
-    """Name the kind of a file that is not a recipe, for a helpful message."""
+def _sniff(data: bytes, total: int | None = None) -> str | None:
+    """Name the kind of a file that is not a recipe, for a helpful message.
+
+    ``data`` is the file's bytes, or its first bytes when ``total`` gives its full length.
+    """
+    total = len(data) if total is None else total
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         return "a zip archive (a `torch.save` checkpoint?)"
     if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
         return "a pickle file (a `torch.save` checkpoint?)"
     if len(data) >= 10 and data[8:9] == b"{":
         header = int.from_bytes(data[:8], "little")
-        if 2 <= header <= len(data) - 8:
+        if 2 <= header <= total - 8:
             return "a safetensors file (weights, not a recipe)"
     if data[:4] == b"GGUF":
         return "a GGUF file (weights, not a recipe)"

@@ -18,7 +18,7 @@ from .analysis import (
 )
 from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
 from .interpreter import SequentialGenerators, execute
-from .program import Call, Instruction, Literal, RngRestore
+from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
 
 __all__ = ["replay", "iter_replay", "available_memory", "RecipeSource", "NameFilter"]
@@ -110,6 +110,7 @@ def iter_replay(
     device: str | torch.device = "cpu",
     names: NameFilter = None,
     max_bytes: int | None = None,
+    draw_in_place: bool = True,
 ) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """Materialize a recipe's tensors one after another, as soon as each is final.
 
@@ -125,6 +126,10 @@ def iter_replay(
         max_bytes: refuse (:class:`ResourceLimitError`, before allocating anything) a replay that
             would allocate more than this many bytes.  Default: the memory available now
             (``MemAvailable``; for a CUDA ``device`` the tensors must also fit its free memory).
+        draw_in_place: run dead random draws (whose values are overwritten later) in the memory
+            of the tensor they target, as eager does: fastest, but that tensor then occupies memory
+            from its first draw on.  False draws them into a small reused buffer instead, so each
+            tensor occupies memory only from its final initialization to its yield (streaming).
 
     Example:
         >>> import initrecipe, torch
@@ -132,7 +137,7 @@ def iter_replay(
         >>> [(entries[0].name, tuple(t.shape)) for entries, t in initrecipe.iter_replay(recipe)]
         [('weight', (2, 4)), ('bias', (2,))]
     """
-    plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes)
+    plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes, draw_in_place=draw_in_place)
     return _run_plan(plan)
 
 
@@ -159,6 +164,7 @@ def prepare_replay(
     device: str | torch.device = "cpu",
     names: NameFilter = None,
     max_bytes: int | None = None,
+    draw_in_place: bool = True,
 ) -> ReplayPlan:
     """Check a recipe completely and plan its replay, allocating nothing real.
 
@@ -187,7 +193,7 @@ def prepare_replay(
     check_entries(recipe, facts)
     outputs = set(by_value)
     actions = plan_execution(
-        recipe.program, facts, outputs, advance_dead_draws=recipe.rng == "torch"
+        recipe.program, facts, outputs, advance_dead_draws=recipe.rng == "torch", draw_in_place=draw_in_place
     )
     needed = _check_memory(recipe, facts, actions, by_value, device, limit, max_bytes is not None, value_names)
     for i, ins in enumerate(recipe.program):
@@ -306,6 +312,7 @@ def _check_memory(
             for r in call_refs(ins):
                 sid = facts.values[r].storage
                 nbytes = max(facts.storage_nbytes.get(sid, 0), facts.storage_grown.get(sid, 0))
+                nbytes = min(nbytes, _chunked_draw_bytes(ins, facts) or nbytes)
                 if nbytes > scratch:
                     scratch, scratch_at = nbytes, (i, sid)
     needed = sum(created.values()) + scratch
@@ -337,6 +344,24 @@ def _check_memory(
                 f"{format_bytes(free)} free; pass a larger `max_bytes` to try anyway"
             )
     return needed
+
+
+def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
+    """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
+    from .interpreter import _CHUNK_ELEMENTS, _CHUNKABLE_FILLS, _is_contiguous
+
+    granule = _CHUNKABLE_FILLS.get(ins.op)
+    target = ins.args[0] if ins.args else None
+    if granule is None or not isinstance(target, Ref):
+        return None
+    meta = facts.values[target.id]
+    if (
+        meta.dtype not in (torch.float32, torch.float64)
+        or meta.numel <= 2 * _CHUNK_ELEMENTS
+        or not _is_contiguous(meta.shape, meta.stride)
+    ):
+        return None
+    return (_CHUNK_ELEMENTS + 2 * granule) * meta.dtype.itemsize
 
 
 def _limit_source(max_bytes: int | None) -> str:

@@ -341,8 +341,76 @@ def m_random_call(doc, rng):
         doc["tensors"].append(["fuzz.out", outs[0] if outs else 0, "buffer", [1], "float32", False, True])
 
 
+def typed_arg(rng: random.Random, kind: str, values: list[int]):
+    """A plausible encoded value for an argument of schema type ``kind``."""
+    optional = kind.startswith("Optional[")
+    base = kind[len("Optional["):-1] if optional else kind
+    if optional and rng.random() < 0.3:
+        return None
+    if base == "Tensor":
+        return {"t": rng.choice(values)}
+    if base == "List[Tensor]":
+        return [{"t": rng.choice(values)} for _ in range(rng.randrange(1, 4))]
+    if base == "List[Optional[Tensor]]":
+        return [rng.choice([None, {"t": rng.choice(values)}]) for _ in range(rng.randrange(1, 3))]
+    if base == "int":
+        return rng.choice([0, 1, 2, -1, -2, 3, 4, 100, 2**31, -(2**63), 2**63 - 1])
+    if base == "List[int]":
+        return [rng.choice([0, 1, 2, -1, 3, 4, 2**31]) for _ in range(rng.randrange(0, 4))]
+    if base == "float":
+        return rng.choice([0.0, 1.0, -1.0, 0.5, float("nan"), float("inf"), 1e30])
+    if base in ("number", "complex"):
+        return rng.choice([0, 1, -1, 2.5, True, float("nan"), 1e300, 2**63 - 1, {"complex": [1.0, -1.0]}])
+    if base == "bool":
+        return rng.random() < 0.5
+    if base == "ScalarType":
+        return {"dtype": rng.choice(["float32", "int64", "bool", "float64", "int32", "uint8", "complex64", "float16",
+                                     "bfloat16", "int8"])}
+    if base == "Layout":
+        return {"layout": "strided"}
+    if base == "MemoryFormat":
+        return {"memory_format": rng.choice(["contiguous_format", "preserve_format", "channels_last",
+                                             "channels_last_3d"])}
+    if base == "Device":
+        return {"device": rng.choice(["cpu", "cpu", "meta"])}
+    if base == "Generator":
+        return {"g": 0}
+    if base == "str":
+        return rng.choice(["floor", "trunc", "sum", "mean", "amax", "ij,jk->ik", "i->", "reflect", "none", "fro",
+                           "L", "U", "reduced", "complete", "left", "right", "", "..."])
+    if base == "List[float]":
+        return [rng.random() for _ in range(rng.randrange(0, 3))]
+    if base == "List[bool]":
+        return [rng.random() < 0.5 for _ in range(rng.randrange(0, 4))]
+    return random_scalar(rng)
+
+
+def m_typed_call(doc, rng):
+    """A call to any allowlisted operator with arguments of the kinds its schema declares, so that
+    many calls pass the checks and run for real."""
+    if not isinstance(doc.get("program"), list) or not isinstance(doc.get("ops"), list):
+        return
+    values = defined_values(doc)
+    name = rng.choice(known_ops())
+    schema = getattr(getattr(torch.ops.aten, name.split(".")[1]), name.split(".")[2])._schema
+    args, kwargs = [], {}
+    for a in schema.arguments:
+        kind = str(a.real_type)
+        if a.kwarg_only:
+            if rng.random() < 0.5:
+                kwargs[a.name] = typed_arg(rng, kind, values)
+        elif a.default_value is not None and rng.random() < 0.3:
+            break
+        else:
+            args.append(typed_arg(rng, kind, values))
+    outs = [max(values) + 1 + k for k in range(max(1, len(schema.returns)))]
+    doc["program"].append([0, _op_index(doc, name), outs, args, kwargs])
+    if rng.random() < 0.5 and isinstance(doc.get("tensors"), list):
+        doc["tensors"].append(["fuzz.typed", outs[0], "buffer", [1], "float32", False, True])
+
+
 DOC_MUTATIONS = [m_replace, m_delete, m_insert, m_int, m_shape, m_ref, m_program_order, m_op_name, m_deep,
-                 m_string, m_tensor_entry, m_view, m_random_call]
+                 m_string, m_tensor_entry, m_view, m_random_call, m_typed_call, m_typed_call]
 
 
 # --------------------------------------------------------------------------- byte mutations

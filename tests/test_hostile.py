@@ -226,6 +226,24 @@ def test_a_device_file_is_refused_without_reading_it():
     assert time.perf_counter() - start < 1
 
 
+def test_a_huge_file_is_named_from_its_first_bytes(tmp_path):
+    # Sparse files: 5 GiB on paper, nothing on disk; neither is read in full.
+    zipped = tmp_path / "pytorch_model.bin"
+    with open(zipped, "wb") as handle:
+        handle.write(b"PK\x03\x04" + b"\x00" * 60)
+        handle.truncate(5 << 30)
+    start = time.perf_counter()
+    raises(initrecipe.RecipeFormatError, "this is a zip archive (a `torch.save` checkpoint?), not an init recipe",
+           initrecipe.load, zipped)
+    other = tmp_path / "big.recipe"
+    with open(other, "wb") as handle:
+        handle.write(b"\x8a\xa6format")
+        handle.truncate(5 << 30)
+    raises(initrecipe.RecipeFormatError, f"`{other}` holds {5 << 30} bytes, more than the {4 << 30} a recipe may: "
+           "it is not a recipe", initrecipe.load, other)
+    assert time.perf_counter() - start < 1
+
+
 def test_a_text_mode_file_object(tmp_path, base):
     path = tmp_path / "m.recipe"
     path.write_bytes(base)
@@ -400,6 +418,59 @@ def test_a_factory_without_a_device_is_checked_on_meta():
            "(at least 1.0 TiB) for tensor `z`",
            initrecipe.replay, bad, max_bytes=MiB)
     assert "`z`" in check(bad, max_bytes=MiB)[0]
+    assert time.perf_counter() - start < 1
+
+
+def _one_call(op, args, kwargs=None, shape=(1,), dtype=torch.float32, setup=None, generators=1):
+    program = setup or [Call("aten.zeros.default", (0,), ([2, 3],), {})]
+    out = max(v for ins in program for v in getattr(ins, "outs", ()) if v is not None) + 1
+    return hand_recipe(program + [Call(op, (out,), args, kwargs or {})],
+                       [TensorEntry("t", out, "buffer", shape, dtype, False, True)], generators)
+
+
+@pytest.mark.parametrize(
+    "op, args, kwargs, message",
+    [
+        # TorchScript list and scalar overloads of allowlisted names: `mul.left_t([..], n)` would
+        # build a list of any length in C++.
+        ("aten.mul.left_t", ([1, 2], 10**12), {},
+         "program[1]: `aten.mul.left_t` does not return tensors; recipes call only tensor operators"),
+        ("aten.add.t", ([1], [2]), {}, "program[1]: `aten.add.t` does not return tensors"),
+        ("aten.sum.int", ([1, 2],), {}, "program[1]: `aten.sum.int` does not return tensors"),
+        # An integer where torch expects an enum reaches C++ unchecked.
+        ("aten.randint_like.default", (Ref(0), 5), {"memory_format": -1},
+         "program[1].kwargs.memory_format: `aten.randint_like.default` expects a MemoryFormat for `memory_format`, "
+         "found int -1"),
+        ("aten.view.dtype", (Ref(0), 99), {},
+         "program[1].args[1]: `aten.view.dtype` expects a ScalarType for `dtype`, found int 99"),
+        ("aten.add.Tensor", (Ref(0), GenRef(0)), {},
+         "program[1].args[1]: `aten.add.Tensor` expects a Tensor for `other`, found GenRef"),
+        ("aten.add.Tensor", (Ref(0), Ref(0), 1, 2), {},
+         "program[1]: `aten.add.Tensor` takes at most 3 arguments, the recipe passes 4"),
+        # Kernels that trust their arguments: refused before they run.
+        ("aten.round.decimals", (Ref(0),), {"decimals": -(2**63)},
+         "program[1]: `aten.round.decimals` rejects its arguments: decimals=-9223372036854775808 is out of range"),
+        ("aten._weight_norm_interface.default", (Ref(0), Ref(0)), {},
+         "program[1]: `aten._weight_norm_interface.default` rejects its arguments: `g` must have one element per "
+         "slice of a non-empty `v` along dim 0 (v [2, 3], g [2, 3])"),
+    ],
+)
+def test_operators_are_called_only_as_tensor_operators_with_arguments_of_their_kind(op, args, kwargs, message):
+    bad = _one_call(op, args, kwargs)
+    raises(initrecipe.RecipeFormatError, message, initrecipe.replay, bad, max_bytes=MiB)
+
+
+@pytest.mark.parametrize("op, args", [
+    ("aten.chunk.default", (Ref(0), 2**31)),
+    ("aten.unbind.int", (Ref(0),)),
+    ("aten.split.Tensor", (Ref(0), 1)),
+])
+def test_zero_byte_tensors_cannot_split_into_billions(op, args):
+    # A [2**40, 0] tensor holds no bytes, yet unbinding it would make 2**40 tensors, even on meta.
+    bad = _one_call(op, args, setup=[Call("aten.empty.memory_format", (0,), ([2**40, 0],), {})])
+    start = time.perf_counter()
+    with pytest.raises(initrecipe.RecipeFormatError, match=r"^program\[1\]: `.*` returns \d+ values, the program binds 1$"):
+        initrecipe.replay(bad, max_bytes=MiB)
     assert time.perf_counter() - start < 1
 
 
