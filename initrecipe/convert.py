@@ -302,6 +302,24 @@ def _write_small(final: Path, data: bytes, temps: list[Path]) -> Path:
 
 
 # --------------------------------------------------------------------------- the conversion
+def _return_freed_memory_to_the_os() -> None:
+    """Make glibc serve every allocation of 1 MiB or more with its own mapping.
+
+    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which
+    tensors of a few MiB come from the heap, whose freed pages it keeps: streaming a model then
+    looks like holding all of it.  Fixing the threshold returns each tensor's pages when it is
+    dropped.  No-op where the C library is not glibc.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3
+        libc.mallopt(m_mmap_threshold, 1 << 20)
+    except (OSError, AttributeError):
+        pass
+
+
 def to_safetensors(
     recipe: RecipeSource,
     out_dir: str | os.PathLike,
@@ -375,6 +393,7 @@ def to_safetensors(
             f"`{out_dir}` already holds `{existing[0]}`{more}; pass --force (force=True) to overwrite"
         )
 
+    _return_freed_memory_to_the_os()
     writers: dict[str, StreamingSafetensorsWriter] = {}
     temps: list[Path] = []
     committed: list[Path] = []
