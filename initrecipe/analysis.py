@@ -18,6 +18,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from .errors import RecipeError, RecipeFormatError, ResourceLimitError
+from . import ops as _ops_module
 from .ops import OpInfo, op_info
 from .program import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
 
@@ -175,7 +176,8 @@ def infer_facts(
 
     Raises:
         RecipeFormatError: naming the first instruction that is inconsistent.
-        ResourceLimitError: the program needs more than ``max_bytes``.
+        ResourceLimitError: the program needs more than ``max_bytes``, or its operators would touch
+            more than :data:`WORK_FACTOR` times the bytes it allocates (hours of work in no memory).
     """
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
@@ -221,10 +223,22 @@ def infer_facts(
 _MAX_SIZE = 2**63 - 1
 
 
-class _Budget:
-    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``."""
+class MemoryLimitError(ResourceLimitError):
+    """The memory a program allocates is over ``max_bytes`` (raised by :func:`infer_facts`)."""
 
-    __slots__ = ("program", "facts", "max_bytes", "names", "total")
+
+WORK_FACTOR = 64
+"""A replay may touch (read or write, summed over its operators) at most this many times the bytes
+it allocates, or :data:`WORK_FLOOR` bytes: a view of a few bytes stretched to a trillion elements
+and then filled or summed would otherwise run for hours in no memory."""
+WORK_FLOOR = 4 << 30
+
+
+class _Budget:
+    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``; adds up the
+    bytes its operators touch, and stops at :data:`WORK_FACTOR` times the former."""
+
+    __slots__ = ("program", "facts", "max_bytes", "names", "total", "work")
 
     def __init__(self, program: list[Instruction], facts: ProgramFacts, max_bytes: int | None,
                  names: dict[int, str] | None) -> None:
@@ -233,6 +247,23 @@ class _Budget:
         self.max_bytes = max_bytes
         self.names = names or {}
         self.total = 0
+        self.work = 0
+
+    def touched(self, index: int, ins: Call, nbytes: int, largest: torch.Tensor | None) -> None:
+        self.work += nbytes
+        allowed = max(WORK_FLOOR, WORK_FACTOR * self.total)
+        if self.work > allowed:
+            what = ""
+            if largest is not None:
+                what = f" (one of its tensors has shape {list(largest.shape)}: {largest.numel()} elements)"
+            err = ResourceLimitError(
+                f"program[{index}]: `{ins.op}` touches {format_bytes(nbytes)} of data{what}; the recipe's "
+                f"operators would touch {format_bytes(self.work)} in all, more than {WORK_FACTOR} times the "
+                f"{format_bytes(self.total)} it allocates (or {format_bytes(WORK_FLOOR)}): replaying it would "
+                "take hours, not seconds"
+            )
+            err.index = index  # type: ignore[attr-defined]
+            raise err
 
     def precheck(self, index: int, ins: Call, info: OpInfo, base: Any = None) -> None:
         """Refuse a factory call whose requested size alone is over the limit, before running it on meta."""
@@ -270,7 +301,7 @@ class _Budget:
                 owner = f" for tensor `{tensor_names[0]}`{more}"
             else:
                 owner = f" for intermediate value {value}"
-        err = ResourceLimitError(
+        err = MemoryLimitError(
             f"program[{index}]: {what} {verb or 'would allocate ' + format_bytes(nbytes)}{owner}; replaying this recipe "
             f"needs at least {format_bytes(total)}, more than the limit of {format_bytes(self.max_bytes)}"
         )
@@ -354,6 +385,7 @@ def repeat_interleave_output_size(ins: Call, info: OpInfo) -> int | None:
     return shape[dim]
 
 
+_RANDOM_PACKETS = frozenset(_ops_module._RANDOM.split())
 _TENSOR_RETURNS = frozenset({"Tensor", "List[Tensor]", "Optional[Tensor]"})
 _ENUM_ARGS: dict[str, tuple[type, ...]] = {
     "ScalarType": (torch.dtype,),
@@ -450,6 +482,18 @@ def _round_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
     return None
 
 
+def _random_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    # `random_(from, to=None)` on a floating tensor never returns for `from` near 2**63 (CPU).
+    target = args[0] if args else kwargs.get("self")
+    if not isinstance(target, torch.Tensor) or not target.dtype.is_floating_point:
+        return None
+    limit = int(round(2 / torch.finfo(target.dtype).eps))  # 2**digits: 2**24 for float32
+    for value in list(args[1:]) + [v for k, v in kwargs.items() if k in ("from", "to")]:
+        if type(value) is int and abs(value) > limit:
+            return f"{value} is outside the integers {target.dtype} represents exactly (|n| <= {limit})"
+    return None
+
+
 # Operators whose CPU kernels trust their arguments in ways the meta kernels do not check, or whose
 # meta kernels can be made to run forever: a precondition each, checked on the meta arguments
 # before anything runs.
@@ -458,6 +502,8 @@ _PRECONDITIONS = {
     "_weight_norm": _weight_norm_precondition,
     "round": _round_precondition,
     "round_": _round_precondition,
+    "random": _random_precondition,
+    "random_": _random_precondition,
 }
 
 
@@ -526,7 +572,17 @@ def _infer_call(
     _check_call_types(i, ins, info)
     for pos_value in list(ins.args) + list(ins.kwargs.values()):
         _check_generators(pos_value, generators, f"program[{i}]")
+    if not info.is_random and ins.op.split(".")[1] in _RANDOM_PACKETS:
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
+            "that takes a `generator` argument"
+        )
     if info.is_random:
+        if not isinstance(_arg_at(ins, info, info.arg_names.index(info.generator_arg)), GenRef):
+            raise RecipeFormatError(
+                f"program[{i}]: `{ins.op}` is a random operator and needs its `{info.generator_arg}` argument "
+                "(a {\"g\": id} value naming the generator it draws from)"
+            )
         gen = _generator_of(ins, info)
         if not 0 <= gen < generators:
             raise RecipeFormatError(
@@ -620,9 +676,35 @@ def _infer_call(
             if now > before:
                 facts.storage_grown[sid] = now
                 budget.created(i, ref.id, now - before)
+    _account_work(budget, i, ins, info, args, kwargs, outs)
     if info.is_random:
         gen = _generator_of(ins, info)
         rng_indices.setdefault(gen, set()).add(i)
+
+
+def _tensors_in(values: Any, out: list[torch.Tensor]) -> None:
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (list, tuple)):
+            _tensors_in(v, out)
+
+
+def _account_work(budget: _Budget, i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[str, Any],
+                  outs: list[Any]) -> None:
+    """Add the bytes a call reads and writes (its tensor arguments and fresh outputs) to the work."""
+    if not info.written_args and all(a is not None for a in info.aliased_outputs):
+        return  # a view: no data touched
+    tensors: list[torch.Tensor] = []
+    _tensors_in(args, tensors)
+    _tensors_in(kwargs.values(), tensors)
+    for pos, out in zip(info.aliased_outputs or [None] * len(outs), outs):
+        if pos is None and isinstance(out, torch.Tensor):
+            tensors.append(out)
+    if not tensors:
+        return
+    nbytes = sum(t.numel() * t.dtype.itemsize for t in tensors)
+    budget.touched(i, ins, nbytes, max(tensors, key=lambda t: t.numel()))
 
 
 def _check_view_bounds(i: int, ins: Call, value: int, out: torch.Tensor) -> None:

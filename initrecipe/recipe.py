@@ -17,6 +17,7 @@ import torch
 
 from . import __version__
 from .errors import RecipeError, RecipeFormatError, RecipeIntegrityError, UnsupportedVersionError
+from .ops import ALLOWED_OPERATORS
 from .program import (
     Call,
     GenRef,
@@ -839,8 +840,18 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
     ops = _expect(doc["ops"], list, "ops", "a list of operator names")
     if len(ops) > MAX_OPERATOR_NAMES:
         raise RecipeFormatError(f"ops: {len(ops)} operator names (at most {MAX_OPERATOR_NAMES})")
+    seen_ops: dict[str, int] = {}
     for j, name in enumerate(ops):
         _expect_str(name, f"ops[{j}]", "an operator name")
+        parts = name.split(".")
+        if len(parts) != 3 or parts[0] != "aten" or parts[1] not in ALLOWED_OPERATORS or not parts[2]:
+            raise RecipeFormatError(
+                f"ops[{j}]: unknown operator `{name[:120]}`: it is not on initrecipe's allowlist; "
+                "the recipe was written by a newer or a modified initrecipe, or is corrupt"
+            )
+        if name in seen_ops:
+            raise RecipeFormatError(f"ops[{j}]: `{name}` is listed twice (also ops[{seen_ops[name]}])")
+        seen_ops[name] = j
     program_raw = _expect(doc["program"], list, "program", "a list of instructions")
     if len(program_raw) > MAX_INSTRUCTIONS:
         raise RecipeFormatError(f"program: {len(program_raw)} instructions (at most {MAX_INSTRUCTIONS})")
@@ -890,6 +901,8 @@ def _decode_tensors(raw: Any, dec: _ArgDecoder) -> list[TensorEntry]:
         shape = _decode_shape(item[3], f"{where}.shape", dtype)
         requires_grad = _expect(item[5], bool, f"{where}.requires_grad", "a bool")
         persistent = _expect(item[6], bool, f"{where}.persistent", "a bool")
+        if kind == "buffer" and requires_grad:
+            raise RecipeFormatError(f"{where}.requires_grad: a buffer never requires gradients")
         if kind == "parameter" and not persistent:
             raise RecipeFormatError(f"{where}.persistent: a parameter is always persistent")
         if kind == "parameter" and requires_grad and not (dtype.is_floating_point or dtype.is_complex):

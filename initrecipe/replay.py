@@ -9,6 +9,7 @@ import torch
 
 from .analysis import (
     Action,
+    MemoryLimitError,
     ProgramFacts,
     call_refs,
     format_bytes,
@@ -188,7 +189,7 @@ def prepare_replay(
         facts = infer_facts(
             recipe.program, recipe.generators, max_bytes=limit if names is None else None, names=value_names
         )
-    except ResourceLimitError as exc:
+    except MemoryLimitError as exc:
         raise ResourceLimitError(f"{exc} ({_limit_source(max_bytes)})") from None
     check_entries(recipe, facts)
     outputs = set(by_value)

@@ -13,7 +13,9 @@ anything real is allocated:
 5. the program: operators resolved through the allowlist and shape-propagated on the meta device
    (arguments each operator accepts, views inside their storage, tensor entries matching what the
    program builds), generator states torch accepts;
-6. resources: the memory a replay would allocate, against ``max_bytes`` (default: what is available).
+6. resources: the memory a replay would allocate, against ``max_bytes`` (default: what is available),
+   and the data its operators would touch, against a multiple of that memory (no hours of work in
+   a few bytes).
 
 Example:
     >>> import initrecipe, torch

@@ -152,17 +152,21 @@ def test_an_unknown_op(base):
 
     bad = edited(base, edit)
     message = (
-        "program[7]: unknown operator `aten.system.default`: it is not on initrecipe's allowlist; "
+        "ops[2]: unknown operator `aten.system.default`: it is not on initrecipe's allowlist; "
         "the recipe was written by a newer or a modified initrecipe, or is corrupt"
     )
+    raises(initrecipe.RecipeFormatError, message, initrecipe.load, bad)
     raises(initrecipe.RecipeFormatError, message, initrecipe.replay, bad)
     assert check(bad, max_bytes=MiB) == [message]
+    # An allowlisted name with an overload this torch lacks is refused before anything runs.
+    raises(initrecipe.RecipeFormatError, "program[7]: operator `aten.uniform_.nope` does not exist in torch",
+           initrecipe.replay, edited(base, lambda d: d["ops"].__setitem__(2, "aten.uniform_.nope")))
     # Names that would reach other namespaces or Python attributes never resolve.
     for name in ("builtins.eval.default", "os.system.default", "aten.__class__.default",
                  "aten.empty.__init__", "aten.empty", "aten..default", "torch.ops.aten.empty.default"):
         def edit(doc, name=name):
             doc["ops"][0] = name
-        with pytest.raises(initrecipe.RecipeFormatError, match=r"^program\[1\]: .*operator"):
+        with pytest.raises(initrecipe.RecipeFormatError, match=r"^(ops\[0\]|program\[1\]): .*operator"):
             initrecipe.replay(edited(base, edit))
 
 
@@ -342,6 +346,10 @@ def _set(path, value):
          "tensors[1] (`bias`).requires_grad: tied to `weight` (both are value 2), which has requires_grad True"),
         (_set(("tensors", 0, 4), "int64"),
          "tensors[0] (`weight`).requires_grad: a int64 parameter cannot require gradients"),
+        (_set(("tensors", 1), ["bias", 5, "buffer", [2], "float32", True, True]),
+         "tensors[1] (`bias`).requires_grad: a buffer never requires gradients"),
+        (lambda d: d["ops"].append("aten.empty.memory_format"),
+         "ops[3]: `aten.empty.memory_format` is listed twice (also ops[0])"),
         (_set(("rng",), "mersenne"), "rng: expected one of ['torch', 'portable'], found 'mersenne'"),
         (_set(("producer",), {"initrecipe": 1}), "producer.initrecipe: expected a string, found integer"),
     ],
@@ -448,8 +456,16 @@ def _one_call(op, args, kwargs=None, shape=(1,), dtype=torch.float32, setup=None
         ("aten.add.Tensor", (Ref(0), Ref(0), 1, 2), {},
          "program[1]: `aten.add.Tensor` takes at most 3 arguments, the recipe passes 4"),
         # Kernels that trust their arguments: refused before they run.
+        # Random operators draw only from a generator the recipe names, never the process-wide one.
+        ("aten.randn.default", ([2],), {}, "program[1]: `aten.randn.default` draws from the process-wide "
+         "generator; recipes use the overload that takes a `generator` argument"),
+        ("aten.normal_.default", (Ref(0),), {}, "program[1]: `aten.normal_.default` is a random operator and needs "
+         "its `generator` argument (a {\"g\": id} value naming the generator it draws from)"),
         ("aten.round.decimals", (Ref(0),), {"decimals": -(2**63)},
          "program[1]: `aten.round.decimals` rejects its arguments: decimals=-9223372036854775808 is out of range"),
+        ("aten.random_.from", (Ref(0), 2**63 - 1, None), {"generator": GenRef(0)},
+         "program[1]: `aten.random_.from` rejects its arguments: 9223372036854775807 is outside the integers "
+         "torch.float32 represents exactly (|n| <= 16777216)"),
         ("aten._weight_norm_interface.default", (Ref(0), Ref(0)), {},
          "program[1]: `aten._weight_norm_interface.default` rejects its arguments: `g` must have one element per "
          "slice of a non-empty `v` along dim 0 (v [2, 3], g [2, 3])"),
@@ -558,6 +574,24 @@ def test_resize_growth_counts_toward_the_limit():
     )
     raises(initrecipe.ResourceLimitError, "program[1]: `aten.resize_.default` would allocate 3.6 TiB for tensor `r`",
            initrecipe.replay, bad, max_bytes=64 * MiB)
+
+
+def test_a_few_bytes_stretched_to_a_trillion_elements_is_refused_as_hours_of_work():
+    # In bounds and in no memory: a stride-0 view of one float, 10**12 elements long, then filled.
+    bomb = hand_recipe(
+        [Call("aten.zeros.default", (0,), ([1],), {}),
+         Call("aten.as_strided.default", (1,), (Ref(0), [10**6, 10**6], [0, 0]), {}),
+         Call("aten.fill_.Scalar", (None,), (Ref(1), 1.0), {})],
+        [TensorEntry("z", 0, "buffer", (1,), torch.float32, False, True)],
+    )
+    start = time.perf_counter()
+    raises(initrecipe.ResourceLimitError,
+           "program[2]: `aten.fill_.Scalar` touches 3.6 TiB of data (one of its tensors has shape [1000000, 1000000]: "
+           "1000000000000 elements); the recipe's operators would touch 3.6 TiB in all, more than 64 times the "
+           "4 bytes it allocates (or 4.0 GiB): replaying it would take hours, not seconds",
+           initrecipe.replay, bomb)
+    assert "take hours" in check(bomb)[0]
+    assert time.perf_counter() - start < 1
 
 
 def test_data_dependent_outputs_are_bounded_at_replay():
