@@ -21,6 +21,7 @@ from .errors import (  # noqa: E402
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay  # noqa: E402
+from .convert import to_safetensors  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "record",
     "replay",
     "iter_replay",
+    "to_safetensors",
     "load",
     "Recipe",
     "TensorEntry",

@@ -833,6 +833,11 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
     rng = doc["rng"]
     if not isinstance(rng, str) or rng not in RNG_MODES:
         raise RecipeFormatError(f"rng: expected one of {list(RNG_MODES)}, found {_short(rng)}")
+    if rng == "portable":
+        raise UnsupportedVersionError(
+            "rng: this recipe uses the `portable` generator, which needs a newer initrecipe; "
+            f"initrecipe {__version__} replays only `torch` recipes. Upgrade with `pip install -U initrecipe`"
+        )
     seed = doc["seed"]
     if seed is not None:
         _expect_int(seed, "seed", lo=-(2**63), hi=2**64 - 1)

@@ -351,6 +351,7 @@ def _set(path, value):
         (lambda d: d["ops"].append("aten.empty.memory_format"),
          "ops[3]: `aten.empty.memory_format` is listed twice (also ops[0])"),
         (_set(("rng",), "mersenne"), "rng: expected one of ['torch', 'portable'], found 'mersenne'"),
+        (_set(("rng",), "portable"), "rng: this recipe uses the `portable` generator, which needs a newer initrecipe"),
         (_set(("producer",), {"initrecipe": 1}), "producer.initrecipe: expected a string, found integer"),
     ],
 )
