@@ -30,7 +30,6 @@ __all__ = [
     "DTYPES",
     "dtype_name",
     "dtype_from_name",
-    "iter_refs",
 ]
 
 
@@ -127,12 +126,3 @@ def dtype_name(dtype: torch.dtype) -> str:
 def dtype_from_name(name: str) -> torch.dtype:
     """The dtype a recipe name stands for; ``KeyError`` for an unknown name."""
     return DTYPES[name]
-
-
-def iter_refs(value: Any):
-    """Yield every :class:`Ref` inside an argument value, depth first."""
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from iter_refs(item)

@@ -10,7 +10,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterable, Union
+from typing import IO, Any, Union
 
 import msgpack
 import torch
@@ -493,18 +493,6 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
     return decode_document(doc, verify_hash=verify_hash)
 
 
-class _Where:
-    """Builds locations such as ``program[12].args[0]`` for error messages."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def fail(self, message: str) -> RecipeFormatError:
-        return RecipeFormatError(f"{self.path}: {message}")
-
-
 def _type_name(value: Any) -> str:
     if value is None:
         return "nil"
@@ -955,26 +943,3 @@ def encode_for_schema(recipe: Recipe) -> dict[str, Any]:
     body = dict(recipe._encoded_body())
     body["hash"] = recipe.content_hash
     return convert(body)
-
-
-def iter_instruction_refs(ins: Instruction) -> Iterable[int]:
-    """Value ids an instruction reads."""
-    if isinstance(ins, Call):
-        for a in ins.args:
-            for r in _refs(a):
-                yield r
-        for a in ins.kwargs.values():
-            for r in _refs(a):
-                yield r
-
-
-def _refs(value: Any):
-    if isinstance(value, Ref):
-        yield value.id
-    elif isinstance(value, list):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, tuple) and not isinstance(value, GenRef):
-        for v in value:
-            yield from _refs(v)
-

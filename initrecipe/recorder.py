@@ -17,7 +17,7 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .analysis import Action, ProgramFacts, TensorMeta, flatten_outputs, plan_execution
+from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution
 from .errors import RecordError
 from .interpreter import execute
 from .ops import OpInfo, check_recordable, generator_overload, op_info
@@ -334,7 +334,7 @@ class _Recorder:
             since = used.get(sid, -1)
             complete = all(actions[w] == Action.RUN for w in self.writers[sid] if since < w < end)
             if sid in offered and sid not in used:
-                complete = False  # the plan recomputed it from scratch; keep the fresh copy only if complete
+                # The plan recomputed it from scratch: keep the fresh copy only if it is complete.
                 complete = all(actions[w] == Action.RUN for w in self.writers[sid] if w < end)
             old = self.cache.pop(sid, None)
             if old is not None:
@@ -587,7 +587,7 @@ def _compact(recorder: _Recorder, entries: list[TensorEntry]) -> tuple[list[Inst
         if not keep[i] and any(v in wanted for v in defines if v is not None):
             keep[i] = True
         if keep[i] and isinstance(ins, Call):
-            wanted.update(r.id for r in _refs(ins.args) + _refs(list(ins.kwargs.values())))
+            wanted.update(call_refs(ins))
     new_index: dict[int, int] = {}
     renumber: dict[int, int] = {}
     compacted: list[Instruction] = []
@@ -624,16 +624,6 @@ def _compact(recorder: _Recorder, entries: list[TensorEntry]) -> tuple[list[Inst
         for e in entries
     ]
     return compacted, new_entries
-
-
-def _refs(values: list[Any] | tuple[Any, ...]) -> list[Ref]:
-    out: list[Ref] = []
-    for v in values:
-        if isinstance(v, Ref):
-            out.append(v)
-        elif isinstance(v, (list, tuple)) and not isinstance(v, GenRef):
-            out.extend(_refs(v))
-    return out
 
 
 def _renumber(value: Any, renumber: dict[int, int]) -> Any:
