@@ -318,13 +318,22 @@ def m_view(doc, rng):
         doc["tensors"].append(["fuzz.view", new, "buffer", size, "float32", False, True])
 
 
-def m_random_call(doc, rng):
-    """A call to any allowlisted operator with arguments drawn from the program's values and scalars."""
+def _call_target(doc, rng):
+    """The program's defined values, and a random allowlisted operator with its schema (None if the
+    document is too broken to take a call)."""
     if not isinstance(doc.get("program"), list) or not isinstance(doc.get("ops"), list):
-        return
-    values = defined_values(doc)
+        return None
     name = rng.choice(known_ops())
     schema = getattr(getattr(torch.ops.aten, name.split(".")[1]), name.split(".")[2])._schema
+    return defined_values(doc), name, schema
+
+
+def m_random_call(doc, rng):
+    """A call to any allowlisted operator with arguments drawn from the program's values and scalars."""
+    target = _call_target(doc, rng)
+    if target is None:
+        return
+    values, name, schema = target
     args, kwargs = [], {}
     for a in schema.arguments:
         if a.kwarg_only and rng.random() < 0.6:
@@ -401,11 +410,10 @@ def typed_arg(rng: random.Random, kind: str, values: list[int]):
 def m_typed_call(doc, rng):
     """A call to any allowlisted operator with arguments of the kinds its schema declares, so that
     many calls pass the checks and run for real."""
-    if not isinstance(doc.get("program"), list) or not isinstance(doc.get("ops"), list):
+    target = _call_target(doc, rng)
+    if target is None:
         return
-    values = defined_values(doc)
-    name = rng.choice(known_ops())
-    schema = getattr(getattr(torch.ops.aten, name.split(".")[1]), name.split(".")[2])._schema
+    values, name, schema = target
     args, kwargs = [], {}
     for a in schema.arguments:
         kind = str(a.real_type)
