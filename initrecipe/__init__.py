@@ -8,7 +8,7 @@ Example:
     ['bias', 'weight']
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import (  # noqa: E402
     RecipeError,
@@ -20,7 +20,8 @@ from .errors import (  # noqa: E402
     UnsupportedVersionError,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
-from .replay import iter_replay, replay  # noqa: E402
+from .replay import iter_replay, replay, sliceable  # noqa: E402
+from .sharding import Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
 
 TYPE_CHECKING = False
@@ -41,6 +42,8 @@ __all__ = [
     "record",
     "replay",
     "iter_replay",
+    "sliceable",
+    "Shard",
     "to_safetensors",
     "load",
     "Recipe",

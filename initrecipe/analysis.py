@@ -4,7 +4,7 @@ The interpreter executes a program according to a *plan*: one :class:`Action` pe
 Planning is a backward liveness pass over storages: an instruction runs only when a later
 instruction, or a requested output, reads what it writes.  Random draws whose results are dead
 still run on scratch memory in ``torch`` mode, because they advance the generator that later live
-draws read.
+draws read; dead portable draws (keyed streams, ``rng="portable"``) are skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from .errors import RecipeError, RecipeFormatError, ResourceLimitError
 from . import ops as _ops_module
 from .ops import OpInfo, op_info
-from .program import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
+from .portable import check_draw, draws_from_generator, portable_key_of
+from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
 
 __all__ = ["TensorMeta", "ProgramFacts", "Action", "infer_facts", "plan_execution", "is_rng_instruction"]
 
@@ -147,7 +148,7 @@ def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: str) -> Any:
             return env[value.id]
         except KeyError:
             raise RecipeFormatError(f"{where}: reference to undefined tensor {value.id}") from None
-    if isinstance(value, GenRef):
+    if isinstance(value, (GenRef, PortableKey)):
         return None
     if isinstance(value, torch.device):
         return _META
@@ -162,6 +163,7 @@ def infer_facts(
     *,
     max_bytes: int | None = None,
     names: dict[int, str] | None = None,
+    rng: str = "torch",
 ) -> ProgramFacts:
     """Shape-propagate ``program`` on the meta device, checking every reference and argument.
 
@@ -173,6 +175,7 @@ def infer_facts(
             the storages the program creates add up to more than this many bytes (before any of them
             exists for real).
         names: value id -> tensor name, to name the tensor responsible in that error.
+        rng: the recipe's RNG mode; only ``portable`` programs may hold portable stream keys.
 
     Raises:
         RecipeFormatError: naming the first instruction that is inconsistent.
@@ -187,7 +190,7 @@ def infer_facts(
     for i, ins in enumerate(program):
         try:
             if isinstance(ins, Call):
-                _infer_call(facts, storages, env, rng_indices, budget, generators, i, ins)
+                _infer_call(facts, storages, env, rng_indices, budget, generators, i, ins, rng == "portable")
             elif isinstance(ins, Literal):
                 facts.infos.append(None)
                 tensor = torch.empty(ins.shape, dtype=ins.dtype, device=_META)
@@ -392,11 +395,11 @@ _ENUM_ARGS: dict[str, tuple[type, ...]] = {
     "Layout": (torch.layout,),
     "MemoryFormat": (torch.memory_format,),
     "Device": (torch.device,),
-    "Generator": (GenRef,),
+    "Generator": (GenRef, PortableKey),
 }
 _UNSAFE_ARG_TYPES = ("t", "List[t]", "AnyEnumType", "Dict[")
 _ENUM_KINDS = frozenset(k for name in _ENUM_ARGS for k in (name, f"Optional[{name}]"))
-_ENUM_VALUES = (torch.dtype, torch.layout, torch.memory_format, torch.device, GenRef)
+_ENUM_VALUES = (torch.dtype, torch.layout, torch.memory_format, torch.device, GenRef, PortableKey)
 
 
 _SIGNATURES: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
@@ -563,6 +566,7 @@ def _infer_call(
     generators: int,
     i: int,
     ins: Call,
+    portable: bool,
 ) -> None:
     try:
         info = op_info(ins.op)
@@ -577,7 +581,12 @@ def _infer_call(
             f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
             "that takes a `generator` argument"
         )
-    if info.is_random:
+    key = portable_key_of(ins, info)
+    if key is not None and not portable:
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` draws from a portable stream, but the recipe's rng mode is `torch`"
+        )
+    if info.is_random and key is None:
         if not isinstance(_arg_at(ins, info, info.arg_names.index(info.generator_arg)), GenRef):
             raise RecipeFormatError(
                 f"program[{i}]: `{ins.op}` is a random operator and needs its `{info.generator_arg}` argument "
@@ -616,6 +625,8 @@ def _infer_call(
         # would go through torch._refs, whose first use imports torch._dynamo: ~0.8 s.)
         _check_scalar_arguments(i, ins, info, args, kwargs)
         outs = [args[0]]
+        if key is not None:
+            check_draw(f"program[{i}]", ins, info, args, kwargs, args[0].dtype)
     elif ins.out_meta is None:
         try:
             result = info.op(*args, **kwargs)
@@ -677,7 +688,12 @@ def _infer_call(
                 facts.storage_grown[sid] = now
                 budget.created(i, ref.id, now - before)
     _account_work(budget, i, ins, info, args, kwargs, outs)
-    if info.is_random:
+    if key is not None and not info.overwrites_self:
+        out = outs[0] if outs else None
+        if not isinstance(out, torch.Tensor):  # pragma: no cover - every portable factory returns a tensor
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` returns no tensor")
+        check_draw(f"program[{i}]", ins, info, args, kwargs, out.dtype)
+    if info.is_random and key is None:
         gen = _generator_of(ins, info)
         rng_indices.setdefault(gen, set()).add(i)
 
@@ -907,11 +923,11 @@ def _plan(
             elif wanted:
                 if fresh and len(fresh) == len(outs) and all(facts.values[o].storage in available for o in fresh):
                     action = Action.SKIP  # the caller provides these tensors
-                elif len(fresh) == len(outs) and not info.is_random:
+                elif len(fresh) == len(outs) and not draws_from_generator(ins, info):
                     action = Action.ALLOC
                 else:
                     action = Action.RUN
-            elif info.is_random and advance_dead_draws:
+            elif advance_dead_draws and draws_from_generator(ins, info):
                 action = Action.RUN if info.value_dependent_random else Action.ADVANCE
                 if action == Action.ADVANCE and draw_in_place and info.overwrites_self:
                     target = _arg_at(ins, info, 0)
@@ -957,6 +973,25 @@ def _plan(
         else:
             actions[i] = Action.RUN
     return actions
+
+
+def read_storages(index: int, ins: Call, info: OpInfo, facts: ProgramFacts,
+                  written: list[tuple[int, int]]) -> set[int]:
+    """The storages whose contents call ``index`` reads (the planner's rule: a view reads nothing;
+    an overwriting fill does not read its target; ``out=`` arguments are written, not read).
+    ``written`` is ``facts.written_storages(index, ins)``."""
+    fresh = any(o is not None and facts.storage_creator.get(facts.values[o].storage) == index for o in ins.outs)
+    if not written and not fresh:
+        return set()
+    written_positions = {pos for pos, _ in written}
+    reads: set[int] = set()
+    for pos, ref in _positional_refs(ins, info):
+        if pos == 0 and info.overwrites_self:
+            continue
+        if pos in written_positions and pos != 0:
+            continue
+        reads.add(facts.values[ref].storage)
+    return reads
 
 
 def _positional_refs(ins: Call, info: OpInfo) -> list[tuple[int, int]]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 import torch
 
 from .analysis import Action, ProgramFacts, flatten_outputs, generator_of
-from .errors import ReplayError
+from .errors import RecipeError, ReplayError
+from .portable import SUBSTITUTED_OPERATORS, portable_key_of, run_draw, run_substitute
 from .program import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
 
 __all__ = [
     "GeneratorBank",
+    "PortableContext",
     "SequentialGenerators",
     "execute",
     "call_op",
@@ -33,6 +36,13 @@ class GeneratorBank(Protocol):
 
     def position(self, index: int, ins: RngSeed | RngSetState | RngRestore) -> None:
         """Apply an RNG positioning instruction."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortableContext:
+    """How a ``portable`` recipe's own semantics apply: its ``seed`` keys every portable stream."""
+
+    seed: int
 
 
 def state_tensor(state: bytes) -> torch.Tensor:
@@ -200,6 +210,7 @@ def execute(
     *,
     release: dict[int, list[int]] | None = None,
     pool: ScratchPool | None = None,
+    portable: PortableContext | None = None,
 ) -> Iterator[int]:
     """Run ``program`` as ``actions`` say, binding tensor values in ``env``.
 
@@ -208,6 +219,8 @@ def execute(
 
     Args:
         release: instruction index -> value ids to drop from ``env`` after it (frees memory early).
+        portable: for ``rng="portable"`` recipes: keyed draws and substituted operators get their
+            portable meaning (:mod:`initrecipe.portable`).
     """
     pool = pool if pool is not None else ScratchPool()
     for i, action in enumerate(actions):
@@ -221,16 +234,21 @@ def execute(
                     if o is not None:
                         env[o] = facts.values[o].scratch()
             else:
-                gen_id = generator_of(ins, info) if info.is_random else -1
-                generator = generators.for_draw(i, gen_id) if info.is_random else None
-                if action == Action.ADVANCE:
+                key = portable_key_of(ins, info) if portable is not None else None
+                drawing = info.is_random and key is None
+                gen_id = generator_of(ins, info) if drawing else -1
+                generator = generators.for_draw(i, gen_id) if drawing else None
+                if key is not None or (portable is not None and ins.op in SUBSTITUTED_OPERATORS):
+                    assert portable is not None and action == Action.RUN
+                    result = _run_portable(ins, info, env, facts, portable, i)
+                elif action == Action.ADVANCE:
                     draw_on_scratch(ins, info, facts, generator, f"program[{i}]", pool)
                     result = None
                 else:
                     args = [_resolve(a, env, generator) for a in ins.args]
                     kwargs = {k: _resolve(v, env, generator) for k, v in ins.kwargs.items()}
                     result = call_op(ins, info, args, kwargs, generator, f"program[{i}]")
-                if info.is_random:
+                if drawing:
                     generators.after_draw(i, gen_id)
                 if action == Action.RUN:
                     outs = flatten_outputs(result)
@@ -252,3 +270,22 @@ def execute(
             for v in release.get(i, ()):
                 env.pop(v, None)
         yield i
+
+
+def _run_portable(ins: Call, info: Any, env: dict[int, torch.Tensor], facts: ProgramFacts,
+                  portable: PortableContext, i: int) -> Any:
+    """Run a portable draw or a substituted operator of a portable recipe."""
+    args = [_resolve(a, env, None) for a in ins.args]
+    kwargs = {k: _resolve(v, env, None) for k, v in ins.kwargs.items()}
+    try:
+        if ins.op in SUBSTITUTED_OPERATORS:
+            return run_substitute(ins, args, kwargs)
+        out = next((o for o in ins.outs if o is not None), None)
+        meta = facts.values[out] if out is not None else None
+        out_meta = (meta.shape, meta.dtype) if meta is not None else ((), torch.float32)
+        return run_draw(ins, info, args, kwargs, portable.seed, out_meta, torch.device("cpu"))
+    except RecipeError:
+        raise
+    except Exception as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReplayError(f"program[{i}]: `{ins.op}` failed: {detail}") from None

@@ -7,8 +7,9 @@ A recipe's program is a straight-line list of instructions over numbered tensor 
 * :class:`RngSeed`, :class:`RngSetState` and :class:`RngRestore` position a random generator.
 
 Arguments are plain Python scalars, lists, ``None``, strings, the torch enums (``torch.dtype``,
-``torch.device``, ``torch.layout``, ``torch.memory_format``), :class:`Ref` (a tensor value) and
-:class:`GenRef` (a generator).
+``torch.device``, ``torch.layout``, ``torch.memory_format``), :class:`Ref` (a tensor value),
+:class:`GenRef` (a generator) and, in ``portable`` recipes, :class:`PortableKey` (the counter-based
+stream a random call draws from instead of a generator).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 __all__ = [
     "Ref",
     "GenRef",
+    "PortableKey",
     "Call",
     "Literal",
     "RngSeed",
@@ -43,6 +45,19 @@ class GenRef(NamedTuple):
     """A reference to random generator number ``id`` (0 is torch's default CPU generator)."""
 
     id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PortableKey:
+    """The portable stream a random call draws from: position ``position`` of tensor ``stream``.
+
+    Replay derives the Philox key from the recipe's seed, ``stream`` (the fully qualified name of
+    the tensor the draw flows into) and ``position`` (the draw's ordinal among that tensor's
+    draws); see ``schema/PORTABLE_RNG.md``.
+    """
+
+    stream: str
+    position: int
 
 
 @dataclass(slots=True)

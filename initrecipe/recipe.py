@@ -21,6 +21,7 @@ from .ops import ALLOWED_OPERATORS
 from .program import (
     Call,
     GenRef,
+    PortableKey,
     Instruction,
     Literal,
     Ref,
@@ -34,11 +35,14 @@ from .program import (
 __all__ = ["Recipe", "TensorEntry", "load", "FORMAT_NAME", "FORMAT_VERSION", "RNG_MODES"]
 
 FORMAT_NAME = "initrecipe"
-FORMAT_VERSION: tuple[int, int] = (1, 0)
+FORMAT_VERSION: tuple[int, int] = (1, 1)
+"""The newest format version this initrecipe reads and writes.  Writers use the lowest version
+whose rules a recipe follows: 1.0 for ``torch`` recipes, 1.1 (which adds ``portable``) otherwise."""
 RNG_MODES = ("torch", "portable")
+_PORTABLE_SINCE = (1, 1)
 
 # The initrecipe release that introduced each format version: what to tell a user whose reader is older.
-_FIRST_READER = {(1, 0): "0.1.0"}
+_FIRST_READER = {(1, 0): "0.1.0", (1, 1): "0.2.0"}
 
 _OP_CALL, _OP_LITERAL, _OP_SEED, _OP_SET_STATE, _OP_RESTORE = range(5)
 _KINDS = ("parameter", "buffer")
@@ -238,6 +242,8 @@ def _encode_arg(value: Any) -> Any:
         return {"t": value.id}
     if isinstance(value, GenRef):
         return {"g": value.id}
+    if isinstance(value, PortableKey):
+        return {"key": [value.stream, value.position]}
     if isinstance(value, (list, tuple)):
         return [_encode_arg(v) for v in value]
     if isinstance(value, torch.dtype):
@@ -251,6 +257,11 @@ def _encode_arg(value: Any) -> Any:
     if isinstance(value, complex):
         return {"complex": [value.real, value.imag]}
     raise TypeError(f"cannot encode argument of type {type(value).__name__}")
+
+
+def format_version_for(rng: str) -> tuple[int, int]:
+    """The format version a writer records for a recipe in ``rng`` mode (the lowest that has it)."""
+    return _PORTABLE_SINCE if rng == "portable" else (1, 0)
 
 
 def _encode_body(recipe: Recipe) -> dict[str, Any]:
@@ -289,7 +300,7 @@ def _encode_body(recipe: Recipe) -> dict[str, Any]:
     ]
     return {
         "format": FORMAT_NAME,
-        "version": list(FORMAT_VERSION),
+        "version": list(format_version_for(recipe.rng)),
         "rng": recipe.rng,
         "seed": recipe.seed,
         "generators": recipe.generators,
@@ -551,10 +562,11 @@ def _decode_dtype(value: Any, where: str) -> torch.dtype:
 class _ArgDecoder:
     """Decodes instruction arguments, checking tensor references against the values defined so far."""
 
-    __slots__ = ("generators", "defined")
+    __slots__ = ("generators", "portable", "defined")
 
-    def __init__(self, generators: int) -> None:
+    def __init__(self, generators: int, portable: bool = False) -> None:
         self.generators = generators
+        self.portable = portable
         self.defined: dict[int, int] = {}  # value id -> index of the instruction defining it
 
     def ref(self, payload: Any, where: str) -> Ref:
@@ -591,6 +603,8 @@ class _ArgDecoder:
                         f"{where}.g: generator {gid} is not declared (the recipe declares {self.generators})"
                     )
                 return GenRef(gid)
+            if tag == "key":
+                return self.portable_key(payload, f"{where}.key")
             if tag == "dtype":
                 return _decode_dtype(payload, where)
             if tag == "device":
@@ -618,6 +632,17 @@ class _ArgDecoder:
                 return complex(payload[0], payload[1])
             raise RecipeFormatError(f"{where}: unknown tag {_short(tag)}")
         raise RecipeFormatError(f"{where}: values of type {_type_name(value)} are not allowed in arguments")
+
+    def portable_key(self, payload: Any, where: str) -> PortableKey:
+        if not self.portable:
+            raise RecipeFormatError(
+                f"{where}: a portable stream key in an rng='torch' recipe (keys exist only in rng='portable' recipes)"
+            )
+        if not (isinstance(payload, list) and len(payload) == 2):
+            raise RecipeFormatError(f"{where}: a stream key is [tensor name, position], found {_short(payload)}")
+        stream = _expect_str(payload[0], f"{where}[0]", "a tensor name")
+        position = _expect_int(payload[1], f"{where}[1]", hi=2**32 - 1)
+        return PortableKey(stream, position)
 
     def define(self, vid: int, index: int, where: str) -> None:
         previous = self.defined.get(vid)
@@ -821,14 +846,20 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
     rng = doc["rng"]
     if not isinstance(rng, str) or rng not in RNG_MODES:
         raise RecipeFormatError(f"rng: expected one of {list(RNG_MODES)}, found {_short(rng)}")
-    if rng == "portable":
-        raise UnsupportedVersionError(
-            "rng: this recipe uses the `portable` generator, which needs a newer initrecipe; "
-            f"initrecipe {__version__} replays only `torch` recipes. Upgrade with `pip install -U initrecipe`"
-        )
     seed = doc["seed"]
     if seed is not None:
         _expect_int(seed, "seed", lo=-(2**63), hi=2**64 - 1)
+    if rng == "portable":
+        if tuple(doc["version"]) < _PORTABLE_SINCE:
+            raise RecipeFormatError(
+                f"rng: `portable` recipes are format {_PORTABLE_SINCE[0]}.{_PORTABLE_SINCE[1]} or newer, "
+                f"but this file says {doc['version'][0]}.{doc['version'][1]}: the file is corrupt"
+            )
+        if seed is None or seed < 0:
+            raise RecipeFormatError(
+                f"seed: a `portable` recipe needs a seed in 0 … 2**64-1 (its streams' keys derive from it), "
+                f"found {_short(seed)}"
+            )
     generators = _expect_int(doc["generators"], "generators", hi=MAX_GENERATORS)
     ops = _expect(doc["ops"], list, "ops", "a list of operator names")
     if len(ops) > MAX_OPERATOR_NAMES:
@@ -848,7 +879,7 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
     program_raw = _expect(doc["program"], list, "program", "a list of instructions")
     if len(program_raw) > MAX_INSTRUCTIONS:
         raise RecipeFormatError(f"program: {len(program_raw)} instructions (at most {MAX_INSTRUCTIONS})")
-    dec = _ArgDecoder(generators)
+    dec = _ArgDecoder(generators, portable=rng == "portable")
     program = [_decode_instruction(item, i, ops, dec) for i, item in enumerate(program_raw)]
     tensors = _decode_tensors(doc["tensors"], dec)
     producer = _expect(doc["producer"], dict, "producer", "a map")

@@ -17,11 +17,12 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution
+from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
 from .interpreter import execute
 from .ops import OpInfo, check_recordable, generator_overload, op_info
-from .program import Call, GenRef, Instruction, Literal, Ref, dtype_name
+from .portable import DRAW_OPERATORS
+from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name
 from .recipe import RNG_MODES, Recipe, TensorEntry
 from .rng import GeneratorTracker, ShadowGenerators
 
@@ -78,6 +79,11 @@ class _Recorder:
         self.next_value = 0
         self.fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         self.shadow = ShadowGenerators(self.program, self.facts, self.rng_instructions, self._run_value_dependent)
+        # Which draws user code pinned to torch's stream (rng="portable" keys only the others):
+        # private generators always; the default generator after user code seeds or sets it.
+        self.pinned: list[bool] = []  # gen id -> its current stream is pinned
+        self.pinned_at: dict[int, bool] = {}  # RNG instruction index -> pinned when it ran
+        self.origin: int | None = None  # the instruction that positions the default generator first
 
     # ------------------------------------------------------------------ emitting
     def _emit_rng(self, ins: Instruction) -> int:
@@ -86,8 +92,27 @@ class _Recorder:
         self.facts.infos.append(None)
         while len(self.rng_instructions) <= ins.gen:
             self.rng_instructions.append([])
+            self.pinned.append(True)
         self.rng_instructions[ins.gen].append(index)
+        if self.origin is None:
+            self.origin = index  # `record` positions the default generator before anything else
+            self.pinned[ins.gen] = False
+        elif isinstance(ins, RngRestore):
+            self.pinned[ins.gen] = self.pinned_at[ins.after]
+        else:
+            self.pinned[ins.gen] = True
+        self.pinned_at[index] = self.pinned[ins.gen]
         return index
+
+    def pinned_now(self, generator: torch.Generator) -> bool:
+        """Whether a draw from ``generator`` now would be pinned to torch's stream."""
+        with _disable_current_modes():
+            gid = self.tracker.peek(generator)
+        return True if gid is None else self.pinned[gid] or self.tracker.moved(gid)
+
+    def is_portable_draw(self, index: int) -> bool:
+        """Whether instruction ``index`` is a random draw that ``rng="portable"`` keys by name."""
+        return self.rng == "portable" and self.pinned_at.get(index) is False and isinstance(self.program[index], Call)
 
     def _new_value(self) -> int:
         v = self.next_value
@@ -259,6 +284,13 @@ class _Recorder:
                 generator = args[position]
         with _disable_current_modes():
             gid = self.tracker.before_draw(generator)
+        if self.rng == "portable" and not self.pinned[gid] and info.name not in DRAW_OPERATORS:
+            raise RecordError(
+                f"`{info.name}` has no portable sampler (rng='portable' draws with "
+                + ", ".join(sorted(f"`{n.split('.')[1]}`" for n in DRAW_OPERATORS))
+                + "). Record with rng='torch', or draw it from a seeded `torch.Generator`, whose "
+                "stream portable recipes replay exactly"
+            )
         enc_args = []
         for pos, a in enumerate(args):
             if info.is_random and pos == info.arg_names.index(info.generator_arg):
@@ -298,6 +330,7 @@ class _Recorder:
             self.writers[storage].append(index)
         if gid is not None:
             self.rng_instructions[gid].append(index)
+            self.pinned_at[index] = self.pinned[gid]
             with _disable_current_modes():
                 self.tracker.after_draw(gid, index)
         return index
@@ -312,6 +345,15 @@ class _Recorder:
         available = {s: as_of for s, (_, as_of) in self.cache.items()}
         offered = dict(available)
         actions = plan_execution(self.program, self.facts, [vid], end=end, advance_dead_draws=False, available=available)
+        if self.rng == "portable":
+            read = next((i for i, a in enumerate(actions) if a == Action.RUN and self.is_portable_draw(i)), None)
+            if read is not None:
+                raise RecordError(
+                    f"the constructor reads the values of a random tensor (drawn by `{self.program[read].op}`) "
+                    "while it runs (`.item()`, `.tolist()`, `bool(...)`, a boolean mask ...). With "
+                    "rng='portable' those values depend on tensor names, known only once the model is "
+                    "built. Record with rng='torch', or draw these values from a seeded `torch.Generator`"
+                )
         env: dict[int, torch.Tensor] = {s: self.cache[s][0] for s in available}
         with _disable_current_modes(), torch.no_grad():
             for _ in execute(self.program, self.facts, actions, env, self.shadow):
@@ -458,6 +500,47 @@ def _eager_module_conversion() -> Iterator[None]:
         torch.utils.swap_tensors = original
 
 
+@contextlib.contextmanager
+def _portable_trunc_normal(recorder: _Recorder) -> Iterator[None]:
+    """In ``rng="portable"`` recordings, make ``nn.init.trunc_normal_`` an inverse-CDF transform.
+
+    torch's ``trunc_normal_`` is a rejection sampler: how many draws it makes depends on the values
+    drawn, which portable recording cannot know (keys depend on names known only at the end).  For
+    unpinned draws it is recorded instead as ``uniform_(2Φ(α)-1, 2Φ(β)-1)``, ``erfinv_``,
+    ``mul_(std·√2)``, ``add_(mean)``, ``clamp_(a, b)``: exactly truncated-normal in distribution,
+    elementwise, and with the portable ``erfinv``.  Pinned draws keep torch's own sampler.
+    """
+    import math
+
+    import torch.nn.init as init_module
+
+    original = init_module._no_grad_trunc_normal_
+
+    def trunc_normal(tensor: torch.Tensor, mean: float, std: float, a: float, b: float,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        own = generator is None or generator is torch.default_generator
+        if not (isinstance(tensor, FakeTensor) and own and not recorder.pinned_now(torch.default_generator)):
+            return original(tensor, mean, std, a, b, generator)
+
+        def norm_cdf(x: float) -> float:
+            return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+        with torch.no_grad():
+            low, high = norm_cdf((a - mean) / std), norm_cdf((b - mean) / std)
+            tensor.uniform_(2 * low - 1, 2 * high - 1)
+            tensor.erfinv_()
+            tensor.mul_(std * math.sqrt(2.0))
+            tensor.add_(mean)
+            tensor.clamp_(min=a, max=b)
+        return tensor
+
+    init_module._no_grad_trunc_normal_ = trunc_normal
+    try:
+        yield
+    finally:
+        init_module._no_grad_trunc_normal_ = original
+
+
 def _collect(recorder: _Recorder, model: torch.nn.Module) -> list[TensorEntry]:
     entries: list[TensorEntry] = []
     non_persistent: set[str] = set()
@@ -530,8 +613,10 @@ def record(
     """
     if rng not in RNG_MODES:
         raise RecordError(f"rng must be one of {list(RNG_MODES)}, not {rng!r}")
-    if rng == "portable":
-        raise RecordError("rng='portable' is not available in this version of initrecipe; use rng='torch'")
+    if rng == "portable" and (type(seed) is not int or not 0 <= seed < 2**64):
+        raise RecordError(
+            f"rng='portable' needs an explicit seed in 0 … 2**64-1 (every stream's key derives from it), not {seed!r}"
+        )
     if not callable(model_fn):
         raise TypeError(f"model_fn must be a zero-argument callable returning an nn.Module, not {type(model_fn).__name__}")
     if getattr(_ACTIVE, "recording", False):
@@ -543,7 +628,9 @@ def record(
     finished = False
     try:
         recorder.tracker.start(torch.default_generator, seed)
-        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), _eager_module_conversion():
+        portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
+        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), _eager_module_conversion(), \
+                portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
@@ -557,7 +644,10 @@ def record(
         _ACTIVE.recording = False
         if not finished:
             recorder.tracker.restore_originals()
-    program, entries = _compact(recorder, entries)
+    program, drop = list(recorder.program), set()
+    if rng == "portable":
+        drop = _key_portable_draws(recorder, program, entries)
+    program, entries = _compact(program, recorder.facts, entries, drop)
     return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
 
 
@@ -572,13 +662,90 @@ def _sync_generators(recorder: _Recorder) -> None:
         generator.set_state(state)
 
 
-def _compact(recorder: _Recorder, entries: list[TensorEntry]) -> tuple[list[Instruction], list[TensorEntry]]:
-    """Drop instructions the outputs do not need and renumber values densely in definition order."""
-    program = recorder.program
+def _with_key(ins: Call, key: PortableKey) -> Call:
+    """``ins`` drawing from portable stream ``key`` instead of its generator."""
+    args = tuple(key if isinstance(a, (GenRef, PortableKey)) else a for a in ins.args)
+    kwargs = {k: key if isinstance(v, (GenRef, PortableKey)) else v for k, v in ins.kwargs.items()}
+    return Call(ins.op, ins.outs, args, kwargs, ins.out_meta)
+
+
+def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries: list[TensorEntry]) -> set[int]:
+    """Give every live unpinned draw its portable stream key, in ``program`` (a copy of the recording).
+
+    A draw's stream is the name of the tensor its values flow into (the first such name in sorted
+    order when they flow into several) and its position the draw's ordinal among that stream's
+    draws, in program order.  Returns the RNG positioning instructions that only position the
+    unpinned stream, which a portable recipe does not need.
+    """
     facts = recorder.facts
+    placeholder = PortableKey("", 0)
+    portable = [i for i in range(len(program)) if recorder.is_portable_draw(i)]
+    for i in portable:
+        program[i] = _with_key(program[i], placeholder)
+    actions = plan_execution(program, facts, {e.value for e in entries}, advance_dead_draws=True)
+    sinks = _draw_sinks(program, facts, actions, set(portable), entries)
+    positions: dict[str, int] = {}
+    for i in portable:
+        if actions[i] != Action.RUN:
+            continue
+        names = sinks.get(i)
+        if not names:  # pragma: no cover - a live draw always reaches some output
+            raise RecordError(f"internal error: random draw `{program[i].op}` reaches no tensor of the model")
+        stream = min(names)
+        position = positions.get(stream, 0)
+        positions[stream] = position + 1
+        program[i] = _with_key(program[i], PortableKey(stream, position))
+    return {
+        i for i, pinned in recorder.pinned_at.items() if not pinned and not isinstance(program[i], Call)
+    }
+
+
+def _draw_sinks(
+    program: list[Instruction], facts: ProgramFacts, actions: list[Action], draws: set[int], entries: list[TensorEntry]
+) -> dict[int, set[str]]:
+    """For each draw in ``draws``: the names of the outputs whose contents its values may reach.
+
+    A forward pass over storages: each storage carries the set of draws whose values it may hold;
+    a call that reads storages passes their sets to what it writes (replacing the set of a storage
+    it overwrites completely).
+    """
+    holds: dict[int, frozenset[int]] = {}
+    empty: frozenset[int] = frozenset()
+    for i, ins in enumerate(program):
+        if actions[i] != Action.RUN:
+            continue
+        if isinstance(ins, Literal):
+            holds[facts.values[ins.out].storage] = empty
+            continue
+        if not isinstance(ins, Call):
+            continue
+        info = facts.infos[i]
+        written = facts.written_storages(i, ins)
+        reads = read_storages(i, ins, info, facts, written)
+        incoming = frozenset().union(*(holds.get(s, empty) for s in reads))
+        if i in draws:
+            incoming = incoming | {i}
+        for o in ins.outs:
+            if o is not None and facts.storage_creator.get(facts.values[o].storage) == i:
+                holds[facts.values[o].storage] = incoming
+        for pos, storage in written:
+            covers = pos == 0 and info.overwrites_self and facts.values[ins.args[0].id].covers(facts.storage_nbytes[storage])
+            holds[storage] = incoming if covers else holds.get(storage, empty) | incoming
+    sinks: dict[int, set[str]] = {}
+    for entry in entries:
+        for draw in holds.get(facts.values[entry.value].storage, empty):
+            sinks.setdefault(draw, set()).add(entry.name)
+    return sinks
+
+
+def _compact(
+    program: list[Instruction], facts: ProgramFacts, entries: list[TensorEntry], drop: set[int]
+) -> tuple[list[Instruction], list[TensorEntry]]:
+    """Drop instructions the outputs do not need (and those in ``drop``) and renumber values densely
+    in definition order."""
     outputs = {e.value for e in entries}
     actions = plan_execution(program, facts, outputs, advance_dead_draws=True)
-    keep = [a != Action.SKIP for a in actions]
+    keep = [a != Action.SKIP and i not in drop for i, a in enumerate(actions)]
     # Dead draws run on scratch copies of their arguments' shapes: keep what defines those values.
     wanted: set[int] = set()
     for i in range(len(program) - 1, -1, -1):
@@ -629,7 +796,7 @@ def _compact(recorder: _Recorder, entries: list[TensorEntry]) -> tuple[list[Inst
 def _renumber(value: Any, renumber: dict[int, int]) -> Any:
     if isinstance(value, Ref):
         return Ref(renumber[value.id])
-    if isinstance(value, GenRef):
+    if isinstance(value, (GenRef, PortableKey)):
         return value
     if isinstance(value, (list, tuple)):
         return [_renumber(v, renumber) for v in value]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
-from typing import Callable, Iterable, Iterator, TypeVar, Union
+from typing import Callable, Iterable, Iterator, Mapping, TypeVar, Union
 
 import torch
 
@@ -20,11 +21,12 @@ from .analysis import (
     repeat_interleave_output_size,
 )
 from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
-from .interpreter import SequentialGenerators, execute
+from .interpreter import PortableContext, SequentialGenerators, execute
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
+from .sharding import Shard, ShardRequest, plan_slice, run_slice, segments_of
 
-__all__ = ["replay", "iter_replay", "available_memory", "RecipeSource", "NameFilter"]
+__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "RecipeSource", "NameFilter"]
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
 NameFilter = Union[Iterable[str], Callable[[str], bool], None]
@@ -114,6 +116,7 @@ def iter_replay(
     names: NameFilter = None,
     max_bytes: int | None = None,
     draw_in_place: bool = True,
+    shards: ShardRequest = None,
 ) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """Materialize a recipe's tensors one after another, as soon as each is final.
 
@@ -133,6 +136,10 @@ def iter_replay(
             of the tensor they target, as eager does: fastest, but that tensor then occupies memory
             from its first draw on.  False draws them into a small reused buffer instead, so each
             tensor occupies memory only from its final initialization to its yield (streaming).
+        shards: yield only a slice of some tensors: a mapping name -> :class:`Shard`, or a
+            callable ``(name, shape) -> Shard | None``.  A slice equals the same slice of the
+            whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
+            :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
 
     Example:
         >>> import initrecipe, torch
@@ -140,8 +147,105 @@ def iter_replay(
         >>> [(entries[0].name, tuple(t.shape)) for entries, t in initrecipe.iter_replay(recipe)]
         [('weight', (2, 4)), ('bias', (2,))]
     """
+    if shards is not None:
+        return _iter_sharded(_as_recipe(recipe), torch.device(device), names, max_bytes, draw_in_place, shards)
     plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes, draw_in_place=draw_in_place)
     return _run_plan(plan)
+
+
+def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Shard | None:
+    shard = shards(entry.name, entry.shape) if callable(shards) else shards.get(entry.name)  # type: ignore[union-attr]
+    if shard is None:
+        return None
+    if not isinstance(shard, Shard):
+        raise TypeError(f"shards must give initrecipe.Shard values, found {type(shard).__name__} for `{entry.name}`")
+    return shard.checked(entry.name, entry.shape)
+
+
+def sliceable(recipe: RecipeSource, name: str) -> bool:
+    """Whether a shard of tensor ``name`` is generated without building the whole tensor: true for
+    tensors of ``portable`` recipes whose program is elementwise (:mod:`initrecipe.sharding`)."""
+    recipe = _as_recipe(recipe)
+    entry = recipe.entries.get(name)
+    if entry is None:
+        raise ReplayError(f"`{name}` is not a tensor of this recipe; `initrecipe show RECIPE` lists the names")
+    if recipe.rng != "portable":
+        return False
+    facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
+    check_entries(recipe, facts)
+    return plan_slice(recipe.program, facts, entry.value) is not None
+
+
+def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,
+                  draw_in_place: bool, shards: ShardRequest) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+    """:func:`iter_replay` with shard requests: slice-only tensors first, then the rest."""
+    if not (callable(shards) or isinstance(shards, Mapping)):
+        raise TypeError(f"shards must be a mapping name -> Shard or a callable, not {type(shards).__name__}")
+    selected = _select(recipe, names)
+    if isinstance(shards, Mapping):
+        unknown = sorted(set(shards) - {e.name for e in selected})
+        if unknown:
+            raise ReplayError(f"a shard is requested for `{unknown[0]}`, which is not a tensor this replay yields")
+    requests = {e.name: _shard_of(shards, e) for e in selected}
+    facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
+    check_entries(recipe, facts)
+    sliced: dict[tuple[int, Shard], list[TensorEntry]] = {}
+    whole: list[TensorEntry] = []
+    plans = {}
+    for entry in selected:
+        shard = requests[entry.name]
+        if shard is not None and recipe.rng == "portable":
+            if entry.value not in plans:
+                plans[entry.value] = plan_slice(recipe.program, facts, entry.value)
+            if plans[entry.value] is not None:
+                sliced.setdefault((entry.value, shard), []).append(entry)
+                continue
+        whole.append(entry)
+    limit = max_bytes if max_bytes is not None else available_memory()
+    need = sum(
+        len(plans[value].full_storages) * math.prod(shard.shape(entries[0].shape)) * 8
+        for (value, shard), entries in sliced.items()
+    )
+    if limit is not None and need > limit:
+        raise ResourceLimitError(
+            f"replaying these shards needs about {format_bytes(need)}, more than the limit of "
+            f"{format_bytes(limit)} ({_limit_source(max_bytes)})"
+        )
+    return _run_sharded(recipe, facts, device, sliced, plans, whole, requests, max_bytes, draw_in_place)
+
+
+def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
+                 sliced: dict[tuple[int, Shard], list[TensorEntry]], plans: dict, whole: list[TensorEntry],
+                 requests: dict[str, Shard | None], max_bytes: int | None,
+                 draw_in_place: bool) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+    for (value, shard), entries in sliced.items():
+        segments = segments_of(entries[0].shape, shard)
+        flat = run_slice(plans[value], recipe.program, facts, segments, recipe.seed)
+        yield entries, _to_device(flat.reshape(shard.shape(entries[0].shape)), device, entries[0].name)
+    if not whole:
+        return
+    wanted = {e.name for e in whole}
+    for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in wanted, max_bytes=max_bytes,
+                                       draw_in_place=draw_in_place):
+        groups: dict[Shard | None, list[TensorEntry]] = {}
+        for entry in entries:
+            groups.setdefault(requests[entry.name], []).append(entry)
+        for shard, members in groups.items():
+            if shard is None:
+                yield members, tensor
+            else:
+                yield members, tensor.narrow(shard.dim, shard.start, shard.stop - shard.start).clone()
+        del tensor
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device, name: str) -> torch.Tensor:
+    if device.type == "cpu":
+        return tensor
+    try:
+        return tensor.to(device)
+    except Exception as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ReplayError(f"cannot move `{name}` to {device}: {detail}") from None
 
 
 class ReplayPlan:
@@ -189,14 +293,15 @@ def prepare_replay(
     # instruction over the limit, before even finishing the (meta) shape propagation.
     try:
         facts = infer_facts(
-            recipe.program, recipe.generators, max_bytes=limit if names is None else None, names=value_names
+            recipe.program, recipe.generators, max_bytes=limit if names is None else None, names=value_names,
+            rng=recipe.rng,
         )
     except MemoryLimitError as exc:
         raise ResourceLimitError(f"{exc} ({_limit_source(max_bytes)})") from None
     check_entries(recipe, facts)
     outputs = set(by_value)
     actions = plan_execution(
-        recipe.program, facts, outputs, advance_dead_draws=recipe.rng == "torch", draw_in_place=draw_in_place
+        recipe.program, facts, outputs, advance_dead_draws=True, draw_in_place=draw_in_place
     )
     needed = _check_memory(recipe, facts, actions, by_value, device, limit, max_bytes is not None, value_names)
     for i, ins in enumerate(recipe.program):
@@ -229,7 +334,8 @@ def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tenso
     bank = SequentialGenerators(recipe.program, recipe.generators)
     pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
     last = -1
-    steps = execute(plan.program, facts, actions, env, bank, release=None)
+    portable = PortableContext(recipe.seed) if recipe.rng == "portable" else None
+    steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable)
     while True:
         try:
             i = next(steps)
@@ -254,12 +360,7 @@ def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tenso
             env.pop(v, None)
         while pending:
             entries, tensor = pending.pop(0)
-            if device.type != "cpu":
-                try:
-                    tensor = tensor.to(device)
-                except Exception as exc:
-                    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise ReplayError(f"cannot move `{entries[0].name}` to {device}: {detail}") from None
+            tensor = _to_device(tensor, device, entries[0].name)
             yield entries, tensor
             del tensor
 
@@ -409,8 +510,9 @@ def replay(
     into: M | None = None,
     names: NameFilter = None,
     max_bytes: int | None = None,
+    shards: ShardRequest = None,
 ) -> dict[str, torch.Tensor] | M:
-    """Materialize a recipe's parameters and buffers.
+    """Materialize a recipe's parameters and buffers, or only some of them, or slices of them.
 
     Args:
         recipe: a :class:`Recipe`, or a path or bytes to :func:`initrecipe.load`.
@@ -422,6 +524,7 @@ def replay(
             would allocate more than this many bytes.  Default: the memory available now
             (``MemAvailable`` from ``/proc/meminfo``; for a CUDA ``device`` the tensors must also
             fit the free memory ``torch.cuda.mem_get_info`` reports).
+        shards: only a slice of some tensors (see :func:`iter_replay`); not with ``into``.
 
     Returns:
         Without ``into``: every fully qualified name mapped to its tensor; parameters are
@@ -437,14 +540,14 @@ def replay(
         >>> torch.equal(weights["weight"], eager.weight)
         True
     """
-    if into is not None and names is not None:
-        raise TypeError("`names` cannot be combined with `into`: a module needs all of its tensors")
+    if into is not None and (names is not None or shards is not None):
+        raise TypeError("`names` and `shards` cannot be combined with `into`: a module needs all of its tensors")
     recipe = _as_recipe(recipe)
     if into is not None:
         _check_module_names(recipe, into)
     result: dict[str, torch.Tensor] = {}
     with _gc_paused():
-        for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes):
+        for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes, shards=shards):
             first = entries[0]
             obj = torch.nn.Parameter(tensor, requires_grad=first.requires_grad) if first.kind == "parameter" else tensor
             for entry in entries:

@@ -93,6 +93,14 @@ class GeneratorTracker:
         self._set_marker(gid, index)
         return gid
 
+    def peek(self, generator: torch.Generator) -> int | None:
+        """The id of ``generator`` if it is tracked, without emitting anything."""
+        return self._ids.get(id(generator))
+
+    def moved(self, gid: int) -> bool:
+        """Whether user code repositioned generator ``gid`` since the tracker last saw it."""
+        return self._objects[gid].initial_seed() != self._marker_of[gid]
+
     def after_draw(self, gid: int, index: int) -> None:
         """Record that instruction ``index`` drew from generator ``gid``."""
         self._set_marker(gid, index)

@@ -127,11 +127,11 @@ def test_a_truncated_download(base):
 
 
 def test_a_newer_version(base, monkeypatch):
-    newer = edited(base, lambda d: d.__setitem__("version", [1, 1]))
+    newer = edited(base, lambda d: d.__setitem__("version", [1, 2]))
     raises(
         initrecipe.UnsupportedVersionError,
-        "recipe format 1.1 needs a newer initrecipe; this is initrecipe 0.1.0, which reads format versions up "
-        "to 1.0. Upgrade with `pip install -U initrecipe`",
+        f"recipe format 1.2 needs a newer initrecipe; this is initrecipe {initrecipe.__version__}, which reads "
+        "format versions up to 1.1. Upgrade with `pip install -U initrecipe`",
         initrecipe.load, newer,
     )
     monkeypatch.setitem(recipe_mod._FIRST_READER, (2, 3), "0.4.0")
@@ -348,7 +348,7 @@ def _set(path, value):
         (lambda d: d["ops"].append("aten.empty.memory_format"),
          "ops[3]: `aten.empty.memory_format` is listed twice (also ops[0])"),
         (_set(("rng",), "mersenne"), "rng: expected one of ['torch', 'portable'], found 'mersenne'"),
-        (_set(("rng",), "portable"), "rng: this recipe uses the `portable` generator, which needs a newer initrecipe"),
+        (_set(("rng",), "portable"), "rng: `portable` recipes are format 1.1 or newer, but this file says 1.0: the file is corrupt"),
         (_set(("producer",), {"initrecipe": 1}), "producer.initrecipe: expected a string, found integer"),
     ],
 )

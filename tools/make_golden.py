@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import initrecipe  # noqa: E402
-from initrecipe.recipe import FORMAT_VERSION  # noqa: E402
+from initrecipe.recipe import format_version_for  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 STEM = "linear-v1.0"
@@ -60,7 +60,7 @@ def make() -> tuple[bytes, dict[str, object]]:
             raise SystemExit(f"make_golden: replayed `{name}` differs from eager initialization; not writing")
     meta = {
         "recipe": f"{STEM}.recipe",
-        "format_version": list(FORMAT_VERSION),
+        "format_version": list(format_version_for(recipe.rng)),
         "module": "torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))",
         "seed": SEED,
         "content_hash": recipe.content_hash,

@@ -1,0 +1,255 @@
+"""What the operators of an ``rng="portable"`` recipe mean: random draws keyed by tensor name.
+
+In a portable recipe a random call names no generator; its generator argument holds a
+:class:`~initrecipe.program.PortableKey` instead, and the call fills its tensor from the
+counter-based generator of :mod:`initrecipe.samplers` (``schema/PORTABLE_RNG.md``).  Element ``i``
+of the drawn tensor, in row-major order of its logical shape, is a function of the recipe's seed,
+the key, ``i`` and the call's parameters only, so any part of a tensor can be drawn alone, on any
+device, in any order.
+
+Two deterministic operators also change meaning in portable recipes, because torch's kernels
+for them differ between devices, thread counts or versions: ``erfinv`` (in ``trunc_normal_``) is
+:func:`initrecipe.samplers.erfinv`, and ``linalg_qr`` (in ``orthogonal_``) is the fixed-order
+Householder QR of :func:`initrecipe.fixed_qr.qr`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .errors import RecipeFormatError
+from .ops import OpInfo
+from .program import Call, PortableKey
+
+__all__ = [
+    "DRAW_OPERATORS",
+    "PortableDraw",
+    "portable_key_of",
+    "draws_from_generator",
+    "describe_draw",
+    "check_draw",
+    "run_draw",
+    "stream_key",
+    "SUBSTITUTED_OPERATORS",
+    "run_substitute",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PortableDraw:
+    """A portable random call, decoded: the sampler ``kind`` and its ``params``."""
+
+    kind: str
+    params: tuple[Any, ...]
+    in_place: bool
+
+
+def _get(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo, name: str) -> Any:
+    """An argument by schema name: positional, keyword, or the schema's default."""
+    pos = info.arg_names.index(name)
+    if pos < len(args):
+        return args[pos]
+    if name in kwargs:
+        return kwargs[name]
+    return info.schema.arguments[pos].default_value
+
+
+def _float_pair(first: str, second: str, kind: str, in_place: bool) -> Callable[..., PortableDraw]:
+    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
+        return PortableDraw(kind, (_get(args, kwargs, info, first), _get(args, kwargs, info, second)), in_place)
+
+    return describe
+
+
+def _constant(kind: str, params: tuple[Any, ...], in_place: bool) -> Callable[..., PortableDraw]:
+    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
+        return PortableDraw(kind, params, in_place)
+
+    return describe
+
+
+def _single(name: str, kind: str) -> Callable[..., PortableDraw]:
+    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
+        return PortableDraw(kind, (_get(args, kwargs, info, name),), True)
+
+    return describe
+
+
+def _integers(low: str | None, high: str, in_place: bool) -> Callable[..., PortableDraw]:
+    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
+        lo = _get(args, kwargs, info, low) if low is not None else 0
+        return PortableDraw("randint", (lo, _get(args, kwargs, info, high)), in_place)
+
+    return describe
+
+
+# Operator -> how to read its sampler and parameters.  Every other random operator is refused in
+# portable recipes (the recorder says so while recording).
+DRAW_OPERATORS: dict[str, Callable[..., PortableDraw]] = {
+    "aten.normal_.default": _float_pair("mean", "std", "normal", True),
+    "aten.uniform_.default": _float_pair("from", "to", "uniform", True),
+    "aten.bernoulli_.float": _single("p", "bernoulli"),
+    "aten.exponential_.default": _single("lambd", "exponential"),
+    "aten.random_.from": _integers("from", "to", True),
+    "aten.random_.to": _integers(None, "to", True),
+    "aten.normal.float_float": _float_pair("mean", "std", "normal", False),
+    "aten.randn.generator": _constant("normal", (0.0, 1.0), False),
+    "aten.rand.generator": _constant("uniform", (0.0, 1.0), False),
+    "aten.randn_like.generator": _constant("normal", (0.0, 1.0), False),
+    "aten.rand_like.generator": _constant("uniform", (0.0, 1.0), False),
+    "aten.randint.generator": _integers(None, "high", False),
+    "aten.randint.low_generator": _integers("low", "high", False),
+    "aten.randint_like.generator": _integers(None, "high", False),
+    "aten.randint_like.low_generator_dtype": _integers("low", "high", False),
+}
+"""The random operators a portable recipe may call, each with how to read its parameters."""
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def portable_key_of(ins: Call, info: OpInfo | None) -> PortableKey | None:
+    """The stream key of a portable random call, or None (not random, or drawing from a generator)."""
+    if info is None or not info.is_random:
+        return None
+    value = ins.kwargs.get(info.generator_arg)
+    if value is None:
+        pos = info.arg_names.index(info.generator_arg)
+        value = ins.args[pos] if pos < len(ins.args) else None
+    return value if isinstance(value, PortableKey) else None
+
+
+def draws_from_generator(ins: Call, info: OpInfo | None) -> bool:
+    """Whether a call draws from a torch generator (as opposed to a portable stream, or no draw)."""
+    return info is not None and info.is_random and portable_key_of(ins, info) is None
+
+
+def describe_draw(ins: Call, info: OpInfo, args: Sequence[Any], kwargs: dict[str, Any]) -> PortableDraw:
+    """Decode a portable call's sampler and parameters; :class:`RecipeFormatError` if unsupported."""
+    describe = DRAW_OPERATORS.get(ins.op)
+    if describe is None:
+        raise RecipeFormatError(
+            f"`{ins.op}` has no portable sampler; portable recipes draw only with "
+            + ", ".join(f"`{name}`" for name in sorted(DRAW_OPERATORS))
+        )
+    return describe(args, kwargs, info)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
+    """Why a portable draw's parameters or dtype are invalid, or None."""
+    kind, params = draw.kind, draw.params
+    if kind == "randint":
+        low, high = params
+        if type(low) is not int or type(high) is not int:
+            return f"randint bounds must be integers, found {low!r} and {high!r}"
+        if not 1 <= high - low <= 2**32:
+            return f"randint needs 1 <= high - low <= 2**32, found [{low}, {high})"
+        if dtype not in _INTEGER_DTYPES + _FLOAT_DTYPES:
+            return f"randint cannot fill a {dtype} tensor"
+        return None
+    if dtype not in _FLOAT_DTYPES and not (kind == "bernoulli" and dtype in _INTEGER_DTYPES + (torch.bool,)):
+        return f"portable `{kind}` fills floating-point tensors, not {dtype}"
+    if not all(_is_number(p) and math.isfinite(p) for p in params):
+        return f"portable `{kind}` needs finite numbers, found {list(params)!r}"
+    if kind == "uniform" and not params[0] <= params[1]:
+        return f"uniform needs from <= to, found [{params[0]}, {params[1]})"
+    if kind == "normal" and params[1] < 0:
+        return f"normal needs std >= 0, found {params[1]}"
+    if kind == "bernoulli" and not 0 <= params[0] <= 1:
+        return f"bernoulli needs 0 <= p <= 1, found {params[0]}"
+    if kind == "exponential" and not params[0] > 0:
+        return f"exponential needs lambd > 0, found {params[0]}"
+    return None
+
+
+def check_draw(where: str, ins: Call, info: OpInfo, args: Sequence[Any], kwargs: dict[str, Any],
+               out_dtype: torch.dtype) -> PortableDraw:
+    """Validate a portable call against the sampler's rules (``out_dtype``: the tensor it fills)."""
+    draw = describe_draw(ins, info, args, kwargs)
+    problem = _problem(draw, out_dtype)
+    if problem is not None:
+        raise RecipeFormatError(f"{where}: `{ins.op}` rejects its arguments: {problem}")
+    return draw
+
+
+@functools.lru_cache(maxsize=65536)
+def stream_key(seed: int, stream: str, position: int) -> tuple[int, int]:
+    """The Philox key of one portable stream (``schema/PORTABLE_RNG.md``, key derivation)."""
+    from .philox import derive_key
+
+    return derive_key(seed, stream, position)
+
+
+def run_draw(
+    ins: Call,
+    info: OpInfo,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    seed: int,
+    out_meta: tuple[tuple[int, ...], torch.dtype],
+    device: torch.device,
+) -> torch.Tensor:
+    """Execute a portable random call on resolved arguments; returns its result tensor.
+
+    ``out_meta`` is the (shape, dtype) of the tensor the call fills or creates, as shape
+    propagation computed it; factories create it on ``device``.
+    """
+    from .samplers import sample_
+
+    key = portable_key_of(ins, info)
+    assert key is not None
+    draw = describe_draw(ins, info, args, kwargs)
+    keys = stream_key(seed, key.stream, key.position)
+    if draw.in_place:
+        target: torch.Tensor = args[0]
+        if target.is_contiguous():
+            sample_(target, draw.kind, keys, draw.params)
+        else:
+            target.copy_(sample_(torch.empty(target.shape, dtype=target.dtype, device=target.device),
+                                 draw.kind, keys, draw.params))
+        return target
+    shape, dtype = out_meta
+    return sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, draw.params)
+
+
+# Deterministic operators with portable meanings ------------------------------------------------
+def _erfinv(args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    from .samplers import erfinv
+
+    return erfinv(args[0])
+
+
+def _erfinv_(args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    from .samplers import erfinv
+
+    target: torch.Tensor = args[0]
+    return target.copy_(erfinv(target))
+
+
+def _linalg_qr(args: list[Any], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    from .fixed_qr import qr
+
+    mode = args[1] if len(args) > 1 else kwargs.get("mode", "reduced")
+    return qr(args[0], mode=mode)
+
+
+SUBSTITUTED_OPERATORS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
+    "aten.erfinv.default": _erfinv,
+    "aten.erfinv_.default": _erfinv_,
+    "aten.linalg_qr.default": _linalg_qr,
+}
+"""Deterministic operators whose portable meaning is initrecipe's own implementation."""
+
+
+def run_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Execute a substituted operator (see :data:`SUBSTITUTED_OPERATORS`)."""
+    return SUBSTITUTED_OPERATORS[ins.op](args, kwargs)

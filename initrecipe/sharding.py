@@ -1,0 +1,341 @@
+"""Shard requests: one slice of a tensor, generated without the rest when its program allows.
+
+A :class:`Shard` asks for ``tensor.narrow(dim, start, stop - start)``.  In a ``portable`` recipe a
+tensor whose program is *elementwise* is generated slice-only: each element of such a tensor is a
+function of its own index, so the replayer computes exactly the requested elements.  A program is
+elementwise when every value it builds has the tensor's element order (a contiguous tensor of the
+same number of elements, or a single-element tensor) and every operator is
+
+* a factory (``empty``, ``zeros``, ``ones``, ``full``, their ``_like``/``new_`` forms) or an
+  integer ``arange``;
+* a portable random draw (``normal_``, ``uniform_``, ``randn``, ... — see
+  :data:`initrecipe.portable.DRAW_OPERATORS`);
+* an elementwise operator (arithmetic, ``clamp``, ``erfinv``, ``copy_``, dtype conversion, ...);
+* a view that keeps the element order (``view``, ``reshape``, ``unsqueeze``, ``detach``, ...).
+
+Anything else — ``orthogonal_``'s QR, ``sparse_``'s random permutations, reductions, transposes,
+slices, draws from a pinned ``torch.Generator``, and every ``torch``-mode recipe — generates the
+whole tensor and slices it.  :func:`sliceable` tells which case a tensor is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Union
+
+import torch
+
+from .analysis import Action, ProgramFacts, TensorMeta, plan_execution
+from .errors import RecipeError, ReplayError
+from .interpreter import literal_tensor
+from .portable import SUBSTITUTED_OPERATORS, describe_draw, portable_key_of, run_substitute, stream_key
+from .program import Call, Instruction, Literal, Ref
+
+__all__ = ["Shard", "ShardRequest", "segments_of", "SlicePlan", "plan_slice", "run_slice"]
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """The slice ``start:stop`` of dimension ``dim`` of a tensor."""
+
+    dim: int
+    start: int
+    stop: int
+
+    @classmethod
+    def of(cls, size: int, rank: int, world_size: int, dim: int = 0) -> "Shard":
+        """Rank ``rank``'s part of a dimension of ``size`` split ``world_size`` ways as
+        ``torch.chunk`` (and FSDP2) split it: chunks of ``ceil(size / world_size)``, the last ones
+        shorter or empty."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0 … world_size-1 and world_size >= 1, found rank={rank}, world_size={world_size}")
+        chunk = -(-size // world_size) if size else 0
+        start = min(rank * chunk, size)
+        return cls(dim, start, min(start + chunk, size))
+
+    def checked(self, name: str, shape: tuple[int, ...]) -> "Shard":
+        """This shard with a negative ``dim`` resolved; :class:`ReplayError` if it does not fit ``shape``."""
+        ndim = len(shape)
+        dim = self.dim + ndim if self.dim < 0 else self.dim
+        if not 0 <= dim < ndim:
+            raise ReplayError(f"shard of `{name}`: dim {self.dim} is out of range for a tensor of shape {list(shape)}")
+        if not 0 <= self.start <= self.stop <= shape[dim]:
+            raise ReplayError(
+                f"shard of `{name}`: [{self.start}:{self.stop}] is not a slice of dimension {dim} "
+                f"(size {shape[dim]}); need 0 <= start <= stop <= size"
+            )
+        return Shard(dim, self.start, self.stop)
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of this slice of a tensor of ``shape``."""
+        return shape[: self.dim] + (self.stop - self.start,) + shape[self.dim + 1 :]
+
+
+ShardRequest = Union[Mapping[str, Shard], Callable[[str, tuple[int, ...]], Union[Shard, None]], None]
+"""Which slice of which tensor: a mapping name -> :class:`Shard`, or a callable ``(name, shape) ->
+Shard | None`` (None: the whole tensor)."""
+
+
+def segments_of(shape: tuple[int, ...], shard: Shard) -> list[tuple[int, int]]:
+    """The slice's elements as ``(first row-major index, length)`` runs of the whole tensor."""
+    outer = math.prod(shape[: shard.dim])
+    inner = math.prod(shape[shard.dim + 1 :])
+    size = shape[shard.dim]
+    length = (shard.stop - shard.start) * inner
+    if length == 0 or outer == 0:
+        return []
+    if length == size * inner:
+        return [(0, outer * length)]
+    return [(o * size * inner + shard.start * inner, length) for o in range(outer)]
+
+
+# ------------------------------------------------------------------------------------ analysis
+_FACTORIES = {
+    "empty": "empty", "empty_like": "empty", "new_empty": "empty", "empty_strided": "empty",
+    "new_empty_strided": "empty", "zeros": "zeros", "zeros_like": "zeros", "new_zeros": "zeros",
+    "ones": "ones", "ones_like": "ones", "new_ones": "ones", "full": "full", "full_like": "full",
+    "new_full": "full",
+}
+_ELEMENTWISE = frozenset(
+    """fill_ zero_ copy_ add add_ sub sub_ rsub mul mul_ div div_ true_divide neg neg_ abs abs_ sqrt
+    sqrt_ rsqrt rsqrt_ square exp exp_ exp2 exp2_ expm1 expm1_ log log_ log2 log2_ log10 log10_ log1p
+    log1p_ sin sin_ cos cos_ tan tan_ tanh tanh_ sigmoid sigmoid_ erf erf_ erfc erfc_ erfinv erfinv_
+    clamp clamp_ clamp_min clamp_min_ clamp_max clamp_max_ clip clip_ reciprocal reciprocal_ sign sign_
+    floor floor_ ceil ceil_ trunc trunc_ pow pow_ where maximum minimum lerp lerp_ addcmul addcmul_
+    addcdiv addcdiv_ masked_fill masked_fill_ relu relu_ _to_copy clone""".split()
+)
+_ORDER_KEEPING_VIEWS = frozenset(
+    "view _unsafe_view _reshape_alias detach alias unsqueeze squeeze expand lift_fresh resolve_conj resolve_neg".split()
+)
+
+
+@dataclass
+class SlicePlan:
+    """The instructions that build one tensor, when they are elementwise (see the module doc)."""
+
+    value: int
+    shape: tuple[int, ...]
+    numel: int
+    indices: list[int]  # the instructions to run, in order
+    allocs: set[int]  # of those, the ones whose outputs are only allocated (contents dead)
+    full_storages: set[int]  # storages holding the tensor's element order: generated slice-only
+
+
+def _full(meta: TensorMeta, numel: int, facts: ProgramFacts) -> bool:
+    """Whether a value is a whole storage of ``numel`` elements laid out in row-major order."""
+    if meta.numel != numel or meta.offset != 0:
+        return False
+    expected = 1
+    for size, stride in zip(reversed(meta.shape), reversed(meta.stride)):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return facts.storage_nbytes.get(meta.storage) == numel * meta.dtype.itemsize
+
+
+def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int) -> SlicePlan | None:
+    """The elementwise program of one output value of a portable recipe, or None if it is not one."""
+    target = facts.values[value]
+    numel = target.numel
+    if not _full(target, numel, facts):
+        return None
+    actions = plan_execution(program, facts, [value], advance_dead_draws=True)
+    indices = [i for i, a in enumerate(actions) if a != Action.SKIP]
+    full: set[int] = set()
+    small: set[int] = set()  # single-element values, computed whole
+
+    def kind(v: int) -> str | None:
+        meta = facts.values[v]
+        if meta.storage in full and _full(meta, numel, facts):
+            return "full"
+        if v in small:
+            return "small"
+        return None
+
+    for i in indices:
+        ins = program[i]
+        if actions[i] not in (Action.RUN, Action.ALLOC):
+            return None  # a pinned draw advancing a torch generator
+        if isinstance(ins, Literal):
+            meta = facts.values[ins.out]
+            if _full(meta, numel, facts):
+                full.add(meta.storage)
+            elif meta.numel == 1:
+                small.add(ins.out)
+            else:
+                return None
+            continue
+        if not isinstance(ins, Call):
+            return None
+        info = facts.infos[i]
+        packet = ins.op.split(".")[1]
+        refs = _refs(ins)
+        kinds = [kind(r) for r in refs]
+        if any(k is None for k in kinds):
+            return None
+        outs = [o for o in ins.outs if o is not None]
+        if actions[i] == Action.ALLOC or packet in _FACTORIES or (packet == "arange" and _integer_arange(facts, outs)):
+            pass
+        elif info.is_random:
+            if portable_key_of(ins, info) is None:
+                return None
+        elif packet in _ORDER_KEEPING_VIEWS:
+            if not all(k == "full" for k in kinds):
+                return None
+        elif packet in _ELEMENTWISE:
+            if packet in ("erfinv", "erfinv_") and ins.op not in SUBSTITUTED_OPERATORS:
+                return None
+        else:
+            return None
+        for o in outs:
+            meta = facts.values[o]
+            if _full(meta, numel, facts) and (facts.storage_creator.get(meta.storage) == i or meta.storage in full):
+                full.add(meta.storage)
+            elif meta.numel == 1 and all(k == "small" for k in kinds) and not info.is_random:
+                small.add(o)
+            else:
+                return None
+    allocs = {i for i in indices if actions[i] == Action.ALLOC}
+    return SlicePlan(value, target.shape, numel, indices, allocs, full)
+
+
+def _integer_arange(facts: ProgramFacts, outs: list[int]) -> bool:
+    return len(outs) == 1 and not facts.values[outs[0]].dtype.is_floating_point and not facts.values[outs[0]].dtype.is_complex
+
+
+def _refs(ins: Call) -> list[int]:
+    out: list[int] = []
+    for a in list(ins.args) + list(ins.kwargs.values()):
+        if isinstance(a, Ref):
+            out.append(a.id)
+        elif isinstance(a, (list, tuple)):
+            out.extend(x.id for x in a if isinstance(x, Ref))
+    return out
+
+
+# ------------------------------------------------------------------------------------ execution
+def run_slice(
+    plan: SlicePlan, program: list[Instruction], facts: ProgramFacts, segments: list[tuple[int, int]], seed: int
+) -> torch.Tensor:
+    """Run an elementwise program for the elements ``segments`` select; returns them, 1-D, in order.
+
+    Every value laid out like the output is represented by one 1-D tensor per storage holding
+    just the selected elements; views of it are that same tensor, so in-place writes through any
+    of them land in it.
+    """
+    count = sum(length for _, length in segments)
+    selection: dict[int, torch.Tensor] = {}  # storage -> its selected elements
+    env: dict[int, torch.Tensor] = {}
+    index_cache: list[torch.Tensor] = []
+
+    def indices() -> torch.Tensor:
+        if not index_cache:
+            parts = [torch.arange(start, start + length, dtype=torch.int64) for start, length in segments]
+            index_cache.append(torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64))
+        return index_cache[0]
+
+    def bind(v: int, tensor: torch.Tensor) -> None:
+        storage = facts.values[v].storage
+        if storage in plan.full_storages:
+            env[v] = selection.setdefault(storage, tensor)
+        else:
+            env[v] = tensor
+
+    def resolve(a: Any) -> Any:
+        if isinstance(a, Ref):
+            return env[a.id]
+        if isinstance(a, (list, tuple)):
+            return [resolve(x) for x in a]
+        return a
+
+    for i in plan.indices:
+        ins = program[i]
+        if isinstance(ins, Literal):
+            data = literal_tensor(ins)
+            full = facts.values[ins.out].storage in plan.full_storages
+            bind(ins.out, data.reshape(-1)[indices()] if full else data)
+            continue
+        assert isinstance(ins, Call)
+        try:
+            _run_sliced_call(i, ins, facts, plan, seed, segments, count, indices, resolve, bind)
+        except RecipeError:
+            raise
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ReplayError(f"program[{i}]: `{ins.op}` failed on a shard: {detail}") from None
+    return selection[facts.values[plan.value].storage]
+
+
+def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, seed: int,
+                     segments: list[tuple[int, int]], count: int, indices: Callable[[], torch.Tensor],
+                     resolve: Callable[[Any], Any], bind: Callable[[int, torch.Tensor], None]) -> None:
+    info = facts.infos[i]
+    packet = ins.op.split(".")[1]
+    outs = [o for o in ins.outs if o is not None]
+    args = [resolve(a) for a in ins.args]
+    kwargs = {k: resolve(v) for k, v in ins.kwargs.items()}
+    creates = i in plan.allocs or packet in _FACTORIES or packet == "arange" or (
+        info.is_random and not info.overwrites_self
+    )
+    if creates and facts.values[outs[0]].storage in plan.full_storages:
+        tensor = _factory(ins, info, packet, facts.values[outs[0]].dtype, count, indices, args, kwargs,
+                          alloc=i in plan.allocs)
+        if info.is_random and i not in plan.allocs:
+            _draw(ins, info, args, kwargs, tensor, seed, segments)
+        bind(outs[0], tensor)
+        return
+    if i in plan.allocs:
+        for o in outs:
+            bind(o, facts.values[o].scratch())
+        return
+    if info.is_random:
+        _draw(ins, info, args, kwargs, args[0], seed, segments)
+        result: Any = args[0]
+    elif packet in _ORDER_KEEPING_VIEWS and facts.values[outs[0]].storage in plan.full_storages:
+        result = args[0]
+    elif ins.op in SUBSTITUTED_OPERATORS:
+        result = run_substitute(ins, args, kwargs)
+    else:
+        result = info.op(*args, **kwargs)
+    results = list(result) if isinstance(result, (list, tuple)) else [result]
+    for o, t in zip(ins.outs, results):
+        if o is not None:
+            bind(o, t)
+
+
+def _draw(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], out: torch.Tensor, seed: int,
+          segments: list[tuple[int, int]]) -> None:
+    from .samplers import sample_
+
+    draw = describe_draw(ins, info, args, kwargs)
+    key = portable_key_of(ins, info)
+    assert key is not None
+    sample_(out, draw.kind, stream_key(seed, key.stream, key.position), draw.params, segments)
+
+
+def _factory(ins: Call, info: Any, packet: str, dtype: torch.dtype, count: int,
+             indices: Callable[[], torch.Tensor], args: list[Any], kwargs: dict[str, Any], alloc: bool) -> torch.Tensor:
+    """The selected elements of a factory's (or an integer ``arange``'s) output, 1-D."""
+    if alloc:
+        return torch.empty(count, dtype=dtype)
+    if packet == "arange":
+        values = {info.arg_names[p]: a for p, a in enumerate(args)}
+        values.update(kwargs)
+        if ins.op == "aten.arange.default":
+            start, step = 0, 1
+        else:
+            start, step = values.get("start", 0), values.get("step", 1)
+        return (indices() * int(step) + int(start)).to(dtype)
+    how = _FACTORIES.get(packet, "empty")
+    if how == "zeros":
+        return torch.zeros(count, dtype=dtype)
+    if how == "ones":
+        return torch.ones(count, dtype=dtype)
+    if how == "full":
+        fill = kwargs.get("fill_value")
+        if fill is None:
+            fill = args[info.arg_names.index("fill_value")]
+        return torch.full((count,), fill, dtype=dtype)
+    return torch.empty(count, dtype=dtype)
+
