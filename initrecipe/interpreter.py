@@ -9,6 +9,7 @@ import torch
 
 from .analysis import Action, ProgramFacts, flatten_outputs, generator_of
 from .errors import RecipeError, ReplayError
+from .placement import on_device, run_on_host, runs_on_device
 from .portable import SUBSTITUTED_OPERATORS, portable_key_of, run_draw, run_substitute
 from .program import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
 
@@ -40,9 +41,20 @@ class GeneratorBank(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PortableContext:
-    """How a ``portable`` recipe's own semantics apply: its ``seed`` keys every portable stream."""
+    """How a ``portable`` recipe's own semantics apply: its ``seed`` keys every portable stream.
+
+    ``device``: where the tensors are built.  Off the CPU, operators that are not bitwise
+    identical on every device run on the CPU (:mod:`initrecipe.placement`); ``split_devices``
+    applies that split on the CPU too (to test it where no accelerator is present).
+    """
 
     seed: int
+    device: torch.device = torch.device("cpu")
+    split_devices: bool = False
+
+    @property
+    def off_host(self) -> bool:
+        return self.split_devices or self.device.type != "cpu"
 
 
 def state_tensor(state: bytes) -> torch.Tensor:
@@ -232,7 +244,9 @@ def execute(
             if action == Action.ALLOC:
                 for o in ins.outs:
                     if o is not None:
-                        env[o] = facts.values[o].scratch()
+                        meta = facts.values[o]
+                        env[o] = (meta.scratch() if portable is None else
+                                  torch.empty_strided(meta.shape, meta.stride, dtype=meta.dtype, device=portable.device))
             else:
                 key = portable_key_of(ins, info) if portable is not None else None
                 drawing = info.is_random and key is None
@@ -244,6 +258,8 @@ def execute(
                 elif action == Action.ADVANCE:
                     draw_on_scratch(ins, info, facts, generator, f"program[{i}]", pool)
                     result = None
+                elif portable is not None and portable.off_host:
+                    result = _run_placed(ins, info, env, generator, portable.device, drawing, f"program[{i}]")
                 else:
                     args = [_resolve(a, env, generator) for a in ins.args]
                     kwargs = {k: _resolve(v, env, generator) for k, v in ins.kwargs.items()}
@@ -263,7 +279,7 @@ def execute(
                                     f"recorded {list(shape)}: replay diverged from the recording"
                                 )
         elif isinstance(ins, Literal):
-            env[ins.out] = literal_tensor(ins)
+            env[ins.out] = literal_tensor(ins) if portable is None else literal_tensor(ins).to(portable.device)
         else:
             generators.position(i, ins)
         if release is not None:
@@ -283,9 +299,21 @@ def _run_portable(ins: Call, info: Any, env: dict[int, torch.Tensor], facts: Pro
         out = next((o for o in ins.outs if o is not None), None)
         meta = facts.values[out] if out is not None else None
         out_meta = (meta.shape, meta.dtype) if meta is not None else ((), torch.float32)
-        return run_draw(ins, info, args, kwargs, portable.seed, out_meta, torch.device("cpu"))
+        return run_draw(ins, info, args, kwargs, portable.seed, out_meta, portable.device)
     except RecipeError:
         raise
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ReplayError(f"program[{i}]: `{ins.op}` failed: {detail}") from None
+
+
+def _run_placed(ins: Call, info: Any, env: dict[int, torch.Tensor], generator: torch.Generator | None,
+                device: torch.device, drawing: bool, where: str) -> Any:
+    """Run a call of a portable replay off the CPU: on ``device`` when that gives the CPU's bits,
+    else on CPU copies (pinned draws, transcendental functions, reductions ...)."""
+    args = [_resolve(a, env, generator) for a in ins.args]
+    kwargs = {k: _resolve(v, env, generator) for k, v in ins.kwargs.items()}
+    if not drawing and runs_on_device(ins):
+        return call_op(ins, info, [on_device(a, device) for a in args],
+                       {k: on_device(v, device) for k, v in kwargs.items()}, generator, where)
+    return run_on_host(lambda a, k: call_op(ins, info, a, k, generator, where), args, kwargs, info.written_args, device)

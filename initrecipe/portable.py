@@ -106,8 +106,12 @@ DRAW_OPERATORS: dict[str, Callable[..., PortableDraw]] = {
     "aten.randint.low_generator": _integers("low", "high", False),
     "aten.randint_like.generator": _integers(None, "high", False),
     "aten.randint_like.low_generator_dtype": _integers("low", "high", False),
+    "aten.randperm.generator": lambda args, kwargs, info: PortableDraw("permutation", (_get(args, kwargs, info, "n"),), False),
 }
 """The random operators a portable recipe may call, each with how to read its parameters."""
+
+ELEMENTWISE_DRAWS = frozenset(DRAW_OPERATORS) - {"aten.randperm.generator"}
+"""Portable draws whose element ``i`` depends on its own index only (a permutation does not)."""
 
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -147,6 +151,12 @@ def _is_number(value: Any) -> bool:
 def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
     """Why a portable draw's parameters or dtype are invalid, or None."""
     kind, params = draw.kind, draw.params
+    if kind == "permutation":
+        if type(params[0]) is not int or not 0 <= params[0] <= 2**32:
+            return f"randperm needs 0 <= n <= 2**32, found {params[0]!r}"
+        if dtype not in _INTEGER_DTYPES + _FLOAT_DTYPES:
+            return f"randperm cannot fill a {dtype} tensor"
+        return None
     if kind == "randint":
         low, high = params
         if type(low) is not int or type(high) is not int:
@@ -218,6 +228,10 @@ def run_draw(
                                  draw.kind, keys, draw.params))
         return target
     shape, dtype = out_meta
+    if draw.kind == "permutation":
+        # The stable order of one 32-bit word per index: ties (rare) keep index order.
+        words = sample_(torch.empty(draw.params[0], dtype=torch.int64, device=device), "randint", keys, (0, 2**32))
+        return torch.sort(words, stable=True).indices.to(dtype)
     return sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, draw.params)
 
 

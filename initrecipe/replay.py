@@ -218,9 +218,12 @@ def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
                  sliced: dict[tuple[int, Shard], list[TensorEntry]], plans: dict, whole: list[TensorEntry],
                  requests: dict[str, Shard | None], max_bytes: int | None,
                  draw_in_place: bool) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+    context = PortableContext(recipe.seed, device) if sliced else None
     for (value, shard), entries in sliced.items():
+        assert context is not None
         segments = segments_of(entries[0].shape, shard)
-        flat = run_slice(plans[value], recipe.program, facts, segments, recipe.seed)
+        flat = run_slice(plans[value], recipe.program, facts, segments, context.seed, context.device,
+                         context.split_devices)
         yield entries, _to_device(flat.reshape(shard.shape(entries[0].shape)), device, entries[0].name)
     if not whole:
         return
@@ -334,7 +337,7 @@ def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tenso
     bank = SequentialGenerators(recipe.program, recipe.generators)
     pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
     last = -1
-    portable = PortableContext(recipe.seed) if recipe.rng == "portable" else None
+    portable = PortableContext(recipe.seed, device) if recipe.rng == "portable" else None
     steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable)
     while True:
         try:

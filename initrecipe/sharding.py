@@ -29,7 +29,8 @@ import torch
 from .analysis import Action, ProgramFacts, TensorMeta, plan_execution
 from .errors import RecipeError, ReplayError
 from .interpreter import literal_tensor
-from .portable import SUBSTITUTED_OPERATORS, describe_draw, portable_key_of, run_substitute, stream_key
+from .portable import ELEMENTWISE_DRAWS, SUBSTITUTED_OPERATORS, describe_draw, portable_key_of, run_substitute, stream_key
+from .placement import on_device, run_on_host, runs_on_device
 from .program import Call, Instruction, Literal, Ref
 
 __all__ = ["Shard", "ShardRequest", "segments_of", "SlicePlan", "plan_slice", "run_slice"]
@@ -178,7 +179,7 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int) -> S
         if actions[i] == Action.ALLOC or packet in _FACTORIES or (packet == "arange" and _integer_arange(facts, outs)):
             pass
         elif info.is_random:
-            if portable_key_of(ins, info) is None:
+            if portable_key_of(ins, info) is None or ins.op not in ELEMENTWISE_DRAWS:
                 return None
         elif packet in _ORDER_KEEPING_VIEWS:
             if not all(k == "full" for k in kinds):
@@ -216,14 +217,18 @@ def _refs(ins: Call) -> list[int]:
 
 # ------------------------------------------------------------------------------------ execution
 def run_slice(
-    plan: SlicePlan, program: list[Instruction], facts: ProgramFacts, segments: list[tuple[int, int]], seed: int
+    plan: SlicePlan, program: list[Instruction], facts: ProgramFacts, segments: list[tuple[int, int]], seed: int,
+    device: torch.device = torch.device("cpu"), split_devices: bool = False,
 ) -> torch.Tensor:
     """Run an elementwise program for the elements ``segments`` select; returns them, 1-D, in order.
 
     Every value laid out like the output is represented by one 1-D tensor per storage holding
     just the selected elements; views of it are that same tensor, so in-place writes through any
-    of them land in it.
+    of them land in it.  Tensors are built on ``device``; off the CPU (or with ``split_devices``)
+    operators that are not bitwise identical on every device run on CPU copies
+    (:mod:`initrecipe.placement`).
     """
+    place = _Placement(device, split_devices or device.type != "cpu")
     count = sum(length for _, length in segments)
     selection: dict[int, torch.Tensor] = {}  # storage -> its selected elements
     env: dict[int, torch.Tensor] = {}
@@ -254,11 +259,11 @@ def run_slice(
         if isinstance(ins, Literal):
             data = literal_tensor(ins)
             full = facts.values[ins.out].storage in plan.full_storages
-            bind(ins.out, data.reshape(-1)[indices()] if full else data)
+            bind(ins.out, (data.reshape(-1)[indices()] if full else data).to(device))
             continue
         assert isinstance(ins, Call)
         try:
-            _run_sliced_call(i, ins, facts, plan, seed, segments, count, indices, resolve, bind)
+            _run_sliced_call(i, ins, facts, plan, seed, segments, count, indices, resolve, bind, place)
         except RecipeError:
             raise
         except Exception as exc:
@@ -267,9 +272,16 @@ def run_slice(
     return selection[facts.values[plan.value].storage]
 
 
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    device: torch.device
+    split: bool
+
+
 def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, seed: int,
                      segments: list[tuple[int, int]], count: int, indices: Callable[[], torch.Tensor],
-                     resolve: Callable[[Any], Any], bind: Callable[[int, torch.Tensor], None]) -> None:
+                     resolve: Callable[[Any], Any], bind: Callable[[int, torch.Tensor], None],
+                     place: _Placement) -> None:
     info = facts.infos[i]
     packet = ins.op.split(".")[1]
     outs = [o for o in ins.outs if o is not None]
@@ -280,14 +292,14 @@ def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, se
     )
     if creates and facts.values[outs[0]].storage in plan.full_storages:
         tensor = _factory(ins, info, packet, facts.values[outs[0]].dtype, count, indices, args, kwargs,
-                          alloc=i in plan.allocs)
+                          alloc=i in plan.allocs).to(place.device)
         if info.is_random and i not in plan.allocs:
             _draw(ins, info, args, kwargs, tensor, seed, segments)
         bind(outs[0], tensor)
         return
     if i in plan.allocs:
         for o in outs:
-            bind(o, facts.values[o].scratch())
+            bind(o, facts.values[o].scratch().to(place.device))
         return
     if info.is_random:
         _draw(ins, info, args, kwargs, args[0], seed, segments)
@@ -296,8 +308,11 @@ def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, se
         result = args[0]
     elif ins.op in SUBSTITUTED_OPERATORS:
         result = run_substitute(ins, args, kwargs)
+    elif place.split and not runs_on_device(ins):
+        result = run_on_host(lambda a, k: info.op(*a, **k), args, kwargs, info.written_args, place.device)
     else:
-        result = info.op(*args, **kwargs)
+        result = info.op(*[on_device(a, place.device) for a in args],
+                         **{k: on_device(v, place.device) for k, v in kwargs.items()})
     results = list(result) if isinstance(result, (list, tuple)) else [result]
     for o, t in zip(ins.outs, results):
         if o is not None:

@@ -1,0 +1,188 @@
+"""Portable replay of a Llama-1B-sized model against eager init and against ``fill_`` bandwidth.
+
+Usage: python tools/bench_portable.py [--repeats N] [--model llama-1b|llama-tiny] [--json OUT]
+
+Every measurement runs in a fresh process (eager and replay alternate, ``--repeats`` times each),
+so each one pays for its own page faults, as a user's process does:
+
+* eager: ``torch.manual_seed(0); LlamaForCausalLM(cfg)`` (wall time, peak RSS);
+* portable replay: ``initrecipe.replay(recipe)`` of a recipe recorded with ``rng="portable"``
+  (wall time including loading the recipe, peak RSS).  The same process then measures, on the
+  same bytes, ``fill_`` into freshly allocated tensors of the same shapes (the memory-write
+  bandwidth a replay can at best reach), ``fill_`` into the already-touched tensors, and the
+  portable ``normal`` sampler into those touched tensors (generation throughput without page
+  faults).
+
+Prints a table and the ratios: eager time / replay time (target >= 5), replay peak RSS below
+eager's, and generation throughput as a fraction of ``fill_`` (target >= 25%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import bench_record_replay as base  # noqa: E402
+
+TARGET_SPEEDUP = 5.0
+TARGET_FILL_FRACTION = 0.25
+
+
+def child_portable(path: str) -> dict[str, Any]:
+    import torch
+
+    import initrecipe
+    from initrecipe.samplers import KERNEL_AVAILABLE, sample_
+
+    rss_after_imports = base.proc_status_kib("VmRSS")
+    t0 = time.perf_counter()
+    tensors = initrecipe.replay(path)
+    seconds = time.perf_counter() - t0
+    peak = base.maxrss_kib()
+    unique = {id(t): t.detach() for t in tensors.values()}
+    shapes = [(tuple(t.shape), t.dtype) for t in unique.values()]
+    nbytes = sum(t.numel() * t.element_size() for t in unique.values())
+    digest = base.hash_tensors(tensors)
+
+    floats = [t for t in unique.values() if t.dtype == torch.float32]
+    t0 = time.perf_counter()
+    for t in floats:
+        t.fill_(1.0)
+    warm_fill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for t in floats:
+        sample_(t, "normal", (1, 2), (0.0, 0.02))
+    warm_normal = time.perf_counter() - t0
+    warm_bytes = sum(t.numel() * 4 for t in floats)
+    del tensors, unique, floats
+
+    t0 = time.perf_counter()
+    fresh = [torch.empty(shape, dtype=dtype).fill_(1.0) for shape, dtype in shapes]
+    fresh_fill = time.perf_counter() - t0
+    del fresh
+    return {
+        "seconds": seconds,
+        "peak_rss_kib": peak,
+        "rss_after_imports_kib": rss_after_imports,
+        "bytes": nbytes,
+        "sha256": digest,
+        "fresh_fill_seconds": fresh_fill,
+        "warm_fill_seconds": warm_fill,
+        "warm_normal_seconds": warm_normal,
+        "warm_bytes": warm_bytes,
+        "kernel": KERNEL_AVAILABLE,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_child(args: list[str]) -> dict[str, Any]:
+    """This script in ``--child`` mode in a fresh process (see ``bench_record_replay.run_child``)."""
+    import subprocess
+
+    py = [sys.executable, os.path.abspath(__file__), "--child", *args]
+    cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *py]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(model: str, repeats: int, workdir: str) -> dict[str, Any]:
+    import initrecipe
+
+    path = os.path.join(workdir, f"{model}-portable.recipe")
+    t0 = time.perf_counter()
+    recipe = initrecipe.record(base.model_fn(model), seed=0, rng="portable", sync_rng=False)
+    record_seconds = time.perf_counter() - t0
+    recipe.save(path)
+    eager, portable = [], []
+    for _ in range(repeats):
+        eager.append(run_child(["eager", model]))
+        portable.append(run_child(["portable", path]))
+    digests = {r["sha256"] for r in portable}
+
+    def med(rows: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in rows)
+
+    gib = portable[0]["bytes"] / 2**30
+    warm_gib = portable[0]["warm_bytes"] / 2**30
+    result = {
+        "model": model,
+        "repeats": repeats,
+        "record_seconds": record_seconds,
+        "recipe_bytes": os.path.getsize(path),
+        "weights_gib": gib,
+        "eager_seconds": med(eager, "seconds"),
+        "replay_seconds": med(portable, "seconds"),
+        "eager_peak_rss_mib": med(eager, "peak_rss_kib") / 1024,
+        "replay_peak_rss_mib": med(portable, "peak_rss_kib") / 1024,
+        "fresh_fill_seconds": med(portable, "fresh_fill_seconds"),
+        "warm_fill_seconds": med(portable, "warm_fill_seconds"),
+        "warm_normal_seconds": med(portable, "warm_normal_seconds"),
+        "replays_identical": len(digests) == 1,
+        "kernel": portable[0]["kernel"],
+        "threads": portable[0]["threads"],
+        "eager_runs": [r["seconds"] for r in eager],
+        "replay_runs": [r["seconds"] for r in portable],
+    }
+    result["speedup"] = result["eager_seconds"] / result["replay_seconds"]
+    result["replay_gib_per_s"] = gib / result["replay_seconds"]
+    result["fresh_fill_gib_per_s"] = gib / result["fresh_fill_seconds"]
+    result["replay_fraction_of_fresh_fill"] = result["replay_gib_per_s"] / result["fresh_fill_gib_per_s"]
+    result["warm_fill_gib_per_s"] = warm_gib / result["warm_fill_seconds"]
+    result["warm_normal_gib_per_s"] = warm_gib / result["warm_normal_seconds"]
+    result["warm_normal_fraction_of_warm_fill"] = result["warm_normal_gib_per_s"] / result["warm_fill_gib_per_s"]
+    return result
+
+
+def table(r: dict[str, Any]) -> str:
+    ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
+    lines = [
+        f"model {r['model']}: {r['weights_gib']:.2f} GiB of weights, recipe {r['recipe_bytes']} bytes, "
+        f"recorded in {r['record_seconds']:.2f} s; {r['threads']} threads, C kernel: {r['kernel']}",
+        f"eager build            {r['eager_seconds']:8.2f} s   peak RSS {r['eager_peak_rss_mib']:8.0f} MiB",
+        f"portable replay        {r['replay_seconds']:8.2f} s   peak RSS {r['replay_peak_rss_mib']:8.0f} MiB",
+        f"speedup                {r['speedup']:8.2f} x   (target >= {TARGET_SPEEDUP}: {ok(r['speedup'] >= TARGET_SPEEDUP)}); "
+        f"RSS lower: {ok(r['replay_peak_rss_mib'] < r['eager_peak_rss_mib'])}",
+        f"replay throughput      {r['replay_gib_per_s']:8.2f} GiB/s vs fill_ into fresh memory "
+        f"{r['fresh_fill_gib_per_s']:.2f} GiB/s: {100 * r['replay_fraction_of_fresh_fill']:.0f}% "
+        f"(target >= {100 * TARGET_FILL_FRACTION:.0f}%: {ok(r['replay_fraction_of_fresh_fill'] >= TARGET_FILL_FRACTION)})",
+        f"normal sampler, warm   {r['warm_normal_gib_per_s']:8.2f} GiB/s vs fill_ into touched memory "
+        f"{r['warm_fill_gib_per_s']:.2f} GiB/s: {100 * r['warm_normal_fraction_of_warm_fill']:.0f}%",
+        f"replays bitwise identical across runs: {r['replays_identical']}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="llama-1b", choices=["llama-1b", "llama-tiny"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, arg = args.child
+        out = base.child_eager(arg) if kind == "eager" else child_portable(arg)
+        print(json.dumps(out))
+        return 0
+    with tempfile.TemporaryDirectory() as workdir:
+        result = bench(args.model, args.repeats, workdir)
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
