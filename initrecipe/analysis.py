@@ -20,7 +20,7 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from .errors import RecipeError, RecipeFormatError, ResourceLimitError
 from . import ops as _ops_module
 from .ops import OpInfo, op_info
-from .portable import check_draw, draws_from_generator, portable_key_of
+from .portable import check_draw, check_substitute, draws_from_generator, portable_key_of
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
 
 __all__ = ["TensorMeta", "ProgramFacts", "Action", "infer_facts", "plan_execution", "is_rng_instruction"]
@@ -431,6 +431,13 @@ def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` takes at most {len(arguments)} arguments, the recipe passes {len(ins.args)}"
         )
+    positional = sum(1 for a in info.schema.arguments if not a.kwarg_only)
+    if len(ins.args) > positional:
+        name = arguments[positional][0]
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` takes {positional} positional arguments, the recipe passes "
+            f"{len(ins.args)}; `{name}` is keyword-only and belongs in kwargs"
+        )
     provided = [(pos, arguments[pos], value) for pos, value in enumerate(ins.args)]
     if ins.kwargs:
         by_name = dict(arguments)
@@ -693,6 +700,10 @@ def _infer_call(
         if not isinstance(out, torch.Tensor):  # pragma: no cover - every portable factory returns a tensor
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` returns no tensor")
         check_draw(f"program[{i}]", ins, info, args, kwargs, out.dtype)
+    if portable:
+        problem = check_substitute(ins, args, kwargs)
+        if problem is not None:
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     if info.is_random and key is None:
         gen = _generator_of(ins, info)
         rng_indices.setdefault(gen, set()).add(i)

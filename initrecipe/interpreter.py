@@ -298,7 +298,7 @@ def _run_portable(ins: Call, info: Any, env: dict[int, torch.Tensor], facts: Pro
             return run_substitute(ins, args, kwargs)
         out = next((o for o in ins.outs if o is not None), None)
         meta = facts.values[out] if out is not None else None
-        out_meta = (meta.shape, meta.dtype) if meta is not None else ((), torch.float32)
+        out_meta = (meta.shape, meta.stride, meta.dtype) if meta is not None else ((), (), torch.float32)
         return run_draw(ins, info, args, kwargs, portable.seed, out_meta, portable.device)
     except RecipeError:
         raise

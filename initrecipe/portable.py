@@ -37,6 +37,7 @@ __all__ = [
     "stream_key",
     "SUBSTITUTED_OPERATORS",
     "run_substitute",
+    "check_substitute",
 ]
 
 
@@ -205,13 +206,14 @@ def run_draw(
     args: list[Any],
     kwargs: dict[str, Any],
     seed: int,
-    out_meta: tuple[tuple[int, ...], torch.dtype],
+    out_meta: tuple[tuple[int, ...], tuple[int, ...], torch.dtype],
     device: torch.device,
 ) -> torch.Tensor:
     """Execute a portable random call on resolved arguments; returns its result tensor.
 
-    ``out_meta`` is the (shape, dtype) of the tensor the call fills or creates, as shape
-    propagation computed it; factories create it on ``device``.
+    ``out_meta`` is the (shape, stride, dtype) of the tensor the call creates, as shape
+    propagation computed it (``randn_like`` of a transposed tensor keeps its layout); factories
+    create it on ``device``.
     """
     from .samplers import sample_
 
@@ -227,12 +229,15 @@ def run_draw(
             target.copy_(sample_(torch.empty(target.shape, dtype=target.dtype, device=target.device),
                                  draw.kind, keys, draw.params))
         return target
-    shape, dtype = out_meta
+    shape, stride, dtype = out_meta
     if draw.kind == "permutation":
         # The stable order of one 32-bit word per index: ties (rare) keep index order.
         words = sample_(torch.empty(draw.params[0], dtype=torch.int64, device=device), "randint", keys, (0, 2**32))
         return torch.sort(words, stable=True).indices.to(dtype)
-    return sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, draw.params)
+    out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    if out.is_contiguous():
+        return sample_(out, draw.kind, keys, draw.params)
+    return out.copy_(sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, draw.params))
 
 
 # Deterministic operators with portable meanings ------------------------------------------------
@@ -262,6 +267,19 @@ SUBSTITUTED_OPERATORS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "aten.linalg_qr.default": _linalg_qr,
 }
 """Deterministic operators whose portable meaning is initrecipe's own implementation."""
+
+
+def check_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why a substituted operator cannot run on these (meta) arguments, or None."""
+    if ins.op != "aten.linalg_qr.default":
+        return None
+    a = args[0] if args else kwargs.get("A")
+    mode = args[1] if len(args) > 1 else kwargs.get("mode", "reduced")
+    if not isinstance(a, torch.Tensor) or a.dim() != 2 or a.dtype not in (torch.float32, torch.float64):
+        return "the portable QR takes one 2-D float32 or float64 matrix"
+    if mode not in ("reduced", "complete", "r"):
+        return f"unknown QR mode {mode!r}"
+    return None
 
 
 def run_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> Any:

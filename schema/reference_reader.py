@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Stand-alone reader of init-recipe files (schema/FORMAT.md): checks one and prints its tensor table.
+"""Stand-alone reader of init-recipe files (schema/FORMAT.md, formats 1.0 and 1.1): checks one and
+prints its tensor table.
 
 Needs only msgpack and the standard library; it does not import initrecipe and does not replay
 (building the tensors means running the program with PyTorch).  Usage:
@@ -10,7 +11,7 @@ import sys
 
 import msgpack
 
-READS = (1, 0)  # the newest format version this reader implements
+READS = (1, 1)  # the newest format version this reader implements (and every older 1.x)
 BODY = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 
 
@@ -29,6 +30,9 @@ def read(data: bytes) -> dict:
     body = msgpack.packb({k: doc[k] for k in BODY}, use_bin_type=True)  # canonical re-encoding
     if doc["hash"] != "sha256:" + hashlib.sha256(body).hexdigest():
         raise ValueError("content hash mismatch: the file is corrupt or was edited")
+    seed = doc["seed"]
+    if doc["rng"] == "portable" and (version < [1, 1] or type(seed) is not int or not 0 <= seed < 2**64):
+        raise ValueError("rng `portable` recipes are format 1.1 or newer and need a seed in 0 .. 2**64-1")
     return doc
 
 

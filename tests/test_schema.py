@@ -4,7 +4,9 @@
 * mutated documents (missing field, wrong code, wrong tag, ...) are rejected by the schema and,
   where the format says a reader must refuse them, by ``initrecipe.load`` too;
 * the schema, the spec and the implementation name the same operators, dtypes and enums;
-* the stand-alone reference reader reads what initrecipe writes.
+* the stand-alone reference reader reads what initrecipe writes;
+* format 1.1: rng="portable" recipes (stream keys, a required seed) validate, round-trip and are
+  read by the reference reader, and malformed ones are rejected by the schema and the loader.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from hypothesis import strategies as st
 
 import initrecipe
 from initrecipe.ops import ALLOWED_OPERATORS
+from initrecipe.portable import DRAW_OPERATORS, SUBSTITUTED_OPERATORS
 from initrecipe.program import DTYPES, Call, GenRef, Literal, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.recipe import RNG_MODES, Recipe, TensorEntry, encode_for_schema
 
@@ -288,7 +291,8 @@ MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
     "missing hash": (lambda d: d.pop("hash"), True),
     "unknown top-level key": (lambda d: d.__setitem__("comment", "hi"), True),
     "format": (_set(lambda d: (d, "format"), "safetensors"), True),
-    "version 1.1": (_set(lambda d: (d, "version"), [1, 1]), True),
+    "version 1.2": (_set(lambda d: (d, "version"), [1, 2]), True),
+    "version 0.9": (_set(lambda d: (d, "version"), [0, 9]), True),
     "version 2.0": (_set(lambda d: (d, "version"), [2, 0]), True),
     "version not a pair": (_set(lambda d: (d, "version"), [1]), True),
     "rng": (_set(lambda d: (d, "rng"), "numpy"), True),
@@ -341,6 +345,8 @@ MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
         True,
     ),
     "empty name": (lambda d: d["tensors"][0].__setitem__(0, ""), True),
+    "stream key in a torch recipe": (
+        lambda d: _first_call_with_kwarg(d, "generator")[4].__setitem__("generator", {"key": ["a", 0]}), True),
     # Rules the schema states and `initrecipe.load` leaves to replay, or does not check (see the spec).
     "operator not allowlisted": (lambda d: d["ops"].__setitem__(0, "aten.system.default"), False),
     "operator not aten": (lambda d: d["ops"].__setitem__(0, "os.system.default"), False),
@@ -422,7 +428,7 @@ def test_any_unknown_instruction_code_is_rejected(code: int) -> None:
         initrecipe.load(repack(doc))
 
 
-KNOWN_TAGS = {"t", "g", "dtype", "device", "layout", "memory_format", "complex"}
+KNOWN_TAGS = {"t", "g", "dtype", "device", "layout", "memory_format", "complex", "key"}
 
 
 @given(tag=st.text(min_size=0, max_size=12).filter(lambda t: t not in KNOWN_TAGS), payload=st.integers(0, 3))
@@ -511,7 +517,10 @@ def test_schema_enums_match_the_implementation() -> None:
     assert defs["dtype"]["enum"] == list(DTYPES)
     assert SCHEMA["properties"]["rng"]["enum"] == list(RNG_MODES)
     tags = {next(iter(alt["properties"])): alt["properties"] for alt in defs["tagged"]["oneOf"]}
-    assert set(tags) == KNOWN_TAGS
+    assert set(tags) == KNOWN_TAGS - {"key"}  # the stream key (1.1) has its own definition
+    assert set(defs["streamKey"]["properties"]) == {"key"}
+    assert defs["streamKey"]["properties"]["key"]["prefixItems"][1]["maximum"] == 2**32 - 1
+    assert SCHEMA["properties"]["version"]["enum"] == [[1, 0], list(recipe_module.FORMAT_VERSION)]
     assert tags["layout"]["layout"]["enum"] == list(recipe_module._LAYOUTS)
     assert tags["memory_format"]["memory_format"]["enum"] == list(recipe_module._MEMORY_FORMATS)
     assert SCHEMA["required"] == [*recipe_module._TOP_LEVEL_KEYS, "hash"]
@@ -583,7 +592,8 @@ def test_reference_reader_does_not_import_initrecipe() -> None:
     ("mutate", "message"),
     [
         (lambda d: d.__setitem__("seed", 123), "content hash mismatch"),
-        (lambda d: d.__setitem__("version", [1, 1]), "recipe format 1.1 needs"),
+        (lambda d: d.__setitem__("version", [1, 2]), "recipe format 1.2 needs"),
+        (lambda d: d.__setitem__("version", [2, 0]), "recipe format 2.0 needs"),
         (lambda d: d.__setitem__("format", "other"), "not an init recipe"),
     ],
 )
@@ -594,3 +604,302 @@ def test_reference_reader_refuses_bad_files(base_doc: dict[str, Any], tmp_path: 
     path.write_bytes(msgpack.packb(doc, use_bin_type=True))
     out = _run_reader(path)
     assert out.returncode == 1 and message in out.stderr, out.stderr
+
+
+# --------------------------------------------------------------------------- format 1.1: rng="portable"
+class PortableMix(torch.nn.Module):
+    """Portable draws (a tie, one draw feeding two tensors, two draws of one tensor, a transposed view,
+    a dead draw), pinned draws (a private generator; torch.manual_seed inside fork_rng) and both
+    substituted operators (erfinv_; linalg_qr inside orthogonal_)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.z_embed = torch.nn.Embedding(6, 4)
+        self.a_head = torch.nn.Linear(4, 6)
+        self.a_head.weight = self.z_embed.weight  # tied: the draw's stream is the smaller name
+        shared = torch.randn(4)
+        self.p = torch.nn.Parameter(shared[2:].clone())
+        self.q = torch.nn.Parameter(shared[:2].clone())  # one draw feeds p and q: stream "p"
+        self.r = torch.nn.Parameter(torch.empty(3).uniform_())
+        with torch.no_grad():
+            self.r.add_(torch.randn(3))  # the second draw of r: position 1
+        self.t = torch.nn.Parameter(torch.empty(3, 2).t())  # a non-contiguous view
+        with torch.no_grad():
+            self.t.uniform_(-1.0, 1.0)
+            self.e = torch.nn.Parameter(torch.empty(2, 3).uniform_(0.05, 0.95).erfinv_())
+        self.o = torch.nn.Parameter(torch.empty(3, 3))
+        torch.nn.init.orthogonal_(self.o)
+        gen = torch.Generator().manual_seed(5)
+        self.g = torch.nn.Parameter(torch.randn(3, generator=gen))  # pinned: a private generator
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            self.s = torch.nn.Parameter(torch.rand(2))  # pinned: the constructor seeded it
+        dead = torch.empty(4).normal_()
+        dead.fill_(1.0)  # a dead draw: not written
+        self.register_buffer("ones", dead)
+
+
+PORTABLE_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
+    "linear": lambda: torch.nn.Linear(4, 2),
+    "embedding_padding_idx": embedding_with_padding,
+    "mix": PortableMix,
+}
+
+
+@pytest.fixture(scope="module")
+def portable() -> dict[str, Recipe]:
+    return {name: initrecipe.record(fn, seed=123, rng="portable") for name, fn in PORTABLE_MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def portable_doc(portable: dict[str, Recipe]) -> dict[str, Any]:
+    return decoded(portable["mix"])
+
+
+def _keyed(doc: dict[str, Any]) -> list[list[Any]]:
+    return [ins for ins in doc["program"] if ins[0] == 0 and "key" in ins[4].get("generator", {})]
+
+
+@pytest.mark.parametrize("name", list(PORTABLE_MODELS))
+def test_portable_recipe_is_schema_valid(portable: dict[str, Recipe], name: str) -> None:
+    doc = encode_for_schema(portable[name])
+    assert doc["version"] == [1, 1] and doc["rng"] == "portable" and doc["seed"] == 123
+    assert _keyed(doc)
+    assert_schema_valid(doc)
+
+
+@pytest.mark.parametrize("name", list(PORTABLE_MODELS))
+def test_portable_recipe_round_trips(portable: dict[str, Recipe], name: str, tmp_path: Path) -> None:
+    recipe = portable[name]
+    data = recipe.to_bytes()
+    doc = msgpack.unpackb(data, raw=False)
+    assert list(doc) == [*BODY_KEYS, "hash"] and data[0] == 0x8A
+    again = initrecipe.load(recipe.save(tmp_path / f"{name}.recipe"))
+    assert again.to_bytes() == data
+    assert again.content_hash == recipe.content_hash == doc["hash"]
+    assert again.rng == "portable" and again.seed == 123
+    assert encode_for_schema(again) == encode_for_schema(recipe)
+
+
+def test_torch_recipes_are_still_written_as_1_0(recorded: dict[str, Recipe]) -> None:
+    assert {tuple(decoded(r)["version"]) for r in recorded.values()} == {(1, 0)}
+
+
+def test_portable_keys_follow_the_writer_rules(portable: dict[str, Recipe]) -> None:
+    """FORMAT.md section 6.5: streams are output names, positions count each stream's live draws."""
+    doc = encode_for_schema(portable["mix"])
+    keyed = _keyed(doc)
+    assert all(doc["ops"][ins[1]] in DRAW_OPERATORS for ins in keyed)
+    streams = [ins[4]["generator"]["key"] for ins in keyed]
+    assert streams == [
+        ["a_head.weight", 0],  # tied to z_embed.weight: the smaller name in code-point order
+        ["a_head.bias", 0],  # the head's own weight draw is dead (the tie replaced it): not written
+        ["p", 0],  # feeds p and q
+        ["r", 0], ["r", 1],
+        ["t", 0],
+        ["e", 0],
+        ["o", 0],
+    ]
+    pinned = [ins for ins in doc["program"] if ins[0] == 0 and "g" in ins[4].get("generator", {})]
+    assert [ins[4]["generator"]["g"] for ins in pinned] == [1, 0]
+    # Only the positioning the constructor did itself: no initial seed of generator 0, no restore.
+    assert [ins for ins in doc["program"] if ins[0] != 0 and ins[0] != 1] == [[2, 1, 5], [2, 0, 7]]
+    assert {"aten.erfinv_.default", "aten.linalg_qr.default"} <= set(doc["ops"])
+    torch_doc = encode_for_schema(initrecipe.record(PortableMix, seed=123))
+    torch_draws = [ins for ins in torch_doc["program"] if ins[0] == 0 and "generator" in ins[4]]
+    assert len(torch_draws) == len(keyed) + len(pinned) + 2  # + the two dead draws
+    linear_doc = encode_for_schema(portable["linear"])
+    assert all(ins[0] == 0 for ins in linear_doc["program"]) and linear_doc["generators"] == 1
+
+
+def test_portable_trunc_normal_is_recorded_as_an_inverse_cdf() -> None:
+    """FORMAT.md section 6.5: on the unpinned stream trunc_normal_ is uniform_, erfinv_, mul_, add_, clamp_."""
+
+    def model() -> torch.nn.Module:
+        module = torch.nn.Linear(3, 2)
+        torch.nn.init.trunc_normal_(module.weight, std=0.02)
+        return module
+
+    doc = encode_for_schema(initrecipe.record(model, seed=0, rng="portable"))
+    assert_schema_valid(doc)
+    weight = next(t[1] for t in doc["tensors"] if t[0] == "weight")
+    calls = [doc["ops"][ins[1]].split(".")[1] for ins in doc["program"]
+             if ins[0] == 0 and ins[3] and ins[3][0] == {"t": weight}]
+    assert calls == ["uniform_", "erfinv_", "mul_", "add_", "clamp_"]  # kaiming's draw is dead: not written
+    assert [ins[4]["generator"]["key"] for ins in _keyed(doc)] == [["bias", 0], ["weight", 0]]
+
+
+def test_torch_recipe_labelled_1_1_is_valid(base_doc: dict[str, Any], tmp_path: Path) -> None:
+    """A 1.0 file is a 1.1 file (FORMAT.md section 11): schema, loader and reference reader agree."""
+    doc = copy.deepcopy(base_doc)
+    doc["version"] = [1, 1]
+    data = repack(doc)
+    assert_schema_valid(json_form(msgpack.unpackb(data, raw=False)))
+    recipe = initrecipe.load(data)
+    assert recipe.to_bytes() == data and recipe.rng == "torch"
+    path = tmp_path / "relabelled.recipe"
+    path.write_bytes(data)
+    out = _run_reader(path)
+    assert out.returncode == 0 and out.stdout.startswith("format 1.1  rng torch"), out.stderr
+    relabelled = initrecipe.replay(recipe)
+    original = initrecipe.replay(initrecipe.load(repack(base_doc)))
+    assert list(relabelled) == list(original)
+    assert all(torch.equal(relabelled[k], original[k]) for k in original)
+
+
+def _generator_of_first_keyed(d: dict[str, Any]) -> dict[str, Any]:
+    return _keyed(d)[0][4]
+
+
+def _set_key(payload: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: _generator_of_first_keyed(d).__setitem__("generator", {"key": payload})
+
+
+# name -> (mutation of a decoded portable document, whether `initrecipe.load` must refuse it too)
+PORTABLE_MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
+    "portable with version 1.0": (_set(lambda d: (d, "version"), [1, 0]), True),
+    "portable with version 1.2": (_set(lambda d: (d, "version"), [1, 2]), True),
+    "portable with seed null": (_set(lambda d: (d, "seed"), None), True),
+    "portable with seed -1": (_set(lambda d: (d, "seed"), -1), True),
+    "portable with seed float": (_set(lambda d: (d, "seed"), 0.5), True),
+    "key in a torch recipe": (_set(lambda d: (d, "rng"), "torch"), True),
+    "key position -1": (_set_key(["p", -1]), True),
+    "key position 2**32": (_set_key(["p", 2**32]), True),
+    "key position float": (_set_key(["p", 0.5]), True),
+    "key position bool": (_set_key(["p", False]), True),
+    "key stream not a string": (_set_key([0, 0]), True),
+    "key stream too long": (_set_key(["x" * 65537, 0]), True),
+    "key of one item": (_set_key(["p"]), True),
+    "key of three items": (_set_key(["p", 0, 0]), True),
+    "key not a list": (_set_key("p"), True),
+    "key and another tag": (lambda d: _generator_of_first_keyed(d)["generator"].__setitem__("g", 0), True),
+    # Where a key may stand is the replayer's check (FORMAT.md section 10), not the loader's.
+    "key as a positional argument": (lambda d: _keyed(d)[0][3].append({"key": ["p", 0]}), False),
+    "key under another keyword": (
+        lambda d: _first_call_with_kwarg(d, "pin_memory")[4].__setitem__("pin_memory", {"key": ["p", 0]}), False),
+    "key inside a list": (lambda d: _first_call_with_kwarg(d, "pin_memory")[3].append([{"key": ["p", 0]}]), False),
+}
+
+
+def test_portable_base_document_is_valid(portable_doc: dict[str, Any]) -> None:
+    assert_schema_valid(json_form(portable_doc))
+    initrecipe.load(repack(portable_doc))
+
+
+@pytest.mark.parametrize("name", list(PORTABLE_MUTATIONS))
+def test_mutated_portable_document_is_rejected(portable_doc: dict[str, Any], name: str) -> None:
+    mutate, load_refuses = PORTABLE_MUTATIONS[name]
+    doc = copy.deepcopy(portable_doc)
+    mutate(doc)
+    assert schema_errors(json_form(doc)), f"the schema accepts a document with: {name}"
+    if load_refuses:
+        with pytest.raises(initrecipe.RecipeFormatError):
+            initrecipe.load(repack(doc))
+
+
+def test_portable_load_messages(portable_doc: dict[str, Any]) -> None:
+    for mutate, message in [
+        (_set(lambda d: (d, "version"), [1, 0]), r"^rng: `portable` recipes are format 1\.1 or newer"),
+        (_set(lambda d: (d, "seed"), None), r"^seed: a `portable` recipe needs a seed"),
+        (_set(lambda d: (d, "rng"), "torch"), r"a portable stream key in an rng='torch' recipe"),
+    ]:
+        doc = copy.deepcopy(portable_doc)
+        mutate(doc)
+        with pytest.raises(initrecipe.RecipeFormatError, match=message):
+            initrecipe.load(repack(doc))
+
+
+def test_reference_reader_reads_a_portable_recipe(portable: dict[str, Recipe], tmp_path: Path) -> None:
+    recipe = portable["mix"]
+    out = _run_reader(recipe.save(tmp_path / "mix.recipe"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("format 1.1  rng portable  seed 123") and recipe.content_hash in out.stdout
+    assert [line.split()[0] for line in out.stdout.splitlines()[2:]] == recipe.names
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.__setitem__("version", [1, 0]), "rng `portable` recipes are format 1.1 or newer"),
+        (lambda d: d.__setitem__("seed", -1), "need a seed in 0 .. 2**64-1"),
+        (lambda d: d.__setitem__("version", [1, 2]), "recipe format 1.2 needs"),
+    ],
+)
+def test_reference_reader_refuses_bad_portable_files(
+    portable_doc: dict[str, Any], tmp_path: Path, mutate: Callable, message: str
+) -> None:
+    doc = copy.deepcopy(portable_doc)
+    mutate(doc)
+    path = tmp_path / "bad.recipe"
+    path.write_bytes(repack(doc))
+    out = _run_reader(path)
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+
+
+# Replay-time checks of FORMAT.md sections 6.3 and 10, run by `initrecipe.validate.check`.
+def test_portable_recipe_passes_the_replay_checks(portable: dict[str, Recipe]) -> None:
+    from initrecipe.validate import check
+
+    for recipe in portable.values():
+        assert check(recipe.to_bytes()) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["ops"].__setitem__(d["ops"].index("aten.uniform_.default"), "aten.cauchy_.default"),
+         "has no portable sampler"),
+        (lambda d: next(i for i in _keyed(d) if i[4]["generator"]["key"] == ["t", 0])[3].__setitem__(1, 2.0),
+         "uniform needs from <= to"),
+        (lambda d: _first_call_with_kwarg(d, "pin_memory")[4].__setitem__("pin_memory", {"key": ["p", 0]}),
+         "program[0]"),
+    ],
+    ids=["operator without a sampler", "uniform from > to", "key under another keyword"],
+)
+def test_replay_checks_refuse_bad_portable_draws(portable_doc: dict[str, Any], mutate: Callable, message: str) -> None:
+    from initrecipe.validate import check
+
+    doc = copy.deepcopy(portable_doc)
+    mutate(doc)
+    problems = check(repack(doc))
+    assert problems and message in problems[0], problems
+
+
+@pytest.mark.parametrize("name", [name for name, (_, load_refuses) in PORTABLE_MUTATIONS.items() if not load_refuses])
+def test_replay_checks_refuse_misplaced_keys(portable_doc: dict[str, Any], name: str) -> None:
+    """A key anywhere but the generator argument of a random call: the loader reads it, replay refuses it."""
+    from initrecipe.validate import check
+
+    doc = copy.deepcopy(portable_doc)
+    PORTABLE_MUTATIONS[name][0](doc)
+    assert check(repack(doc))
+
+
+# --------------------------------------------------------------------------- FORMAT.md vs implementation (1.1)
+def _section(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_format_md_lists_the_portable_operators() -> None:
+    text = FORMAT_MD.read_text()
+    draws = _section(text, "### 6.3 Portable draws (1.1)", "### 6.4")
+    assert set(re.findall(r"^\| `(aten\.[a-z_]+\.[a-z_]+)` \|", draws, re.M)) == set(DRAW_OPERATORS)
+    substituted = _section(text, "### 6.4 Substituted operators (1.1)", "### 6.5")
+    assert set(re.findall(r"`(aten\.[a-z_]+\.[a-z_]+)`", substituted.split("*Non-normative.*")[0])) == set(
+        SUBSTITUTED_OPERATORS
+    )
+
+
+def test_format_md_portable_example_is_what_record_writes() -> None:
+    """Appendix A.2 is a real recording (producer and hash aside, which follow the versions)."""
+    text = FORMAT_MD.read_text()
+    block = _section(text, "### A.2 An rng `\"portable\"` recipe (format 1.1)", "Compared with A.1")
+    example = json.loads(block.split("```json", 1)[1].split("```", 1)[0])
+    recipe = initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0, rng="portable")
+    actual = encode_for_schema(recipe)
+    assert_schema_valid(example)
+    for key in BODY_KEYS:
+        if key != "producer":
+            assert example[key] == actual[key], key
+    if actual["producer"] == example["producer"]:
+        assert example["hash"] == actual["hash"] and len(recipe.to_bytes()) == 559
