@@ -72,8 +72,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .replay import replay
 
     recipe = load(args.recipe)
+    shards = None
+    if args.shard:
+        from .sharding import Shard
+
+        rank, world = _parse_shard(args.shard)
+        shards = lambda name, shape: Shard.of(shape[0], rank, world) if shape else None  # noqa: E731
     start = time.perf_counter()
-    weights = replay(recipe, device=args.device)
+    weights = replay(recipe, device=args.device, names=args.names.split(",") if args.names else None, shards=shards)
     elapsed = time.perf_counter() - start
     unique: dict[int, str] = {}
     tensors = {}
@@ -92,12 +98,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    rank, sep, world = text.partition("/")
+    try:
+        r, w = int(rank), int(world)
+    except ValueError:
+        raise SystemExit(f"initrecipe: error: --shard expects RANK/WORLD_SIZE (e.g. 0/8), got `{text}`") from None
+    if not sep or w < 1 or not 0 <= r < w:
+        raise SystemExit(f"initrecipe: error: --shard expects RANK/WORLD_SIZE with 0 <= RANK < WORLD_SIZE, got `{text}`")
+    return r, w
+
+
 def _describe(recipe: object) -> dict[str, object]:
-    from .recipe import Recipe
+    from .recipe import Recipe, format_version_for
 
     assert isinstance(recipe, Recipe)
+    major, minor = format_version_for(recipe.rng)
     return {
-        "format_version": "1.0",
+        "format_version": f"{major}.{minor}",
         "rng": recipe.rng,
         "seed": recipe.seed,
         "content_hash": recipe.content_hash,
@@ -198,14 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="PKG.MODULE:CALLABLE returning an nn.Module")
     p.add_argument("--hf-config", metavar="CONFIG_JSON", help="record a transformers model from its config.json")
     p.add_argument("--auto-class", default="AutoModelForCausalLM", help="transformers auto class for --hf-config")
-    p.add_argument("--seed", type=int, default=None, help="seed torch's CPU generator first (default: current state)")
-    p.add_argument("--rng", choices=["torch", "portable"], default="torch")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed torch's CPU generator first (default: current state; required with --rng portable)")
+    p.add_argument("--rng", choices=["torch", "portable"], default="torch",
+                   help="torch: bitwise eager CPU init; portable: identical on every device, order and shard")
     p.add_argument("-o", "--output", required=True, help="recipe file to write")
     p.set_defaults(run=_cmd_record)
 
     p = sub.add_parser("replay", help="replay a recipe into one safetensors file")
     p.add_argument("recipe")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--names", metavar="N1,N2,...", help="replay only these tensors (comma-separated names)")
+    p.add_argument(
+        "--shard", metavar="RANK/WORLD",
+        help="replay only this rank's part of every tensor along dim 0, split as torch.chunk splits it "
+             "(slice-only for elementwise programs of portable recipes)",
+    )
     p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
     p.set_defaults(run=_cmd_replay)
 

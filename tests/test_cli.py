@@ -88,3 +88,24 @@ def test_no_arguments_shows_help(capsys):
         main([])
     assert exc.value.code == 0
     assert "usage: initrecipe" in capsys.readouterr().out
+
+
+def test_portable_record_and_sharded_replay(user_module, capsys):
+    assert main(["record", "my_models:build", "--seed", "3", "--rng", "portable", "-o", "p.recipe"]) == 0
+    assert main(["show", "p.recipe", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["rng"] == "portable" and info["format_version"] == "1.1"
+    assert main(["replay", "p.recipe", "-o", "full.safetensors"]) == 0
+    assert main(["replay", "p.recipe", "--shard", "1/2", "--names", "0.weight,steps", "-o", "half.safetensors"]) == 0
+    full, half = load_file("full.safetensors"), load_file("half.safetensors")
+    assert set(half) == {"0.weight", "steps"}
+    assert torch.equal(half["0.weight"], full["0.weight"][2:])  # rows 2..3 of 3: torch.chunk gives [0:2], [2:3]
+    assert torch.equal(half["steps"], full["steps"])  # 0-d tensors are not split
+
+
+def test_bad_shard_argument_is_a_usage_error(user_module, capsys):
+    assert main(["record", "my_models:build", "--seed", "3", "--rng", "portable", "-o", "p.recipe"]) == 0
+    with pytest.raises(SystemExit, match=r"--shard expects RANK/WORLD_SIZE with 0 <= RANK < WORLD_SIZE, got `2/2`"):
+        main(["replay", "p.recipe", "--shard", "2/2", "-o", "x.safetensors"])
+    with pytest.raises(SystemExit, match="--shard expects RANK/WORLD_SIZE"):
+        main(["replay", "p.recipe", "--shard", "half", "-o", "x.safetensors"])
