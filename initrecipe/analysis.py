@@ -634,6 +634,10 @@ def _infer_call(
         outs = [args[0]]
         if key is not None:
             check_draw(f"program[{i}]", ins, info, args, kwargs, args[0].dtype)
+    elif ins.out_meta is None and (arange := _arange_on_meta(i, ins, info, args, kwargs)) is not None:
+        outs = [arange]
+    elif ins.out_meta is None and (pointwise := _pointwise_on_meta(info, args, kwargs)) is not None:
+        outs = pointwise
     elif ins.out_meta is None:
         try:
             result = info.op(*args, **kwargs)
@@ -707,6 +711,84 @@ def _infer_call(
     if info.is_random and key is None:
         gen = _generator_of(ins, info)
         rng_indices.setdefault(gen, set()).add(i)
+
+
+_ARANGE_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                            torch.int16, torch.int8, torch.uint8})
+
+
+def _arange_on_meta(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The meta output of an ``arange`` with plain number arguments, computed without torch's meta
+    kernel (its first use imports torch._dynamo: ~0.8 s); None for anything else."""
+    if info.name not in ("aten.arange.default", "aten.arange.start", "aten.arange.start_step"):
+        return None
+    numbers = [a for a in args if not isinstance(a, torch.device)]
+    if len(numbers) != len(args) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        return None
+    if set(kwargs) - {"dtype", "layout", "device", "pin_memory"} or kwargs.get("layout") not in (None, torch.strided):
+        return None
+    start, end, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], args[2] if len(args) > 2 else 1)
+    dtype = kwargs.get("dtype")
+    if dtype is None:
+        dtype = torch.int64 if all(isinstance(a, int) for a in args) else torch.get_default_dtype()
+    if dtype not in _ARANGE_DTYPES or not all(math.isfinite(x) for x in (start, end, step)):
+        return None  # let torch's meta kernel decide
+    if not dtype.is_floating_point and not all(isinstance(a, int) for a in args):
+        return None  # integer aranges of float bounds truncate them first
+    if step == 0 or (end - start) * step < 0:
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` rejects its arguments: upper bound and lower bound inconsistent with step sign"
+        )
+    if isinstance(start + end + step, float):
+        span = (end - start) / step
+        if not math.isfinite(span) or span > _MAX_SIZE:
+            return None
+        size = math.ceil(span)
+    else:
+        size = -((start - end) // step)
+    if size > _MAX_SIZE:
+        return None
+    return torch.empty(size, dtype=dtype, device=_META)
+
+
+_POINTWISE_PACKETS = frozenset(_ops_module._POINTWISE.split()) - {"fill", "fill_", "zero", "zero_", "copy_"}
+
+
+def _pointwise_on_meta(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> list[torch.Tensor] | None:
+    """The meta outputs of a pointwise operator whose tensor arguments all have one contiguous
+    shape (or none), computed without torch's Python meta kernels (their first use imports
+    torch._dynamo: ~0.8 s).  The dtypes come from running the operator on one-element CPU
+    probes of the same dtypes and dimensionality; None when the shortcut does not apply."""
+    if info.name.split(".")[1] not in _POINTWISE_PACKETS or info.written_args not in ((), (0,)):
+        return None
+    tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
+    if not tensors or any(isinstance(a, (list, tuple)) for a in list(args) + list(kwargs.values())):
+        return None
+    shapes = {tuple(t.shape) for t in tensors if t.dim()}
+    if len(shapes) > 1 or not all(t.dim() == 0 or t.is_contiguous() for t in tensors):
+        return None
+    shape = shapes.pop() if shapes else ()
+
+    def probe(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return torch.ones((1,) * value.dim(), dtype=value.dtype)
+        if isinstance(value, torch.device):
+            return torch.device("cpu")
+        return value
+
+    try:
+        with torch.no_grad():
+            result = info.op(*[probe(a) for a in args], **{k: probe(v) for k, v in kwargs.items()})
+    except Exception:
+        return None  # let the meta kernel give its own verdict
+    outs = _flatten_outputs(result)
+    if not all(isinstance(o, torch.Tensor) and o.dim() == len(shape) for o in outs):
+        return None
+    if info.written_args:
+        if len(outs) != 1 or tuple(args[0].shape) != shape or outs[0].dtype != args[0].dtype:
+            return None
+        return [args[0]]
+    return [torch.empty(shape, dtype=o.dtype, device=_META) for o in outs]
 
 
 def _tensors_in(values: Any, out: list[torch.Tensor]) -> None:
