@@ -1,0 +1,619 @@
+"""Samplers of the ``portable`` random-number mode: bits that depend on nothing but their inputs.
+
+:func:`sample_` fills a tensor with draws from one Philox4x32-10 stream (:mod:`initrecipe.philox`).
+Element ``i`` of a draw is computed from stream word ``i`` alone, by a transform that uses only
+correctly rounded IEEE-754 binary32 ``+ - * /`` (its own logarithm and square root are built from
+them), comparisons, selects and integer operations, so its bits are the same on CPU and CUDA, for
+any thread count, any split of the work and any torch version.  The normative definition is ``schema/PORTABLE_RNG.md``.
+
+Two implementations compute the same bits:
+
+* the *reference*, written here with eager torch tensor operations, one IEEE operation per torch
+  call (never a fused multiply-add, ``addcmul``, ``lerp`` or ``torch.compile``), constants that are
+  exact binary32 values, and integer Philox arithmetic that never overflows int64.  It runs on any
+  device and is what CUDA tensors use.  It avoids ``torch.sqrt`` (not correctly rounded on some
+  CPU builds) in favour of its own square root from ``+ * /``;
+* the C kernel ``initrecipe._portable_kernel`` (built at install time when a compiler is present;
+  :data:`KERNEL_AVAILABLE`), used automatically for CPU tensors, split across
+  ``torch.get_num_threads()`` threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import os
+import struct
+import threading
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+
+from .philox import philox_words
+
+try:
+    from . import _portable_kernel as _kernel
+except ImportError:  # built without a C compiler: the reference path does everything
+    _kernel = None
+
+__all__ = [
+    "Segment",
+    "KERNEL_AVAILABLE",
+    "SAMPLERS",
+    "sample_",
+    "reference_sample_",
+    "erfinv",
+    "erfinv_",
+    "log",
+]
+
+Segment = tuple[int, int]
+"""(first global element index, length): a run of a draw's elements, stored contiguously."""
+
+KERNEL_AVAILABLE: bool = _kernel is not None
+"""Whether the C kernel was built; CPU tensors then use it, with the same bits as the reference."""
+
+SAMPLERS: frozenset[str] = frozenset({"uniform", "normal", "bernoulli", "randint", "exponential"})
+"""The sampler kinds :func:`sample_` accepts."""
+
+_M32 = 0xFFFFFFFF
+_REF_CHUNK = 1 << 20  # elements per reference-path step (bounds temporary memory)
+_KERNEL_MIN_CHUNK = 1 << 16
+_KERNEL_MAX_CHUNK = 1 << 22
+_CAST_BLOCK = 1 << 15  # torch casts below its parallel grain size run on the calling thread
+
+
+def _fx(text: str) -> float:
+    """A binary32 constant written in hexadecimal (checked to be exactly representable)."""
+    value = float.fromhex(text)
+    if struct.unpack("<f", struct.pack("<f", value))[0] != value:
+        raise AssertionError(f"constant {text} is not a binary32 value")
+    return value
+
+
+# Constants of schema/PORTABLE_RNG.md, all exact binary32 values.
+TWO_M24 = _fx("0x1p-24")
+TWO_M32 = _fx("0x1p-32")
+TWO_P23 = _fx("0x1p+23")
+TWO_M126 = _fx("0x1p-126")
+LOG_C = (_fx("0x1.55555cp-1"), _fx("0x1.997c26p-2"), _fx("0x1.2ee78ap-2"))
+LN2 = _fx("0x1.62e430p-1")
+ERFINV_CENTRAL = tuple(
+    _fx(c)
+    for c in (
+        "0x1.805c5ep+0", "0x1.f91e8ap-3", "-0x1.11c4ecp-8", "-0x1.486616p-10", "0x1.c9e6c8p-13",
+        "-0x1.4d15a4p-18", "-0x1.d0c1a0p-19", "0x1.f48beap-22", "0x1.8f2230p-26", "-0x1.2e0eb6p-27",
+    )
+)
+ERFINV_TAIL = tuple(
+    _fx(c)
+    for c in (
+        "0x1.aaf132p+1", "0x1.01e2f2p+0", "0x1.ad60eep-9", "-0x1.0f326ap-9", "0x1.2033b8p-10",
+        "-0x1.57d9a0p-11", "0x1.b5a60ap-12", "-0x1.1685f0p-12", "0x1.83f3c0p-14", "0x1.abb418p-16",
+        "-0x1.6623f2p-16",
+    )
+)
+NORMAL_CENTRAL = tuple(
+    _fx(c)
+    for c in (
+        "0x1.25e47ep+1", "0x1.5deb84p-2", "-0x1.09f950p-7", "-0x1.36b13ap-10",
+        "0x1.22989ep-12", "-0x1.1ba22cp-16", "-0x1.757b26p-19", "0x1.ff5cf0p-22",
+    )
+)
+NORMAL_TAIL = tuple(
+    _fx(c)
+    for c in (
+        "0x1.2de4c8p+2", "0x1.6cb4c0p+0", "0x1.302362p-8", "-0x1.7c0998p-9", "0x1.8bc6bcp-10",
+        "-0x1.08ea90p-10", "0x1.67e03cp-11", "-0x1.265ddep-12", "0x1.5e165ap-15",
+    )
+)
+ERFINV_SPLIT = _fx("0x1.4p+2")  # 5: w >= 5 (or NaN) takes erfinv's tail polynomial
+ERFINV_CENTER = _fx("0x1.4p+1")  # 2.5: erfinv's central polynomial is in w - 2.5
+NORMAL_SPLIT = _fx("0x1.8p+2")  # 6: w >= 6 takes the normal's tail polynomial
+NORMAL_CENTER = _fx("0x1.8p+1")  # 3: the normal's central polynomial is in w - 3
+TAIL_CENTER = _fx("0x1.cp+1")  # 3.5: both tail polynomials are in psqrt(w) - 3.5
+EXPONENTIAL_MAX_SCALE = 2.0**122  # 1/lambda above this could overflow float32
+
+
+def f32(value: float) -> float:
+    """``value`` rounded to the nearest binary32 (ties to even), as a Python float.
+
+    ValueError if the result is not finite (overflow, inf or NaN).
+    """
+    try:
+        result: float = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of the float32 range") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{value!r} is not a finite float32 value")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+
+
+class _Draw(NamedTuple):
+    """A validated draw: sampler kind and its binary32 (or integer) parameters."""
+
+    kind: str
+    a: float | int  # uniform: low32; normal: mean32; bernoulli: p32; exponential: 1/lambda; randint: low
+    b: float | int  # uniform: range32; normal: std32; randint: high - low; otherwise 0.0
+
+
+def _number(kind: str, name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{kind}: parameter {name} must be a real number, got {value!r}")
+    try:
+        result = float(value)
+    except OverflowError:
+        raise ValueError(f"{kind}: parameter {name} is out of range, got {value!r}") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{kind}: parameter {name} must be finite, got {value!r}")
+    return result
+
+
+def _check_params(kind: str, params: tuple, dtype: torch.dtype) -> _Draw:
+    if not isinstance(kind, str) or kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler kind {kind!r}; expected one of {sorted(SAMPLERS)}")
+    if not isinstance(params, (tuple, list)):
+        raise ValueError(f"{kind}: params must be a tuple, got {type(params).__name__}")
+    expected = {"uniform": 2, "normal": 2, "bernoulli": 1, "randint": 2, "exponential": 1}[kind]
+    if len(params) != expected:
+        raise ValueError(f"{kind} takes {expected} parameter(s), got {len(params)}: {tuple(params)!r}")
+    if dtype.is_complex or not (dtype.is_floating_point or kind in ("randint", "bernoulli")):
+        raise ValueError(f"{kind} cannot fill a {dtype} tensor")
+    if not dtype.is_floating_point and dtype == torch.bool and kind == "randint":
+        raise ValueError("randint cannot fill a torch.bool tensor")
+    if kind == "randint":
+        low, high = params
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (low, high)):
+            raise ValueError(f"randint bounds must be integers, got {low!r} and {high!r}")
+        if not 1 <= high - low <= 1 << 32:
+            raise ValueError(f"randint needs 1 <= high - low <= 2**32, got [{low}, {high})")
+        if low < -(1 << 63) or high > 1 << 63:
+            raise ValueError(f"randint values must fit int64: [{low}, {high}) is outside [-2**63, 2**63)")
+        if not dtype.is_floating_point:
+            info = torch.iinfo(dtype)
+            if low < info.min or high - 1 > info.max:
+                raise ValueError(f"randint values [{low}, {high}) do not fit {dtype}")
+        return _Draw(kind, int(low), int(high - low))
+    if kind == "uniform":
+        low = _number(kind, "low", params[0])
+        high = _number(kind, "high", params[1])
+        if not low <= high:
+            raise ValueError(f"uniform needs low <= high, got [{low}, {high})")
+        return _Draw(kind, f32(low), f32(high - low))
+    if kind == "normal":
+        mean = _number(kind, "mean", params[0])
+        std = _number(kind, "std", params[1])
+        if std < 0:
+            raise ValueError(f"normal needs std >= 0, got {std}")
+        return _Draw(kind, f32(mean), f32(std))
+    if kind == "bernoulli":
+        p = _number(kind, "p", params[0])
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"bernoulli needs 0 <= p <= 1, got {p}")
+        return _Draw(kind, f32(p), 0.0)
+    lambd = _number(kind, "lambd", params[0])
+    if not lambd >= 1.0 / EXPONENTIAL_MAX_SCALE:
+        raise ValueError(f"exponential needs lambd >= 2**-122 (and > 0), got {lambd}")
+    return _Draw(kind, struct.unpack("<f", struct.pack("<f", 1.0 / lambd))[0], 0.0)
+
+
+def _check_key(key: tuple[int, int]) -> tuple[int, int]:
+    if (
+        not isinstance(key, (tuple, list))
+        or len(key) != 2
+        or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= _M32 for k in key)
+    ):
+        raise ValueError(f"key must be a pair of 32-bit unsigned integers, got {key!r}")
+    return int(key[0]), int(key[1])
+
+
+def _check_segments(segments: Sequence[Segment] | None, numel: int) -> list[Segment]:
+    if segments is None:
+        return [(0, numel)] if numel else []
+    result: list[Segment] = []
+    total = 0
+    for segment in segments:
+        try:
+            first, length = segment
+        except (TypeError, ValueError):
+            raise ValueError(f"a segment is a (first, length) pair, got {segment!r}") from None
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (first, length)):
+            raise ValueError(f"segment bounds must be integers, got {segment!r}")
+        if first < 0 or length < 0 or first + length > 1 << 64:
+            raise ValueError(f"segment {segment!r} must lie within element indices [0, 2**64)")
+        total += length
+        if length:
+            result.append((int(first), int(length)))
+    if total != numel:
+        raise ValueError(f"segments cover {total} elements but the output tensor has {numel}")
+    return result
+
+
+def _check_out(out: torch.Tensor) -> None:
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"out must be a torch.Tensor, got {type(out).__name__}")
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous (its elements in memory order are the draw's elements)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference transforms (eager torch; one IEEE operation per call)
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit24(words: torch.Tensor) -> torch.Tensor:
+    """u = (w >> 8) * 2**-24 as float32 (exact)."""
+    return torch.mul(torch.bitwise_right_shift(words, 8).to(torch.float32), TWO_M24)
+
+
+def _horner(coefficients: tuple[float, ...], t: torch.Tensor) -> torch.Tensor:
+    p = torch.full_like(t, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        p = torch.add(torch.mul(p, t), c)
+    return p
+
+
+def _log_parts(y: torch.Tensor, exponent_adjust: torch.Tensor | None) -> torch.Tensor:
+    """log(y) for positive finite normal float32 ``y`` (with ``y`` scaled by 2**23 when
+    ``exponent_adjust`` holds 23 for that element)."""
+    ix = torch.add(y.view(torch.int32), 0x3F800000 - 0x3F3504F3)
+    e = torch.sub(torch.bitwise_right_shift(ix, 23), 127)
+    if exponent_adjust is not None:
+        e = torch.sub(e, exponent_adjust)
+    m = torch.add(torch.bitwise_and(ix, 0x007FFFFF), 0x3F3504F3).view(torch.float32)
+    f = torch.sub(m, 1.0)
+    d = torch.add(f, 2.0)
+    s = torch.div(f, d)
+    z = torch.mul(s, s)
+    r = torch.full_like(z, LOG_C[2])
+    for c in LOG_C[1::-1]:
+        r = torch.add(torch.mul(r, z), c)
+    r = torch.mul(r, z)
+    l1p = torch.sub(f, torch.mul(s, torch.sub(f, r)))
+    return torch.add(l1p, torch.mul(e.to(torch.float32), LN2))
+
+
+def _psqrt(w: torch.Tensor) -> torch.Tensor:
+    """The portable square root (torch.sqrt is not correctly rounded on every CPU build): a guess
+    from the halved bit pattern, then three Heron steps y = (y + w/y) * 0.5.  Within 1 ulp for
+    positive normal ``w``; unspecified otherwise."""
+    y = torch.add(torch.bitwise_right_shift(w.view(torch.int32), 1), 0x1FC00000).view(torch.float32)
+    for _ in range(3):
+        y = torch.mul(torch.add(y, torch.div(w, y)), 0.5)
+    return y
+
+
+def _erfinv_core(
+    x: torch.Tensor,
+    one_minus: torch.Tensor,
+    one_plus: torch.Tensor,
+    central: tuple[float, ...],
+    center: float,
+    tail: tuple[float, ...],
+    split: float,
+) -> torch.Tensor:
+    """x * P(w) with w = 0 - log((1-x)(1+x)): P is the central polynomial in w - center where
+    w < split, else the tail polynomial in psqrt(w) - 3.5.  The product must be a positive normal
+    float wherever the result is used."""
+    y = torch.mul(one_minus, one_plus)
+    w = torch.rsub(_log_parts(y, None), 0.0)
+    pc = _horner(central, torch.sub(w, center))
+    pt = _horner(tail, torch.sub(_psqrt(w), TAIL_CENTER))
+    p = torch.where(torch.lt(w, split), pc, pt)
+    return torch.mul(p, x)
+
+
+def _reference_values(draw: _Draw, words: torch.Tensor) -> torch.Tensor:
+    """The draw's values of int64 ``words`` (in [0, 2**32)): float32, or int64 for randint."""
+    kind = draw.kind
+    if kind == "randint":
+        # (w * range) >> 32 with range = rh * 2**16 + rl: partial products stay below 2**49.
+        rng = int(draw.b)
+        a = torch.mul(words, rng & 0xFFFF)
+        c = torch.mul(words, rng >> 16)
+        k = torch.bitwise_right_shift(torch.add(c, torch.bitwise_right_shift(a, 16)), 16)
+        return torch.add(k, int(draw.a))
+    if kind == "uniform":
+        return torch.add(torch.mul(_unit24(words), draw.b), draw.a)
+    if kind == "bernoulli":
+        return torch.lt(_unit24(words), draw.a).to(torch.float32)
+    if kind == "exponential":
+        v = torch.rsub(_unit24(words), 1.0)
+        return torch.mul(torch.rsub(_log_parts(v, None), 0.0), draw.a)
+    # normal
+    m2 = torch.bitwise_left_shift(torch.bitwise_and(words, 0x7FFFFFFF), 1)
+    one_minus = torch.mul(torch.add(m2, 1).to(torch.float32), TWO_M32)
+    x = torch.mul(torch.rsub(m2, _M32).to(torch.float32), TWO_M32)
+    one_plus = torch.add(x, 1.0)
+    t = _erfinv_core(x, one_minus, one_plus, NORMAL_CENTRAL, NORMAL_CENTER, NORMAL_TAIL, NORMAL_SPLIT)
+    negative = torch.bitwise_right_shift(words, 31).to(torch.bool)
+    z = torch.where(negative, torch.neg(t), t)
+    return torch.add(torch.mul(z, draw.b), draw.a)
+
+
+def _store(dst: torch.Tensor, values: torch.Tensor, draw: _Draw) -> None:
+    """Cast ``values`` (float32, or int64 for randint) into ``dst`` as the spec says."""
+    if values.dtype == torch.int64 and dst.dtype.is_floating_point and dst.dtype != torch.float64:
+        values = values.to(torch.float32)
+    dst.copy_(values)
+
+
+def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment]) -> None:
+    flat = out.view(-1)
+    offset = 0
+    with torch.no_grad():
+        for first, length in segments:
+            done = 0
+            while done < length:
+                n = min(_REF_CHUNK, length - done)
+                words = philox_words(key, first + done, n, out.device)
+                _store(flat[offset + done : offset + done + n], _reference_values(draw, words), draw)
+                done += n
+            offset += length
+
+
+# ---------------------------------------------------------------------------------------------
+# C kernel path (CPU)
+# ---------------------------------------------------------------------------------------------
+
+_KERNEL_KIND = {"uniform": 0, "normal": 1, "bernoulli": 2, "exponential": 3}
+_KERNEL_DTYPE = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
+
+_POOL_PREFIX = "initrecipe-rng"
+_pool_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_key: tuple[int, int] = (0, 0)  # (pid, workers)
+
+
+def _executor(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A shared thread pool of ``workers`` threads (recreated after fork or a thread-count change)."""
+    global _pool, _pool_key
+    with _pool_lock:
+        key = (os.getpid(), workers)
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key[0] == key[0]:
+                _pool.shutdown(wait=False)
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=_POOL_PREFIX)
+            _pool_key = key
+        return _pool
+
+
+Piece = tuple[int, int, int]  # (output offset, first word, length)
+
+
+def _plan(segments: list[Segment], total: int, workers: int) -> list[list[Piece]]:
+    """Split the segments into tasks of about equal size (a task may span several segments)."""
+    chunk = -(-total // (4 * workers)) if workers > 1 else total
+    chunk = max(_KERNEL_MIN_CHUNK, min(_KERNEL_MAX_CHUNK, chunk))
+    chunk = -(-chunk // 64) * 64
+    tasks: list[list[Piece]] = []
+    current: list[Piece] = []
+    filled = 0
+    offset = 0
+    for first, length in segments:
+        while length:
+            take = min(length, chunk - filled)
+            current.append((offset, first, take))
+            offset += take
+            first += take
+            length -= take
+            filled += take
+            if filled == chunk:
+                tasks.append(current)
+                current, filled = [], 0
+    if current:
+        tasks.append(current)
+    return tasks
+
+
+def _run_tasks(tasks: list[list[Piece]], work: Callable[[list[Piece]], None], workers: int) -> None:
+    """Run ``work`` on every task: on the shared pool, or inline for one task, one worker, or when
+    called from a pool thread (which must not wait on its own pool)."""
+    if workers <= 1 or len(tasks) <= 1 or threading.current_thread().name.startswith(_POOL_PREFIX):
+        for task in tasks:
+            work(task)
+        return
+    for future in [_executor(workers).submit(work, task) for task in tasks]:
+        future.result()
+
+
+def _kernel_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment]) -> None:
+    assert _kernel is not None
+    k0, k1 = key
+    flat = out.view(-1)
+    dtype = out.dtype
+    base = out.data_ptr()
+    size = out.element_size()
+    workers = max(1, torch.get_num_threads())
+    kernel = _kernel
+
+    if draw.kind == "randint":
+        low, rng = int(draw.a), int(draw.b)
+        if dtype in (torch.int64, torch.float32):
+            as_float = dtype == torch.float32
+
+            def work(task: list[Piece]) -> None:
+                for offset, first, n in task:
+                    kernel.randint(base + offset * size, as_float, n, k0, k1, first, low, rng)
+
+        else:
+            # int64 (exact) for float64 and integer outputs; float32 for other floating outputs.
+            via_float = dtype.is_floating_point and dtype != torch.float64
+            tmp_dtype = torch.float32 if via_float else torch.int64
+
+            def work(task: list[Piece]) -> None:
+                tmp = torch.empty(_CAST_BLOCK, dtype=tmp_dtype)
+                for offset, first, n in task:
+                    for start in range(0, n, _CAST_BLOCK):
+                        m = min(_CAST_BLOCK, n - start)
+                        kernel.randint(tmp.data_ptr(), via_float, m, k0, k1, first + start, low, rng)
+                        flat[offset + start : offset + start + m].copy_(tmp[:m])
+
+    else:
+        kind = _KERNEL_KIND[draw.kind]
+        a, b = float(draw.a), float(draw.b)
+        code = _KERNEL_DTYPE.get(dtype)
+        if code is not None:
+
+            def work(task: list[Piece]) -> None:
+                for offset, first, n in task:
+                    kernel.fill(kind, base + offset * size, code, n, k0, k1, first, a, b)
+
+        else:  # other floating dtypes, integer/bool (bernoulli): float32 blocks, then torch's cast
+
+            def work(task: list[Piece]) -> None:
+                tmp = torch.empty(_CAST_BLOCK, dtype=torch.float32)
+                for offset, first, n in task:
+                    for start in range(0, n, _CAST_BLOCK):
+                        m = min(_CAST_BLOCK, n - start)
+                        kernel.fill(kind, tmp.data_ptr(), 0, m, k0, k1, first + start, a, b)
+                        flat[offset + start : offset + start + m].copy_(tmp[:m])
+
+    total = sum(length for _, length in segments)
+    with torch.no_grad():
+        _run_tasks(_plan(segments, total, workers), work, workers)
+    # The kernel wrote through a raw pointer: record the in-place change as torch's own ops do.
+    torch.autograd.graph.increment_version(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_(
+    out: torch.Tensor,
+    kind: str,
+    key: tuple[int, int],
+    params: tuple,
+    segments: Sequence[Segment] | None = None,
+) -> torch.Tensor:
+    """Fill ``out`` in place with draws of sampler ``kind`` from the Philox stream of ``key``.
+
+    Args:
+        out: contiguous tensor on any device; floating dtype (``randint`` and ``bernoulli``: also
+            integer dtypes, ``bernoulli`` also bool).  Values are computed in float32 (``randint``:
+            int64) and cast into ``out`` with round-to-nearest-even.
+        kind: one of :data:`SAMPLERS`.
+        key: the stream's Philox key (:func:`initrecipe.philox.derive_key`).
+        params: ``uniform`` (low, high), ``normal`` (mean, std), ``bernoulli`` (p,), ``randint``
+            (low, high) integers with 1 <= high - low <= 2**32, ``exponential`` (lambd,).
+        segments: which draw elements ``out`` holds: ``out``'s elements in memory order are the
+            concatenation of the (first, length) runs.  None means ``[(0, out.numel())]``.
+
+    Returns:
+        ``out``.  Element ``first + j`` of a segment is computed from stream word ``first + j``
+        alone, identically on every device and for every thread count.
+
+    Raises:
+        ValueError: unknown kind, invalid parameters or dtype, non-contiguous ``out``, or
+            segments that do not add up to ``out.numel()``.
+    """
+    _check_out(out)
+    draw = _check_params(kind, params, out.dtype)
+    k = _check_key(key)
+    segs = _check_segments(segments, out.numel())
+    if not segs:
+        return out
+    if out.device.type == "cpu" and _kernel is not None:
+        _kernel_fill(out, draw, k, segs)
+    else:
+        _reference_fill(out, draw, k, segs)
+    return out
+
+
+def reference_sample_(
+    out: torch.Tensor,
+    kind: str,
+    key: tuple[int, int],
+    params: tuple,
+    segments: Sequence[Segment] | None = None,
+) -> torch.Tensor:
+    """:func:`sample_` computed by the eager-torch reference on ``out``'s device, never the C
+    kernel (same bits, slower on CPU; for tests and cross-checks)."""
+    _check_out(out)
+    draw = _check_params(kind, params, out.dtype)
+    k = _check_key(key)
+    segs = _check_segments(segments, out.numel())
+    if segs:
+        _reference_fill(out, draw, k, segs)
+    return out
+
+
+def _reference_erfinv32(x: torch.Tensor) -> torch.Tensor:
+    """Portable erfinv of a float32 tensor with eager torch ops (schema §8)."""
+    ax = torch.abs(x)
+    inside = torch.lt(ax, 1.0)
+    xs = torch.where(inside, x, 0.0)
+    r = _erfinv_core(xs, torch.rsub(xs, 1.0), torch.add(xs, 1.0), ERFINV_CENTRAL, ERFINV_CENTER, ERFINV_TAIL, ERFINV_SPLIT)
+    special = torch.where(torch.eq(ax, 1.0), torch.mul(x, math.inf), math.nan)
+    return torch.where(inside, r, special)
+
+
+def _reference_log32(x: torch.Tensor) -> torch.Tensor:
+    """Portable log of a float32 tensor with eager torch ops (schema §5.2)."""
+    regular = torch.logical_and(torch.gt(x, 0.0), torch.lt(x, math.inf))
+    y = torch.where(regular, x, 1.0)
+    tiny = torch.lt(y, TWO_M126)
+    ys = torch.where(tiny, torch.mul(y, TWO_P23), y)
+    adjust = torch.mul(tiny.to(torch.int32), 23)
+    res = _log_parts(ys, adjust)
+    special = torch.where(torch.eq(x, 0.0), -math.inf, torch.where(torch.eq(x, math.inf), math.inf, math.nan))
+    return torch.where(regular, res, special)
+
+
+def _unary(x: torch.Tensor, name: str, reference: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise ValueError(f"{name} takes a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    with torch.no_grad():
+        x32 = x.to(torch.float32).contiguous()
+        if x32.device.type == "cpu" and _kernel is not None and x32.numel():
+            result = torch.empty_like(x32)
+            fn = getattr(_kernel, name)
+            src, dst, size = x32.data_ptr(), result.data_ptr(), x32.element_size()
+            workers = max(1, torch.get_num_threads())
+
+            def work(task: list[Piece]) -> None:
+                for offset, _, n in task:
+                    fn(src + offset * size, dst + offset * size, n)
+
+            n = x32.numel()
+            _run_tasks(_plan([(0, n)], n, workers), work, workers)
+        else:
+            flat = x32.reshape(-1)
+            result = torch.empty_like(flat)
+            for start in range(0, flat.numel(), _REF_CHUNK):
+                result[start : start + _REF_CHUNK] = reference(flat[start : start + _REF_CHUNK])
+            result = result.reshape(x32.shape)
+        return result.to(x.dtype)
+
+
+def erfinv(x: torch.Tensor) -> torch.Tensor:
+    """Portable inverse error function, computed in float32 and returned in ``x``'s dtype.
+
+    Bitwise identical on every device (schema/PORTABLE_RNG.md §8): relative error below 3e-7
+    for |x| < 1 (subnormal results aside), finite there; erfinv(+-1) = +-inf; NaN for |x| > 1
+    and NaN inputs.
+    """
+    return _unary(x, "erfinv", _reference_erfinv32)
+
+
+def erfinv_(x: torch.Tensor) -> torch.Tensor:
+    """In-place :func:`erfinv`; returns ``x``."""
+    with torch.no_grad():
+        return x.copy_(erfinv(x))
+
+
+def log(x: torch.Tensor) -> torch.Tensor:
+    """Portable natural logarithm, computed in float32 and returned in ``x``'s dtype.
+
+    Error at most 1.1 ulp of float32 for positive finite inputs (subnormals included);
+    log(+-0) = -inf, log(+inf) = +inf, NaN for negative and NaN inputs.  Bitwise identical on
+    every device (schema/PORTABLE_RNG.md §5.2).
+    """
+    return _unary(x, "log", _reference_log32)
