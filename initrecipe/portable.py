@@ -16,7 +16,6 @@ Householder QR of :func:`initrecipe.fixed_qr.qr`.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -145,12 +144,10 @@ def describe_draw(ins: Call, info: OpInfo, args: Sequence[Any], kwargs: dict[str
     return describe(args, kwargs, info)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
-    """Why a portable draw's parameters or dtype are invalid, or None."""
+    """Why a portable draw's parameters or dtype are invalid, or None (the samplers' own rules)."""
+    from .samplers import check_params
+
     kind, params = draw.kind, draw.params
     if kind == "permutation":
         if type(params[0]) is not int or not 0 <= params[0] <= 2**32:
@@ -158,27 +155,10 @@ def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
         if dtype not in _INTEGER_DTYPES + _FLOAT_DTYPES:
             return f"randperm cannot fill a {dtype} tensor"
         return None
-    if kind == "randint":
-        low, high = params
-        if type(low) is not int or type(high) is not int:
-            return f"randint bounds must be integers, found {low!r} and {high!r}"
-        if not 1 <= high - low <= 2**32:
-            return f"randint needs 1 <= high - low <= 2**32, found [{low}, {high})"
-        if dtype not in _INTEGER_DTYPES + _FLOAT_DTYPES:
-            return f"randint cannot fill a {dtype} tensor"
-        return None
-    if dtype not in _FLOAT_DTYPES and not (kind == "bernoulli" and dtype in _INTEGER_DTYPES + (torch.bool,)):
-        return f"portable `{kind}` fills floating-point tensors, not {dtype}"
-    if not all(_is_number(p) and math.isfinite(p) for p in params):
-        return f"portable `{kind}` needs finite numbers, found {list(params)!r}"
-    if kind == "uniform" and not params[0] <= params[1]:
-        return f"uniform needs from <= to, found [{params[0]}, {params[1]})"
-    if kind == "normal" and params[1] < 0:
-        return f"normal needs std >= 0, found {params[1]}"
-    if kind == "bernoulli" and not 0 <= params[0] <= 1:
-        return f"bernoulli needs 0 <= p <= 1, found {params[0]}"
-    if kind == "exponential" and not params[0] > 0:
-        return f"exponential needs lambd > 0, found {params[0]}"
+    try:
+        check_params(kind, params, dtype)
+    except ValueError as exc:
+        return str(exc)
     return None
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "KERNEL_AVAILABLE",
     "SAMPLERS",
     "sample_",
+    "check_params",
     "reference_sample_",
     "erfinv",
     "erfinv_",
@@ -200,6 +201,11 @@ def _check_params(kind: str, params: tuple, dtype: torch.dtype) -> _Draw:
     if not lambd >= 1.0 / EXPONENTIAL_MAX_SCALE:
         raise ValueError(f"exponential needs lambd >= 2**-122 (and > 0), got {lambd}")
     return _Draw(kind, struct.unpack("<f", struct.pack("<f", 1.0 / lambd))[0], 0.0)
+
+
+def check_params(kind: str, params: tuple, dtype: torch.dtype) -> None:
+    """Validate a sampler's parameters for an output of ``dtype``; ``ValueError`` says what is wrong."""
+    _check_params(kind, params, dtype)
 
 
 def _check_key(key: tuple[int, int]) -> tuple[int, int]:

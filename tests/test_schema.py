@@ -850,7 +850,7 @@ def test_portable_recipe_passes_the_replay_checks(portable: dict[str, Recipe]) -
         (lambda d: d["ops"].__setitem__(d["ops"].index("aten.uniform_.default"), "aten.cauchy_.default"),
          "has no portable sampler"),
         (lambda d: next(i for i in _keyed(d) if i[4]["generator"]["key"] == ["t", 0])[3].__setitem__(1, 2.0),
-         "uniform needs from <= to"),
+         "uniform needs low <= high"),
         (lambda d: _first_call_with_kwarg(d, "pin_memory")[4].__setitem__("pin_memory", {"key": ["p", 0]}),
          "program[0]"),
     ],
