@@ -112,3 +112,49 @@ def test_reference_reader_reads_golden() -> None:
     assert EXPECTED["content_hash"] in out.stdout
     for name in EXPECTED["tensors"]:
         assert name in out.stdout
+
+
+# --------------------------------------------------------------------------- portable (format 1.1)
+PORTABLE = GOLDEN / "portable-v1.1.recipe"
+PORTABLE_EXPECTED = json.loads((GOLDEN / "portable-v1.1.sha256.json").read_text())
+
+
+def _portable_hashes(weights: dict[str, torch.Tensor]) -> dict[str, dict[str, object]]:
+    return {
+        name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "sha256": _tensor_sha256(t)}
+        for name, t in weights.items()
+    }
+
+
+def test_portable_golden_is_the_committed_file() -> None:
+    data = PORTABLE.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == PORTABLE_EXPECTED["file_sha256"]
+    assert initrecipe.load(data).to_bytes() == data
+    assert msgpack.unpackb(data, raw=False)["version"] == [1, 1]
+
+
+@pytest.mark.parametrize("path", ["kernel", "reference"])
+def test_portable_golden_replays_to_the_pinned_bits(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bits of a portable recipe are pinned across torch versions (this file was written under
+    torch 2.13.0 and checked under 2.14.1 with tools/make_portable_golden.py --check), thread counts
+    and the CPU kernel vs the device-generic torch-op path that accelerators run."""
+    import initrecipe.samplers as samplers
+
+    if path == "reference":
+        monkeypatch.setattr(samplers, "_kernel", None)
+    else:
+        assert samplers.KERNEL_AVAILABLE, "the C kernel was not built (pip install -e . builds it)"
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            got = _portable_hashes(initrecipe.replay(initrecipe.load(PORTABLE)))
+            assert got == PORTABLE_EXPECTED["tensors"], f"{path}, {count} threads"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_portable_golden_is_schema_valid() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "schema" / "recipe.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(encode_for_schema(initrecipe.load(PORTABLE)))
