@@ -24,7 +24,7 @@ from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitEr
 from .interpreter import PortableContext, SequentialGenerators, execute
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
-from .sharding import Shard, ShardRequest, plan_slice, run_slice, segments_of
+from .sharding import Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
 
 __all__ = ["replay", "iter_replay", "available_memory", "sliceable", "RecipeSource", "NameFilter"]
 
@@ -192,11 +192,12 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
     sliced: dict[tuple[int, Shard], list[TensorEntry]] = {}
     whole: list[TensorEntry] = []
     plans = {}
+    dependencies = Dependencies(recipe.program, facts) if recipe.rng == "portable" else None
     for entry in selected:
         shard = requests[entry.name]
         if shard is not None and recipe.rng == "portable":
             if entry.value not in plans:
-                plans[entry.value] = plan_slice(recipe.program, facts, entry.value)
+                plans[entry.value] = plan_slice(recipe.program, facts, entry.value, dependencies)
             if plans[entry.value] is not None:
                 sliced.setdefault((entry.value, shard), []).append(entry)
                 continue

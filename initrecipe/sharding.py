@@ -26,14 +26,14 @@ from typing import Any, Callable, Mapping, Union
 
 import torch
 
-from .analysis import Action, ProgramFacts, TensorMeta, plan_execution
+from .analysis import ProgramFacts, TensorMeta, call_refs, read_storages
 from .errors import RecipeError, ReplayError
 from .interpreter import literal_tensor
 from .portable import ELEMENTWISE_DRAWS, SUBSTITUTED_OPERATORS, describe_draw, portable_key_of, run_substitute, stream_key
 from .placement import on_device, run_on_host, runs_on_device
 from .program import Call, Instruction, Literal, Ref
 
-__all__ = ["Shard", "ShardRequest", "segments_of", "SlicePlan", "plan_slice", "run_slice"]
+__all__ = ["Shard", "ShardRequest", "segments_of", "SlicePlan", "Dependencies", "plan_slice", "run_slice"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,14 +135,93 @@ def _full(meta: TensorMeta, numel: int, facts: ProgramFacts) -> bool:
     return facts.storage_nbytes.get(meta.storage) == numel * meta.dtype.itemsize
 
 
-def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int) -> SlicePlan | None:
-    """The elementwise program of one output value of a portable recipe, or None if it is not one."""
+class Dependencies:
+    """Which instructions one output's contents depend on, for every output of one program.
+
+    An index of each storage's writers is built once; each query then walks back from the output
+    through the writers of what it reads, stopping at writes that replace a whole storage, so it
+    costs the size of that output's own program rather than the whole program's.
+    """
+
+    def __init__(self, program: list[Instruction], facts: ProgramFacts) -> None:
+        self.program = program
+        self.facts = facts
+        self.writers: dict[int, list[int]] = {}  # storage -> instructions creating or writing it, ascending
+        for i, ins in enumerate(program):
+            touched: list[int] = []
+            if isinstance(ins, Literal):
+                touched.append(facts.values[ins.out].storage)
+            elif isinstance(ins, Call):
+                for o in ins.outs:
+                    if o is not None and facts.storage_creator.get(facts.values[o].storage) == i:
+                        touched.append(facts.values[o].storage)
+                touched.extend(s for _, s in facts.written_storages(i, ins))
+            for storage in dict.fromkeys(touched):
+                self.writers.setdefault(storage, []).append(i)
+
+    def of(self, value: int) -> list[int]:
+        """The instructions (ascending) that build ``value``'s contents."""
+        facts = self.facts
+        included: set[int] = set()
+        pending: list[tuple[int, int]] = [(facts.values[value].storage, len(self.program))]  # (storage, before)
+        defining = [facts.value_def[value]]
+        while pending or defining:
+            if defining:
+                i = defining.pop()
+                if i in included:
+                    continue
+                included.add(i)
+                self._expand(i, pending, defining)
+                continue
+            storage, before = pending.pop()
+            for i in reversed(self.writers.get(storage, ())):
+                if i >= before:
+                    continue
+                if i not in included:
+                    included.add(i)
+                    self._expand(i, pending, defining)
+                if self._replaces(i, storage):
+                    break
+        return sorted(included)
+
+    def _expand(self, i: int, pending: list[tuple[int, int]], defining: list[int]) -> None:
+        ins = self.program[i]
+        if not isinstance(ins, Call):
+            return
+        facts = self.facts
+        for ref in call_refs(ins):
+            defining.append(facts.value_def[ref])
+        written = facts.written_storages(i, ins)
+        for storage in read_storages(i, ins, facts.infos[i], facts, written):
+            pending.append((storage, i))
+
+    def _replaces(self, i: int, storage: int) -> bool:
+        """Whether instruction ``i`` creates ``storage`` or overwrites all of it without reading it."""
+        facts = self.facts
+        if facts.storage_creator.get(storage) == i:
+            return True
+        ins = self.program[i]
+        if not isinstance(ins, Call):
+            return False
+        info = facts.infos[i]
+        target = ins.args[0] if ins.args else None
+        return (
+            info.overwrites_self and isinstance(target, Ref) and facts.values[target.id].storage == storage
+            and facts.values[target.id].covers(facts.storage_nbytes[storage])
+        )
+
+
+def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
+               dependencies: Dependencies | None = None) -> SlicePlan | None:
+    """The elementwise program of one output value of a portable recipe, or None if it is not one.
+
+    Pass one :class:`Dependencies` for many values of the same program to share its index."""
     target = facts.values[value]
     numel = target.numel
     if not _full(target, numel, facts):
         return None
-    actions = plan_execution(program, facts, [value], advance_dead_draws=True)
-    indices = [i for i, a in enumerate(actions) if a != Action.SKIP]
+    dependencies = dependencies if dependencies is not None else Dependencies(program, facts)
+    indices = dependencies.of(value)
     full: set[int] = set()
     small: set[int] = set()  # single-element values, computed whole
 
@@ -156,8 +235,6 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int) -> S
 
     for i in indices:
         ins = program[i]
-        if actions[i] not in (Action.RUN, Action.ALLOC):
-            return None  # a pinned draw advancing a torch generator
         if isinstance(ins, Literal):
             meta = facts.values[ins.out]
             if _full(meta, numel, facts):
@@ -176,7 +253,7 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int) -> S
         if any(k is None for k in kinds):
             return None
         outs = [o for o in ins.outs if o is not None]
-        if actions[i] == Action.ALLOC or packet in _FACTORIES or (packet == "arange" and _integer_arange(facts, outs)):
+        if packet in _FACTORIES or (packet == "arange" and _integer_arange(facts, outs)):
             pass
         elif info.is_random:
             if portable_key_of(ins, info) is None or ins.op not in ELEMENTWISE_DRAWS:
@@ -197,8 +274,7 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int) -> S
                 small.add(o)
             else:
                 return None
-    allocs = {i for i in indices if actions[i] == Action.ALLOC}
-    return SlicePlan(value, target.shape, numel, indices, allocs, full)
+    return SlicePlan(value, target.shape, numel, indices, set(), full)
 
 
 def _integer_arange(facts: ProgramFacts, outs: list[int]) -> bool:
