@@ -87,14 +87,7 @@ def child_portable(path: str) -> dict[str, Any]:
 
 def run_child(args: list[str]) -> dict[str, Any]:
     """This script in ``--child`` mode in a fresh process (see ``bench_record_replay.run_child``)."""
-    import subprocess
-
-    py = [sys.executable, os.path.abspath(__file__), "--child", *args]
-    cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *py]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return base.run_child(args, script=__file__)
 
 
 def bench(model: str, repeats: int, workdir: str) -> dict[str, Any]:

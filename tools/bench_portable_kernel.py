@@ -55,7 +55,7 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         seconds[f"warm_{kind}"] = best_seconds(lambda: sample_(t, kind, KEY, params), repeats)
     seconds["warm_eager_normal"] = best_seconds(lambda: t.normal_(0.0, 0.02), 1)
     seconds["warm_eager_uniform"] = best_seconds(lambda: t.uniform_(-0.1, 0.1), 1)
-    del t
+    t = torch.empty(0)  # free the warm tensor before the fresh measurements
 
     seconds["fresh_fill"] = best_seconds(lambda: torch.empty(n, dtype=torch.float32).fill_(1.0), repeats)
     for kind, params in PARAMS.items():

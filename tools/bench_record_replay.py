@@ -205,15 +205,15 @@ def child_record_memory(model: str) -> dict[str, Any]:
     }
 
 
-def run_child(args: list[str]) -> dict[str, Any]:
-    """Run this script in ``--child`` mode in a fresh process and return the JSON it prints.
+def run_child(args: list[str], script: str | None = None) -> dict[str, Any]:
+    """Run ``script`` (default: this one) in ``--child`` mode in a fresh process and return the JSON it prints.
 
     The child is started through ``/bin/sh``, which forks it (the trailing ``exit`` keeps sh from
     exec'ing it in place).  Without that trampoline the child's ``ru_maxrss`` would start at this
     (large) parent's peak RSS: Linux copies the parent's RSS high-water mark into the child on
     fork and keeps it across exec, so every child would report at least the parent's peak.
     """
-    py = [sys.executable, os.path.abspath(__file__), "--child", *args]
+    py = [sys.executable, os.path.abspath(script or __file__), "--child", *args]
     cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *py]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

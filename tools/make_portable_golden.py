@@ -25,8 +25,10 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import initrecipe  # noqa: E402
+from make_golden import expected_hashes as hashes  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 STEM = "portable-v1.1"
@@ -52,19 +54,6 @@ class PortableGolden(nn.Module):
         self.register_buffer("waits", torch.empty(20).exponential_(3.0))
         pinned = torch.Generator().manual_seed(7)
         self.pinned = nn.Parameter(torch.randn(3, 4, generator=pinned))
-
-
-def tensor_sha256(tensor: torch.Tensor) -> str:
-    """sha256 of a tensor's elements: row-major, each in the machine's (little-endian) byte order."""
-    data = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
-
-
-def hashes(weights: dict[str, torch.Tensor]) -> dict[str, dict[str, object]]:
-    return {
-        name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "sha256": tensor_sha256(t)}
-        for name, t in weights.items()
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
