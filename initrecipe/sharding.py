@@ -11,17 +11,18 @@ same number of elements, or a single-element tensor) and every operator is
 * a portable random draw (``normal_``, ``uniform_``, ``randn``, ... — see
   :data:`initrecipe.portable.DRAW_OPERATORS`);
 * an elementwise operator (arithmetic, ``clamp``, ``erfinv``, ``copy_``, dtype conversion, ...);
-* a view that keeps the element order (``view``, ``reshape``, ``unsqueeze``, ``detach``, ...).
+* a view that keeps the element order (``view``, ``reshape``, ``unsqueeze``, ``detach``, ...);
+* a constant written through any other view (``weight[padding_idx].zero_()``).
 
-Anything else — ``orthogonal_``'s QR, ``sparse_``'s random permutations, reductions, transposes,
-slices, draws from a pinned ``torch.Generator``, and every ``torch``-mode recipe — generates the
-whole tensor and slices it.  :func:`sliceable` tells which case a tensor is.
+Anything else — ``orthogonal_``'s QR, ``sparse_``'s random permutations, reductions, computing
+through transposes or slices, draws from a pinned ``torch.Generator``, and every ``torch``-mode
+recipe — generates the whole tensor and slices it.  :func:`sliceable` tells which case a tensor is.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
 import torch
@@ -106,9 +107,6 @@ _ELEMENTWISE = frozenset(
     floor floor_ ceil ceil_ trunc trunc_ pow pow_ where maximum minimum lerp lerp_ addcmul addcmul_
     addcdiv addcdiv_ masked_fill masked_fill_ relu relu_ _to_copy clone""".split()
 )
-_ORDER_KEEPING_VIEWS = frozenset(
-    "view _unsafe_view _reshape_alias detach alias unsqueeze squeeze expand lift_fresh resolve_conj resolve_neg".split()
-)
 
 
 @dataclass
@@ -121,6 +119,8 @@ class SlicePlan:
     indices: list[int]  # the instructions to run, in order
     allocs: set[int]  # of those, the ones whose outputs are only allocated (contents dead)
     full_storages: set[int]  # storages holding the tensor's element order: generated slice-only
+    views: set[int] = field(default_factory=set)  # values viewing those storages otherwise (never materialized)
+    fills: set[int] = field(default_factory=set)  # instructions writing a constant through such a view
 
 
 def _full(meta: TensorMeta, numel: int, facts: ProgramFacts) -> bool:
@@ -224,11 +224,16 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
     indices = dependencies.of(value)
     full: set[int] = set()
     small: set[int] = set()  # single-element values, computed whole
+    views: set[int] = set()  # other views into full storages: only filled with constants
+    fills: set[int] = set()  # instructions filling such a view
 
     def kind(v: int) -> str | None:
         meta = facts.values[v]
-        if meta.storage in full and _full(meta, numel, facts):
-            return "full"
+        if meta.storage in full:
+            if _full(meta, numel, facts):
+                return "full"
+            base = facts.values.get(meta.storage)
+            return "view" if base is not None and base.dtype == meta.dtype else None
         if v in small:
             return "small"
         return None
@@ -253,13 +258,23 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
         if any(k is None for k in kinds):
             return None
         outs = [o for o in ins.outs if o is not None]
+        if _is_view_op(info) and kinds and kinds[0] in ("full", "view"):
+            for o in outs:
+                out_kind = kind(o)
+                if out_kind not in ("full", "view"):
+                    return None
+                if out_kind == "view":
+                    views.add(o)
+            continue
+        if "view" in kinds:
+            if packet in ("fill_", "zero_") and kinds[0] == "view" and all(k == "small" for k in kinds[1:]):
+                fills.add(i)  # a constant written through a view (`weight[padding_idx].zero_()`)
+                continue
+            return None
         if packet in _FACTORIES or (packet == "arange" and _integer_arange(facts, outs)):
             pass
         elif info.is_random:
             if portable_key_of(ins, info) is None or ins.op not in ELEMENTWISE_DRAWS:
-                return None
-        elif packet in _ORDER_KEEPING_VIEWS:
-            if not all(k == "full" for k in kinds):
                 return None
         elif packet in _ELEMENTWISE:
             if packet in ("erfinv", "erfinv_") and ins.op not in SUBSTITUTED_OPERATORS:
@@ -274,7 +289,13 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
                 small.add(o)
             else:
                 return None
-    return SlicePlan(value, target.shape, numel, indices, set(), full)
+    return SlicePlan(value, target.shape, numel, indices, set(), full, views, fills)
+
+
+def _is_view_op(info: Any) -> bool:
+    """Whether an operator only makes views of its first argument (no data written or read)."""
+    return (not info.written_args and not info.is_random and bool(info.aliased_outputs)
+            and all(a == 0 for a in info.aliased_outputs))
 
 
 def _integer_arange(facts: ProgramFacts, outs: list[int]) -> bool:
@@ -316,12 +337,14 @@ def run_slice(
             index_cache.append(torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64))
         return index_cache[0]
 
-    def bind(v: int, tensor: torch.Tensor) -> None:
+    def bind(v: int, tensor: torch.Tensor | None) -> None:
         storage = facts.values[v].storage
-        if storage in plan.full_storages:
-            env[v] = selection.setdefault(storage, tensor)
+        if v in plan.views:
+            env[v] = None  # type: ignore[assignment]  # never materialized: only its geometry is used
+        elif storage in plan.full_storages:
+            env[v] = selection.setdefault(storage, tensor)  # type: ignore[arg-type]
         else:
-            env[v] = tensor
+            env[v] = tensor  # type: ignore[assignment]
 
     def resolve(a: Any) -> Any:
         if isinstance(a, Ref):
@@ -339,7 +362,7 @@ def run_slice(
             continue
         assert isinstance(ins, Call)
         try:
-            _run_sliced_call(i, ins, facts, plan, seed, segments, count, indices, resolve, bind, place)
+            _run_sliced_call(i, ins, facts, plan, seed, segments, count, indices, resolve, bind, place, selection)
         except RecipeError:
             raise
         except Exception as exc:
@@ -356,13 +379,21 @@ class _Placement:
 
 def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, seed: int,
                      segments: list[tuple[int, int]], count: int, indices: Callable[[], torch.Tensor],
-                     resolve: Callable[[Any], Any], bind: Callable[[int, torch.Tensor], None],
-                     place: _Placement) -> None:
+                     resolve: Callable[[Any], Any], bind: Callable[[int, torch.Tensor | None], None],
+                     place: _Placement, selection: dict[int, torch.Tensor]) -> None:
     info = facts.infos[i]
     packet = ins.op.split(".")[1]
     outs = [o for o in ins.outs if o is not None]
     args = [resolve(a) for a in ins.args]
     kwargs = {k: resolve(v) for k, v in ins.kwargs.items()}
+    if i in plan.fills:
+        view = facts.values[ins.args[0].id]
+        _fill_through_view(view, args[1] if packet == "fill_" else 0, indices(), selection[view.storage])
+        return
+    if _is_view_op(info) and outs and all(facts.values[o].storage in plan.full_storages for o in outs):
+        for o in outs:
+            bind(o, None if o in plan.views else selection[facts.values[o].storage])
+        return
     creates = i in plan.allocs or packet in _FACTORIES or packet == "arange" or (
         info.is_random and not info.overwrites_self
     )
@@ -380,8 +411,6 @@ def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, se
     if info.is_random:
         _draw(ins, info, args, kwargs, args[0], seed, segments)
         result: Any = args[0]
-    elif packet in _ORDER_KEEPING_VIEWS and facts.values[outs[0]].storage in plan.full_storages:
-        result = args[0]
     elif ins.op in SUBSTITUTED_OPERATORS:
         result = run_substitute(ins, args, kwargs)
     elif place.split and not runs_on_device(ins):
@@ -393,6 +422,22 @@ def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, se
     for o, t in zip(ins.outs, results):
         if o is not None:
             bind(o, t)
+
+
+def _fill_through_view(view: TensorMeta, value: Any, selected: torch.Tensor, storage: torch.Tensor) -> None:
+    """Write ``value`` into the selected elements of ``storage`` that ``view`` covers.
+
+    ``selected`` holds the (ascending) row-major indices of the whole tensor that ``storage``'s
+    elements stand for; ``view``'s shape, stride and offset locate its elements in the whole."""
+    where = torch.full((), view.offset, dtype=torch.int64)
+    for size, stride in zip(view.shape, view.stride):
+        where = (where.unsqueeze(-1) + torch.arange(size, dtype=torch.int64) * stride)
+    where = where.reshape(-1)
+    if where.numel() == 0 or selected.numel() == 0:
+        return
+    position = torch.searchsorted(selected, where).clamp_(max=selected.numel() - 1)
+    hit = position[selected[position] == where]
+    storage[hit.to(storage.device)] = value.to(storage.device) if isinstance(value, torch.Tensor) else value
 
 
 def _draw(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], out: torch.Tensor, seed: int,

@@ -50,7 +50,7 @@ class Mixed(nn.Module):
 
 
 SLICEABLE = {
-    "lin.weight": True, "lin.bias": True, "emb.weight": False, "norm.weight": True, "norm.bias": True,
+    "lin.weight": True, "lin.bias": True, "emb.weight": True, "norm.weight": True, "norm.bias": True,
     "trunc": True, "xavier": True, "orth": False, "sparse": False, "scaled": True, "brain": True,
     "positions": True, "mask": True, "ints": True, "waits": True,
 }
