@@ -47,12 +47,16 @@ class Mixed(nn.Module):
         self.register_buffer("mask", torch.empty(5, 5).bernoulli_(0.3))
         self.register_buffer("ints", torch.randint(3, 10, (4, 4)))
         self.register_buffer("waits", torch.empty(3, 7).exponential_(2.0))
+        self.striped = nn.Parameter(torch.empty(6, 8).uniform_(-1, 1))
+        with torch.no_grad():
+            self.striped[1:5:2, ::3].fill_(2.0)  # constants written through a strided view
+            self.striped[:, 7].zero_()
 
 
 SLICEABLE = {
     "lin.weight": True, "lin.bias": True, "emb.weight": True, "norm.weight": True, "norm.bias": True,
     "trunc": True, "xavier": True, "orth": False, "sparse": False, "scaled": True, "brain": True,
-    "positions": True, "mask": True, "ints": True, "waits": True,
+    "positions": True, "mask": True, "ints": True, "waits": True, "striped": True,
 }
 
 
@@ -108,7 +112,7 @@ def test_draws_are_keyed_by_the_tensor_they_flow_into() -> None:
     assert all(positions == list(range(len(positions))) for positions in streams.values())
     assert set(streams) == {
         "lin.weight", "lin.bias", "emb.weight", "trunc", "xavier", "orth", "sparse", "scaled", "brain", "mask",
-        "ints", "waits",
+        "ints", "waits", "striped",
     }
     assert len(streams["sparse"]) == 1 + 4  # normal_ and one randperm per column
     assert not any(isinstance(a, GenRef) for ins in mixed_recipe().program if isinstance(ins, Call) for a in ins.args)
