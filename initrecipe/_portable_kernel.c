@@ -8,7 +8,11 @@
  * reassociated: the module is compiled with -O3 -ffp-contract=off and refuses -ffast-math.
  *
  * Speed: Philox runs on groups of 16 blocks (64 words) held structure-of-arrays in SIMD
- * registers; the transforms are plain loops over the 64 words that the compiler vectorises.
+ * registers; the transforms are plain loops over the 64 words that the compiler vectorises.  The
+ * normal's superblock loop is the exception: its words come four groups per Philox call (AVX-512:
+ * eight interleaved chains) and its central pass runs on 8 vectors at once with GCC vector
+ * extensions, which keeps enough independent work in flight to hide the latency of its long
+ * per-lane chain (log, division, polynomial).
  * GCC 12 vectorises a 32x32->64-bit product as a full 64-bit one (three multiplies), so the x86
  * Philox variants spell vpmuludq with intrinsics.  Every driver is compiled for AVX-512F, AVX2 and
  * baseline x86-64 (function target attributes, not -march flags) and the best one the CPU runs is
@@ -114,13 +118,17 @@ IR_INLINE void philox_group_generic(uint64_t b0, const uint32_t *restrict ks, ui
 }
 
 #if IR_X86_VARIANTS
-IR_AVX512 IR_INLINE void philox_group_avx512(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words)
+/* NG (1 to 4) consecutive groups, blocks b0 .. b0+16*NG-1: 2*NG independent 8-block chains whose
+ * rounds are interleaved (one group alone leaves the multipliers waiting on latency). */
+IR_AVX512 IR_INLINE void philox_groups_avx512(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words,
+                                              const int NG)
 {
     const __m512i m0 = _mm512_set1_epi64((long long)PHILOX_M0);
     const __m512i m1 = _mm512_set1_epi64((long long)PHILOX_M1);
     const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);
-    __m512i c0[2], c1[2], c2[2], c3[2];
-    for (int h = 0; h < 2; h++) {
+    __m512i c0[8], c1[8], c2[8], c3[8];
+    _Pragma("GCC unroll 8")
+    for (int h = 0; h < 2 * NG; h++) {
         __m512i b = _mm512_add_epi64(_mm512_set1_epi64((long long)(b0 + 8u * (unsigned)h)), lane);
         __m512i ka = _mm512_set1_epi64((long long)ks[0]);
         __m512i kb = _mm512_set1_epi64((long long)ks[10]);
@@ -131,10 +139,12 @@ IR_AVX512 IR_INLINE void philox_group_avx512(uint64_t b0, const uint32_t *restri
         c2[h] = _mm512_xor_si512(_mm512_srli_epi64(p0, 32), kb);
         c3[h] = p0;
     }
+    _Pragma("GCC unroll 9")
     for (int r = 1; r < 10; r++) {
         __m512i ka = _mm512_set1_epi64((long long)ks[r]);
         __m512i kb = _mm512_set1_epi64((long long)ks[10 + r]);
-        for (int h = 0; h < 2; h++) {
+        _Pragma("GCC unroll 8")
+        for (int h = 0; h < 2 * NG; h++) {
             __m512i p0 = _mm512_mul_epu32(c0[h], m0);
             __m512i p1 = _mm512_mul_epu32(c2[h], m1);
             c0[h] = _mm512_ternarylogic_epi64(_mm512_srli_epi64(p1, 32), c1[h], ka, 0x96);
@@ -143,23 +153,37 @@ IR_AVX512 IR_INLINE void philox_group_avx512(uint64_t b0, const uint32_t *restri
             c3[h] = p0;
         }
     }
-    /* Low halves of the two 8-lane halves -> one 16-lane vector per output word. */
     const __m512i pick = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    __m512i w0 = _mm512_permutex2var_epi32(c0[0], pick, c0[1]);
-    __m512i w1 = _mm512_permutex2var_epi32(c1[0], pick, c1[1]);
-    __m512i w2 = _mm512_permutex2var_epi32(c2[0], pick, c2[1]);
-    __m512i w3 = _mm512_permutex2var_epi32(c3[0], pick, c3[1]);
-    /* 4 x 16 transpose: within each 128-bit lane, then across lanes. */
-    __m512i t0 = _mm512_unpacklo_epi32(w0, w1), t1 = _mm512_unpackhi_epi32(w0, w1);
-    __m512i t2 = _mm512_unpacklo_epi32(w2, w3), t3 = _mm512_unpackhi_epi32(w2, w3);
-    __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
-    __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
-    __m512i v0 = _mm512_shuffle_i32x4(u0, u1, 0x44), v1 = _mm512_shuffle_i32x4(u2, u3, 0x44);
-    __m512i v2 = _mm512_shuffle_i32x4(u0, u1, 0xee), v3 = _mm512_shuffle_i32x4(u2, u3, 0xee);
-    _mm512_storeu_si512((void *)(words + 0), _mm512_shuffle_i32x4(v0, v1, 0x88));
-    _mm512_storeu_si512((void *)(words + 16), _mm512_shuffle_i32x4(v0, v1, 0xdd));
-    _mm512_storeu_si512((void *)(words + 32), _mm512_shuffle_i32x4(v2, v3, 0x88));
-    _mm512_storeu_si512((void *)(words + 48), _mm512_shuffle_i32x4(v2, v3, 0xdd));
+    _Pragma("GCC unroll 4")
+    for (int g = 0; g < NG; g++) {
+        /* Low halves of the two 8-lane halves -> one 16-lane vector per output word. */
+        __m512i w0 = _mm512_permutex2var_epi32(c0[2 * g], pick, c0[2 * g + 1]);
+        __m512i w1 = _mm512_permutex2var_epi32(c1[2 * g], pick, c1[2 * g + 1]);
+        __m512i w2 = _mm512_permutex2var_epi32(c2[2 * g], pick, c2[2 * g + 1]);
+        __m512i w3 = _mm512_permutex2var_epi32(c3[2 * g], pick, c3[2 * g + 1]);
+        /* 4 x 16 transpose: within each 128-bit lane, then across lanes. */
+        __m512i t0 = _mm512_unpacklo_epi32(w0, w1), t1 = _mm512_unpackhi_epi32(w0, w1);
+        __m512i t2 = _mm512_unpacklo_epi32(w2, w3), t3 = _mm512_unpackhi_epi32(w2, w3);
+        __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
+        __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
+        __m512i v0 = _mm512_shuffle_i32x4(u0, u1, 0x44), v1 = _mm512_shuffle_i32x4(u2, u3, 0x44);
+        __m512i v2 = _mm512_shuffle_i32x4(u0, u1, 0xee), v3 = _mm512_shuffle_i32x4(u2, u3, 0xee);
+        uint32_t *o = words + GW * g;
+        _mm512_storeu_si512((void *)(o + 0), _mm512_shuffle_i32x4(v0, v1, 0x88));
+        _mm512_storeu_si512((void *)(o + 16), _mm512_shuffle_i32x4(v0, v1, 0xdd));
+        _mm512_storeu_si512((void *)(o + 32), _mm512_shuffle_i32x4(v2, v3, 0x88));
+        _mm512_storeu_si512((void *)(o + 48), _mm512_shuffle_i32x4(v2, v3, 0xdd));
+    }
+}
+
+IR_AVX512 IR_INLINE void philox_group_avx512(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words)
+{
+    philox_groups_avx512(b0, ks, words, 1);
+}
+
+IR_AVX512 IR_INLINE void philox_quad_avx512(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words)
+{
+    philox_groups_avx512(b0, ks, words, 4);
 }
 
 IR_AVX2 IR_INLINE __m256i pack_lo32_avx2(__m256i a, __m256i b)
@@ -212,6 +236,21 @@ IR_AVX2 IR_INLINE void philox_group_avx2(uint64_t b0, const uint32_t *restrict k
         _mm256_storeu_si256((__m256i *)(o + 16), _mm256_permute2x128_si256(u0, u1, 0x31));
         _mm256_storeu_si256((__m256i *)(o + 24), _mm256_permute2x128_si256(u2, u3, 0x31));
     }
+}
+#endif
+
+/* philox_quad_*(b0, ks, words): four consecutive groups (256 words), as four philox_group_* calls. */
+IR_INLINE void philox_quad_generic(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words)
+{
+    for (int j = 0; j < 4; j++)
+        philox_group_generic(b0 + (uint64_t)j * NBLK, ks, words + j * GW);
+}
+
+#if IR_X86_VARIANTS
+IR_AVX2 IR_INLINE void philox_quad_avx2(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words)
+{
+    for (int j = 0; j < 4; j++)
+        philox_group_avx2(b0 + (uint64_t)j * NBLK, ks, words + j * GW);
 }
 #endif
 
@@ -449,6 +488,91 @@ IR_INLINE void tf_normal(const uint32_t *restrict w, float *restrict dst, float 
         normal_fix_tails(w, dst, mean, std);
 }
 
+/*
+ * normal_central over 16*K lanes (K a multiple of 4, at most 16; the superblock loop uses 8 and 4),
+ * written step-major (each step for all K vectors before the next) with GCC vector extensions.
+ * Per lane these are the same IEEE binary32 operations as normal_x / normal_w / log_core_e /
+ * nrm_central / normal_finish, in the same order and with the same constants; only the
+ * interleaving of independent lanes differs, so that the out-of-order core has K independent
+ * chains in flight instead of waiting on the latency of a few long ones.
+ */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)   /* __builtin_convertvector */
+#define IR_WIDE_NORMAL 1
+typedef float v16f __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+#define IR_VBITS_F(v) ((v16f)(v))
+#define IR_VBITS_U(v) ((v16u)(v))
+#define IR_EACH(K) _Pragma("GCC unroll 16") for (int k = 0; k < (K); k++)
+
+IR_INLINE void normal_central_wide(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K)
+{
+    v16u m2[16];
+    v16f x[16], a[16], b[16], c[16], e[16];
+    const v16f one = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+    const v16f zero = one - one;
+    /* x = (2^32-1-m2) * 2^-32, y = (m2+1) * (1+x) */
+    IR_EACH(K) {
+        v16u wk;
+        memcpy(&wk, w + 16 * k, sizeof wk);
+        m2[k] = wk << 1;
+    }
+    IR_EACH(K) x[k] = __builtin_convertvector(~m2[k], v16f) * 0x1p-32f;
+    IR_EACH(K) a[k] = x[k] + 1.0f;
+    IR_EACH(K) a[k] = __builtin_convertvector(m2[k] + 1u, v16f) * a[k];   /* a = y */
+    /* log_core_e(y, 32): e in b, f in a */
+    IR_EACH(K) {
+        v16u ix = IR_VBITS_U(a[k]) + (UINT32_C(0x3f800000) - UINT32_C(0x3f3504f3));
+        v16i ei = (v16i)(ix >> 23) - (127 + 32);
+        b[k] = __builtin_convertvector(ei, v16f);
+        a[k] = IR_VBITS_F((ix & UINT32_C(0x007fffff)) + UINT32_C(0x3f3504f3));
+    }
+    IR_EACH(K) a[k] = a[k] - 1.0f;                        /* f */
+    IR_EACH(K) c[k] = 2.0f + a[k];                        /* d */
+    IR_EACH(K) c[k] = a[k] / c[k];                        /* s */
+    IR_EACH(K) e[k] = c[k] * c[k];                        /* z */
+    IR_EACH(K) b[k] = b[k] * LN2_F;                       /* el */
+    v16f r[16];
+    IR_EACH(K) r[k] = LOG_C3 * e[k];
+    IR_EACH(K) r[k] = r[k] + LOG_C2;
+    IR_EACH(K) r[k] = r[k] * e[k];
+    IR_EACH(K) r[k] = r[k] + LOG_C1;
+    IR_EACH(K) r[k] = r[k] * e[k];
+    IR_EACH(K) r[k] = a[k] - r[k];                        /* t = f - r */
+    IR_EACH(K) r[k] = c[k] * r[k];                        /* t = s * t */
+    IR_EACH(K) r[k] = a[k] - r[k];                        /* l1p */
+    IR_EACH(K) r[k] = r[k] + b[k];                        /* log */
+    IR_EACH(K) r[k] = zero - r[k];                        /* w */
+    /* central polynomial in t = w - 3 */
+    IR_EACH(K) r[k] = r[k] - 3.0f;
+    IR_EACH(K) a[k] = r[k] * NRM_C[7];
+    IR_EACH(K) a[k] = a[k] + NRM_C[6];
+#define IR_NRM_STEP(i) IR_EACH(K) a[k] = a[k] * r[k]; IR_EACH(K) a[k] = a[k] + NRM_C[i];
+    IR_NRM_STEP(5) IR_NRM_STEP(4) IR_NRM_STEP(3) IR_NRM_STEP(2) IR_NRM_STEP(1) IR_NRM_STEP(0)
+#undef IR_NRM_STEP
+    /* finish */
+    IR_EACH(K) a[k] = a[k] * x[k];
+    IR_EACH(K) {
+        v16u wk;
+        memcpy(&wk, w + 16 * k, sizeof wk);
+        a[k] = IR_VBITS_F(IR_VBITS_U(a[k]) ^ (wk & UINT32_C(0x80000000)));
+    }
+    IR_EACH(K) a[k] = a[k] * std;
+    IR_EACH(K) {
+        v16f o = a[k] + mean;
+        memcpy(dst + 16 * k, &o, sizeof o);
+    }
+}
+#else
+#define IR_WIDE_NORMAL 0
+IR_INLINE void normal_central_wide(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K)
+{
+    for (int k = 0; k < K; k += 4)
+        normal_central(w + 16 * k, dst + 16 * k, mean, std);
+}
+#endif
+
 IR_INLINE void tf_randint(const uint32_t *restrict w, int64_t *restrict dst, int64_t low, uint64_t range)
 {
     for (int i = 0; i < GW; i++)
@@ -537,13 +661,20 @@ IR_INLINE void transform_group(int kind, const uint32_t *w, float *dst, float a,
  */
 typedef void (*fix_fn)(const uint32_t *restrict, float *restrict, float, float);
 
-IR_INLINE void sb_normal(philox_fn philox, fix_fn fix, uint64_t b0, const uint32_t *ks, uint32_t *restrict words,
-                         float *restrict d, int ng, float a, float b)
+IR_INLINE void sb_normal(philox_fn philox, philox_fn philox4, fix_fn fix, uint64_t b0, const uint32_t *ks,
+                         uint32_t *restrict words, float *restrict d, int ng, float a, float b)
 {
-    for (int g = 0; g < ng; g++) {
+    /* All the superblock's words first (four groups per call where possible), then the central
+     * pass two groups (8 vectors) at a time: wide independent work for the out-of-order core. */
+    int g = 0;
+    for (; g + 4 <= ng; g += 4)
+        philox4(b0 + (uint64_t)g * NBLK, ks, words + g * GW);
+    for (; g < ng; g++)
         philox(b0 + (uint64_t)g * NBLK, ks, words + g * GW);
-        normal_central(words + g * GW, d + g * GW, a, b);
-    }
+    for (g = 0; g + 2 <= ng; g += 2)
+        normal_central_wide(words + g * GW, d + g * GW, a, b, 8);
+    if (g < ng)
+        normal_central_wide(words + g * GW, d + g * GW, a, b, 4);
     for (int g = 0; g < ng; g++) {
         if (normal_may_need_tail(words + g * GW, GW))
             fix(words + g * GW, d + g * GW, a, b);
@@ -727,12 +858,12 @@ typedef struct {
 } variant_t;
 
 #define IR_NOINLINE __attribute__((noinline))
-#define DEFINE_VARIANT(SUFFIX, ATTR, PHILOX)                                                               \
+#define DEFINE_VARIANT(SUFFIX, ATTR, PHILOX, PHILOX4)                                                             \
     ATTR IR_NOINLINE static void fixn_##SUFFIX(const uint32_t *restrict w, float *restrict d, float a, float b) \
     { normal_fix_tails(w, d, a, b); }                                                                      \
     ATTR IR_NOINLINE static void sbn_##SUFFIX(uint64_t b0, const uint32_t *ks, uint32_t *restrict w,       \
                                               float *restrict d, int ng, float a, float b)                 \
-    { sb_normal(PHILOX, fixn_##SUFFIX, b0, ks, w, d, ng, a, b); }                                          \
+    { sb_normal(PHILOX, PHILOX4, fixn_##SUFFIX, b0, ks, w, d, ng, a, b); }                                 \
     ATTR IR_NOINLINE static void sbu_##SUFFIX(uint64_t b0, const uint32_t *ks, uint32_t *restrict w,       \
                                               float *restrict d, int ng, float a, float b)                 \
     { sb_uniform(PHILOX, b0, ks, w, d, ng, a, b); }                                                        \
@@ -765,10 +896,10 @@ typedef struct {
                                                erfinv_##SUFFIX, log_##SUFFIX};
 
 #define IR_NO_ATTR
-DEFINE_VARIANT(generic, IR_NO_ATTR, philox_group_generic)
+DEFINE_VARIANT(generic, IR_NO_ATTR, philox_group_generic, philox_quad_generic)
 #if IR_X86_VARIANTS
-DEFINE_VARIANT(avx2, IR_AVX2, philox_group_avx2)
-DEFINE_VARIANT(avx512f, IR_AVX512, philox_group_avx512)
+DEFINE_VARIANT(avx2, IR_AVX2, philox_group_avx2, philox_quad_avx2)
+DEFINE_VARIANT(avx512f, IR_AVX512, philox_group_avx512, philox_quad_avx512)
 #endif
 
 static const variant_t *active = &variant_generic;
