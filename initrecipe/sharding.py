@@ -117,7 +117,6 @@ class SlicePlan:
     shape: tuple[int, ...]
     numel: int
     indices: list[int]  # the instructions to run, in order
-    allocs: set[int]  # of those, the ones whose outputs are only allocated (contents dead)
     full_storages: set[int]  # storages holding the tensor's element order: generated slice-only
     views: set[int] = field(default_factory=set)  # values viewing those storages otherwise (never materialized)
     fills: set[int] = field(default_factory=set)  # instructions writing a constant through such a view
@@ -289,7 +288,7 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
                 small.add(o)
             else:
                 return None
-    return SlicePlan(value, target.shape, numel, indices, set(), full, views, fills)
+    return SlicePlan(value, target.shape, numel, indices, full, views, fills)
 
 
 def _is_view_op(info: Any) -> bool:
@@ -394,19 +393,13 @@ def _run_sliced_call(i: int, ins: Call, facts: ProgramFacts, plan: SlicePlan, se
         for o in outs:
             bind(o, None if o in plan.views else selection[facts.values[o].storage])
         return
-    creates = i in plan.allocs or packet in _FACTORIES or packet == "arange" or (
-        info.is_random and not info.overwrites_self
-    )
+    creates = packet in _FACTORIES or packet == "arange" or (info.is_random and not info.overwrites_self)
     if creates and facts.values[outs[0]].storage in plan.full_storages:
-        tensor = _factory(ins, info, packet, facts.values[outs[0]].dtype, count, indices, args, kwargs,
-                          alloc=i in plan.allocs).to(place.device)
-        if info.is_random and i not in plan.allocs:
+        tensor = _factory(ins, info, packet, facts.values[outs[0]].dtype, count, indices, args, kwargs)
+        tensor = tensor.to(place.device)
+        if info.is_random:
             _draw(ins, info, args, kwargs, tensor, seed, segments)
         bind(outs[0], tensor)
-        return
-    if i in plan.allocs:
-        for o in outs:
-            bind(o, facts.values[o].scratch().to(place.device))
         return
     if info.is_random:
         _draw(ins, info, args, kwargs, args[0], seed, segments)
@@ -451,10 +444,8 @@ def _draw(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], out: to
 
 
 def _factory(ins: Call, info: Any, packet: str, dtype: torch.dtype, count: int,
-             indices: Callable[[], torch.Tensor], args: list[Any], kwargs: dict[str, Any], alloc: bool) -> torch.Tensor:
+             indices: Callable[[], torch.Tensor], args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
     """The selected elements of a factory's (or an integer ``arange``'s) output, 1-D."""
-    if alloc:
-        return torch.empty(count, dtype=dtype)
     if packet == "arange":
         values = {info.arg_names[p]: a for p, a in enumerate(args)}
         values.update(kwargs)
