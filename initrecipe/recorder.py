@@ -21,7 +21,8 @@ from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outpu
 from .errors import RecordError
 from .interpreter import execute
 from .ops import OpInfo, check_recordable, generator_overload, op_info
-from .portable import DRAW_OPERATORS
+from .errors import RecipeFormatError
+from .portable import DRAW_OPERATORS, check_draw
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name
 from .recipe import RNG_MODES, Recipe, TensorEntry
 from .rng import GeneratorTracker, ShadowGenerators
@@ -691,6 +692,7 @@ def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries
         names = sinks.get(i)
         if not names:  # pragma: no cover - a live draw always reaches some output
             raise RecordError(f"internal error: random draw `{program[i].op}` reaches no tensor of the model")
+        _check_portable_draw(program[i], facts, i)
         stream = min(names)
         position = positions.get(stream, 0)
         positions[stream] = position + 1
@@ -698,6 +700,22 @@ def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries
     return {
         i for i, pinned in recorder.pinned_at.items() if not pinned and not isinstance(program[i], Call)
     }
+
+
+def _check_portable_draw(ins: Call, facts: ProgramFacts, index: int) -> None:
+    """Refuse, while recording, a draw whose parameters the portable samplers do not take."""
+    info = facts.infos[index]
+    target = ins.args[0] if info.overwrites_self else next((o for o in ins.outs if o is not None), None)
+    value = target.id if isinstance(target, Ref) else target
+    if value is None:  # pragma: no cover - every draw fills or creates a tensor
+        return
+    try:
+        check_draw("while recording", ins, info, list(ins.args), dict(ins.kwargs), facts.values[value].dtype)
+    except RecipeFormatError as exc:
+        raise RecordError(
+            f"{exc}; portable recipes cannot draw it. Record with rng='torch', or draw it from a seeded "
+            "`torch.Generator`"
+        ) from None
 
 
 def _draw_sinks(

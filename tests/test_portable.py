@@ -418,3 +418,14 @@ def test_torch_recipes_take_shards_by_slicing() -> None:
     part = initrecipe.replay(recipe, shards={"lin.weight": Shard(1, 4, 9)})
     assert bits(part["lin.weight"]) == bits(full["lin.weight"][:, 4:9])
     assert bits(part["orth"]) == bits(full["orth"])
+
+
+def test_draws_the_samplers_cannot_take_are_refused_while_recording() -> None:
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.b = nn.Parameter(torch.empty(3).exponential_(1e-40))
+        return m
+
+    with pytest.raises(initrecipe.RecordError, match=r"while recording: `aten.exponential_.default` rejects its "
+                       r"arguments: exponential needs lambd >= 2\*\*-122 .*; portable recipes cannot draw it"):
+        initrecipe.record(model, seed=0, rng="portable")
