@@ -735,7 +735,7 @@ def _arange_on_meta(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: di
         return None  # let torch's meta kernel decide
     if not dtype.is_floating_point and not all(isinstance(a, int) for a in args):
         return None  # integer aranges of float bounds truncate them first
-    if step == 0 or (end - start) * step < 0:
+    if step == 0 or (step > 0 and end < start) or (step < 0 and end > start):
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` rejects its arguments: upper bound and lower bound inconsistent with step sign"
         )
@@ -746,7 +746,7 @@ def _arange_on_meta(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: di
         size = math.ceil(span)
     else:
         size = -((start - end) // step)
-    if size > _MAX_SIZE:
+    if not 0 <= size <= _MAX_SIZE:
         return None
     return torch.empty(size, dtype=dtype, device=_META)
 
