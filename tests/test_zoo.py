@@ -195,7 +195,6 @@ def test_zoo_portable_replay(model_name: str) -> None:
             assert _bits(torch.cat(halves)) == _bits(replayed[name]), f"[{model_name}] `{name}` halves differ"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("model_name", list(ZOO), ids=list(ZOO))
 def test_zoo_portable_every_tensor_shards_exactly(model_name: str) -> None:
     """Every tensor, 3 shards along dim 0 and 2 along the last dim, stitched: the full replay's bits."""
