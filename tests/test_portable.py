@@ -429,3 +429,20 @@ def test_draws_the_samplers_cannot_take_are_refused_while_recording() -> None:
     with pytest.raises(initrecipe.RecordError, match=r"while recording: `aten.exponential_.default` rejects its "
                        r"arguments: exponential needs lambd >= 2\*\*-122 .*; portable recipes cannot draw it"):
         initrecipe.record(model, seed=0, rng="portable")
+
+
+@pytest.mark.parametrize("kind, params", [("normal", (0.0, 1.0)), ("uniform", (-1.0, 1.0)), ("bernoulli", (0.3,)),
+                                          ("randint", (0, 10)), ("exponential", (2.0,))])
+def test_device_path_mixes_no_cpu_tensors(kind: str, params: tuple) -> None:
+    """What an accelerator runs — the samplers' torch-op path, erfinv, log, the fixed QR — runs on the
+    meta device too: no CPU tensor (other than scalars) enters it, so it runs unchanged on CUDA."""
+    from initrecipe.fixed_qr import qr
+    from initrecipe.samplers import erfinv, log, reference_sample_
+
+    for dtype in (torch.float32, torch.bfloat16):
+        out = torch.empty(1000, dtype=dtype, device="meta")
+        assert reference_sample_(out, kind, (1, 2), params, [(5, 500), (2000, 500)]) is out
+    assert erfinv(torch.empty(10, device="meta")).device.type == "meta"
+    assert log(torch.empty(10, device="meta")).device.type == "meta"
+    q, r = qr(torch.empty(6, 4, device="meta"))
+    assert (q.device.type, tuple(q.shape), tuple(r.shape)) == ("meta", (6, 4), (4, 4))
