@@ -27,6 +27,7 @@ from .program import Call, PortableKey
 
 __all__ = [
     "DRAW_OPERATORS",
+    "ELEMENTWISE_DRAWS",
     "PortableDraw",
     "portable_key_of",
     "draws_from_generator",
