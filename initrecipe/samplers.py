@@ -520,17 +520,7 @@ def sample_(
         ValueError: unknown kind, invalid parameters or dtype, non-contiguous ``out``, or
             segments that do not add up to ``out.numel()``.
     """
-    _check_out(out)
-    draw = _check_params(kind, params, out.dtype)
-    k = _check_key(key)
-    segs = _check_segments(segments, out.numel())
-    if not segs:
-        return out
-    if out.device.type == "cpu" and _kernel is not None:
-        _kernel_fill(out, draw, k, segs)
-    else:
-        _reference_fill(out, draw, k, segs)
-    return out
+    return _fill(out, kind, key, params, segments, use_kernel=True)
 
 
 def reference_sample_(
@@ -542,11 +532,20 @@ def reference_sample_(
 ) -> torch.Tensor:
     """:func:`sample_` computed by the eager-torch reference on ``out``'s device, never the C
     kernel (same bits, slower on CPU; for tests and cross-checks)."""
+    return _fill(out, kind, key, params, segments, use_kernel=False)
+
+
+def _fill(out: torch.Tensor, kind: str, key: tuple[int, int], params: tuple,
+          segments: Sequence[Segment] | None, use_kernel: bool) -> torch.Tensor:
     _check_out(out)
     draw = _check_params(kind, params, out.dtype)
     k = _check_key(key)
     segs = _check_segments(segments, out.numel())
-    if segs:
+    if not segs:
+        return out
+    if use_kernel and out.device.type == "cpu" and _kernel is not None:
+        _kernel_fill(out, draw, k, segs)
+    else:
         _reference_fill(out, draw, k, segs)
     return out
 
