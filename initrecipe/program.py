@@ -32,6 +32,7 @@ __all__ = [
     "DTYPES",
     "dtype_name",
     "dtype_from_name",
+    "tensor_bytes",
 ]
 
 
@@ -141,3 +142,12 @@ def dtype_name(dtype: torch.dtype) -> str:
 def dtype_from_name(name: str) -> torch.dtype:
     """The dtype a recipe name stands for; ``KeyError`` for an unknown name."""
     return DTYPES[name]
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The bytes of a CPU tensor's elements, row-major, in the machine's byte order (no numpy needed)."""
+    import ctypes
+
+    data = tensor.detach().contiguous()
+    nbytes = data.numel() * data.element_size()
+    return ctypes.string_at(data.data_ptr(), nbytes) if nbytes else b""

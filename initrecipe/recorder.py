@@ -23,7 +23,7 @@ from .interpreter import execute
 from .ops import OpInfo, check_recordable, generator_overload, op_info
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
-from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name
+from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
 from .recipe import RNG_MODES, Recipe, TensorEntry
 from .rng import GeneratorTracker, ShadowGenerators
 
@@ -202,7 +202,7 @@ class _Recorder:
                 "from a seed or a formula instead"
             )
         with _disable_current_modes():
-            raw = bytes(data.view(-1).view(torch.uint8).numpy()) if data.numel() else b""
+            raw = tensor_bytes(data)
         index = len(self.program)
         self.program.append(Literal(-1, data.dtype, tuple(data.shape), raw))
         self.facts.infos.append(None)

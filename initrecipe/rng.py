@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from .interpreter import ScratchPool, draw_on_scratch, set_generator_state
-from .program import Call, Instruction, RngRestore, RngSeed, RngSetState
+from .program import Call, Instruction, RngRestore, RngSeed, RngSetState, tensor_bytes
 
 if TYPE_CHECKING:
     from .analysis import ProgramFacts
@@ -120,7 +120,7 @@ class GeneratorTracker:
     def _capture(self, gid: int, generator: torch.Generator) -> Instruction:
         if seeded_state_matches(generator):
             return RngSeed(gid, generator.initial_seed())
-        return RngSetState(gid, bytes(generator.get_state().numpy().tobytes()))
+        return RngSetState(gid, tensor_bytes(generator.get_state()))
 
     def _set_marker(self, gid: int, index: int) -> None:
         marker = self._next_marker
