@@ -65,11 +65,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    import torch
-    from safetensors.torch import save_file
-
-    from .recipe import atomic_write_bytes, load
+    from .recipe import load
     from .replay import replay
+    from .safetensors_stream import StreamingSafetensorsWriter, TensorSpec, plan_layout
 
     recipe = load(args.recipe)
     shards = None
@@ -81,20 +79,25 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     weights = replay(recipe, device=args.device, names=args.names.split(",") if args.names else None, shards=shards)
     elapsed = time.perf_counter() - start
-    unique: dict[int, str] = {}
-    tensors = {}
+    tensors: dict[str, object] = {}
+    seen: set[int] = set()
     for name, tensor in weights.items():
-        if id(tensor) in unique:
-            continue
-        unique[id(tensor)] = name
-        tensors[name] = tensor.detach().to("cpu").contiguous()
-    out = Path(args.output)
-    tmp = out.with_name(f".{out.name}.partial")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "initrecipe.hash": recipe.content_hash})
-    atomic_write_bytes(out, tmp.read_bytes())
-    tmp.unlink()
-    print(f"replayed {len(tensors)} tensors in {elapsed:.2f} s into {out}", file=sys.stderr)
-    del torch
+        if id(tensor) not in seen:  # tied names: stored once, under the first name
+            seen.add(id(tensor))
+            tensors[name] = tensor.detach()
+    layout = plan_layout(
+        [TensorSpec(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()],  # type: ignore[attr-defined]
+        metadata={"format": "pt", "initrecipe.hash": recipe.content_hash},
+    )
+    writer = StreamingSafetensorsWriter(args.output, layout)
+    try:
+        for name, tensor in tensors.items():
+            writer.write(name, tensor)  # type: ignore[arg-type]
+        path = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    print(f"replayed {len(tensors)} tensors in {elapsed:.2f} s into {path}", file=sys.stderr)
     return 0
 
 
