@@ -68,7 +68,7 @@ class _Recorder:
         self.program: list[Instruction] = []
         self.facts = ProgramFacts()
         self.rng_instructions: list[list[int]] = []
-        self.tracker = GeneratorTracker(self._emit_rng)
+        self.tracker = GeneratorTracker(self._emit_rng, self._true_state_after)
         self.ids: dict[int, int] = {}  # id(tensor object) -> value id
         self.keep: list[Any] = []  # keeps recorded tensor objects alive, so ids stay unique
         self.storage_ids: dict[int, int] = {}  # fake storage address -> storage id
@@ -110,6 +110,10 @@ class _Recorder:
         with _disable_current_modes():
             gid = self.tracker.peek(generator)
         return True if gid is None else self.pinned[gid] or self.tracker.moved(gid)
+
+    def _true_state_after(self, gid: int, index: int) -> torch.Tensor:
+        with _disable_current_modes():
+            return self.shadow.state_after(gid, index)
 
     def is_portable_draw(self, index: int) -> bool:
         """Whether instruction ``index`` is a random draw that ``rng="portable"`` keys by name."""

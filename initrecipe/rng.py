@@ -35,8 +35,16 @@ def seeded_state_matches(generator: torch.Generator) -> bool:
 class GeneratorTracker:
     """Assigns generator ids, emits positioning instructions, and manages marker seeds."""
 
-    def __init__(self, emit: Callable[[Instruction], int]) -> None:
+    def __init__(
+        self,
+        emit: Callable[[Instruction], int],
+        state_after: Callable[[int, int], torch.Tensor] | None = None,
+    ) -> None:
+        """``state_after(gen id, instruction index)``: the true state of a generator right after an
+        instruction; needed when user code copies one tracked generator's state into another
+        (which then holds the first one's placeholder)."""
         self._emit = emit
+        self._state_after = state_after
         self._objects: list[torch.Generator] = []
         self._ids: dict[int, int] = {}
         self._marker_of: list[int] = []  # gen id -> marker seed currently expected
@@ -118,6 +126,11 @@ class GeneratorTracker:
             generator.set_state(state)
 
     def _capture(self, gid: int, generator: torch.Generator) -> Instruction:
+        known = self._markers.get(generator.initial_seed())
+        if known is not None and self._state_after is not None and seeded_state_matches(generator):
+            # A copy of another tracked generator's state (`torch.set_rng_state(g.get_state())`):
+            # it holds that generator's placeholder, so store the state eager would have copied.
+            return RngSetState(gid, tensor_bytes(self._state_after(*known)))
         if seeded_state_matches(generator):
             return RngSeed(gid, generator.initial_seed())
         return RngSetState(gid, tensor_bytes(generator.get_state()))

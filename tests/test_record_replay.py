@@ -480,3 +480,26 @@ def test_recording_needs_no_numpy(monkeypatch):
     eager = build()
     for name, tensor in list(eager.named_parameters()) + list(eager.named_buffers()):
         assert torch.equal(weights[name], tensor), name
+
+
+def test_a_generator_state_copied_from_another_generator():
+    """`torch.set_rng_state(g.get_state())` inside the constructor copies what eager would copy, not
+    the recorder's placeholder state (the generators hold placeholders while recording)."""
+
+    def build():
+        m = torch.nn.Linear(3, 2)
+        g = torch.Generator().manual_seed(3)
+        torch.randn(5, generator=g)
+        torch.set_rng_state(g.get_state())
+        m.extra = torch.nn.Parameter(torch.randn(4))
+        h = torch.Generator()
+        h.set_state(torch.get_rng_state())
+        m.other = torch.nn.Parameter(torch.rand(3, generator=h))
+        return m
+
+    for rng in ("torch", "portable"):
+        weights = initrecipe.replay(initrecipe.load(initrecipe.record(build, seed=0, rng=rng).to_bytes()))
+        torch.manual_seed(0)
+        eager = build()
+        for name in ("extra", "other"):  # pinned draws: torch's bits in both modes
+            assert torch.equal(weights[name], getattr(eager, name)), (rng, name)
