@@ -117,6 +117,18 @@ def _describe(recipe: object) -> dict[str, object]:
 
     assert isinstance(recipe, Recipe)
     major, minor = format_version_for(recipe.rng)
+    extra: dict[str, object] = {}
+    if recipe.rng == "portable":
+        from .program import Call, GenRef, PortableKey
+        from .replay import sliceable_names
+
+        args = [a for ins in recipe.program if isinstance(ins, Call) for a in [*ins.args, *ins.kwargs.values()]]
+        sliced = sliceable_names(recipe)
+        extra = {
+            "portable_draws": sum(isinstance(a, PortableKey) for a in args),
+            "pinned_draws": sum(isinstance(a, GenRef) for a in args),
+            "sliceable": [t.name for t in recipe.tensors if t.name in sliced],
+        }
     return {
         "format_version": f"{major}.{minor}",
         "rng": recipe.rng,
@@ -126,6 +138,7 @@ def _describe(recipe: object) -> dict[str, object]:
         "total_bytes": recipe.total_bytes,
         "producer": recipe.producer,
         "tie_groups": recipe.tie_groups,
+        **extra,
         "tensors": [
             {
                 "name": t.name,
@@ -156,10 +169,16 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"rng: {recipe.rng}   seed: {recipe.seed}   ops: {recipe.num_ops}   hash: {recipe.content_hash}")
     print(f"tensors: {len(recipe.tensors)}   weights: {recipe.total_bytes / 2**20:.2f} MiB")
+    sliced = set(info.get("sliceable", ()))  # type: ignore[call-overload]
+    if recipe.rng == "portable":
+        print(f"portable draws: {info['portable_draws']}   pinned draws (torch's stream): {info['pinned_draws']}   "
+              f"sliceable tensors: {len(sliced)}/{len(recipe.tensors)}")
     if not args.no_tensors:
         width = max((len(_safe(t.name)) for t in recipe.tensors), default=4)
         for t in recipe.tensors:
             flags = t.kind if t.kind == "parameter" else ("buffer" if t.persistent else "buffer (non-persistent)")
+            if t.name in sliced:
+                flags += ", slice-only shards"
             print(f"  {_safe(t.name):<{width}}  {str(list(t.shape)):<18} {str(t.dtype).removeprefix('torch.'):<9} {flags}")
     for group in recipe.tie_groups:
         print("tied: " + " = ".join(_safe(n) for n in group))

@@ -26,7 +26,7 @@ from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
 from .sharding import Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
 
-__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "RecipeSource", "NameFilter"]
+__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
 NameFilter = Union[Iterable[str], Callable[[str], bool], None]
@@ -166,14 +166,24 @@ def sliceable(recipe: RecipeSource, name: str) -> bool:
     """Whether a shard of tensor ``name`` is generated without building the whole tensor: true for
     tensors of ``portable`` recipes whose program is elementwise (:mod:`initrecipe.sharding`)."""
     recipe = _as_recipe(recipe)
-    entry = recipe.entries.get(name)
-    if entry is None:
+    if name not in recipe.entries:
         raise ReplayError(f"`{name}` is not a tensor of this recipe; `initrecipe show RECIPE` lists the names")
+    return name in sliceable_names(recipe, [name])
+
+
+def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) -> set[str]:
+    """The names (of ``names``, default all) whose shards are generated slice-only (see :func:`sliceable`)."""
+    recipe = _as_recipe(recipe)
     if recipe.rng != "portable":
-        return False
+        return set()
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
-    return plan_slice(recipe.program, facts, entry.value) is not None
+    dependencies = Dependencies(recipe.program, facts)
+    wanted = set(recipe.names if names is None else names)
+    return {
+        e.name for e in recipe.tensors
+        if e.name in wanted and plan_slice(recipe.program, facts, e.value, dependencies) is not None
+    }
 
 
 def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,

@@ -109,3 +109,17 @@ def test_bad_shard_argument_is_a_usage_error(user_module, capsys):
         main(["replay", "p.recipe", "--shard", "2/2", "-o", "x.safetensors"])
     with pytest.raises(SystemExit, match="--shard expects RANK/WORLD_SIZE"):
         main(["replay", "p.recipe", "--shard", "half", "-o", "x.safetensors"])
+
+
+def test_show_portable_recipe_reports_draws_and_sliceable_tensors(capsys):
+    from pathlib import Path
+
+    golden = str(Path(__file__).resolve().parent / "golden" / "portable-v1.1.recipe")
+    assert main(["show", golden, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["portable_draws"], info["pinned_draws"]) == (14, 1)
+    assert set(info["sliceable"]) == {t["name"] for t in info["tensors"]} - {"orthogonal", "sparse", "pinned"}
+    assert main(["show", golden]) == 0
+    out = capsys.readouterr().out
+    assert "portable draws: 14   pinned draws (torch's stream): 1   sliceable tensors: 12/15" in out
+    assert "trunc             [12, 10]           float32   parameter, slice-only shards" in out
