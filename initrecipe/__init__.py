@@ -20,7 +20,7 @@ from .errors import (  # noqa: E402
     UnsupportedVersionError,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
-from .replay import iter_replay, replay, sliceable  # noqa: E402
+from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
 from .sharding import Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
 
@@ -43,6 +43,7 @@ __all__ = [
     "replay",
     "iter_replay",
     "sliceable",
+    "sliceable_names",
     "Shard",
     "to_safetensors",
     "load",
