@@ -67,7 +67,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .recipe import load
     from .replay import replay
-    from .safetensors_stream import StreamingSafetensorsWriter, TensorSpec, plan_layout
+    import torch
+
+    from .safetensors_stream import save_file
 
     recipe = load(args.recipe)
     shards = None
@@ -79,24 +81,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     weights = replay(recipe, device=args.device, names=args.names.split(",") if args.names else None, shards=shards)
     elapsed = time.perf_counter() - start
-    tensors: dict[str, object] = {}
+    tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, tensor in weights.items():
         if id(tensor) not in seen:  # tied names: stored once, under the first name
             seen.add(id(tensor))
             tensors[name] = tensor.detach()
-    layout = plan_layout(
-        [TensorSpec(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()],  # type: ignore[attr-defined]
-        metadata={"format": "pt", "initrecipe.hash": recipe.content_hash},
-    )
-    writer = StreamingSafetensorsWriter(args.output, layout)
-    try:
-        for name, tensor in tensors.items():
-            writer.write(name, tensor)  # type: ignore[arg-type]
-        path = writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    path = save_file(args.output, tensors, {"format": "pt", "initrecipe.hash": recipe.content_hash})
     print(f"replayed {len(tensors)} tensors in {elapsed:.2f} s into {path}", file=sys.stderr)
     return 0
 

@@ -649,10 +649,13 @@ def record(
         _ACTIVE.recording = False
         if not finished:
             recorder.tracker.restore_originals()
-    program, drop = list(recorder.program), set()
-    if rng == "portable":
-        drop = _key_portable_draws(recorder, program, entries)
-    program, entries = _compact(program, recorder.facts, entries, drop)
+    program = list(recorder.program)
+    portable = [i for i in range(len(program)) if recorder.is_portable_draw(i)]
+    for i in portable:  # planned as draws that advance no generator; their keys come below
+        program[i] = _with_key(program[i], PortableKey("", 0))
+    actions = plan_execution(program, recorder.facts, {e.value for e in entries}, advance_dead_draws=True)
+    drop = _key_portable_draws(recorder, program, entries, portable, actions) if rng == "portable" else set()
+    program, entries = _compact(program, recorder.facts, entries, actions, drop)
     return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
 
 
@@ -674,8 +677,10 @@ def _with_key(ins: Call, key: PortableKey) -> Call:
     return Call(ins.op, ins.outs, args, kwargs, ins.out_meta)
 
 
-def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries: list[TensorEntry]) -> set[int]:
-    """Give every live unpinned draw its portable stream key, in ``program`` (a copy of the recording).
+def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries: list[TensorEntry],
+                        portable: list[int], actions: list[Action]) -> set[int]:
+    """Give every live unpinned draw (``portable``) its stream key, in ``program`` (a copy of the
+    recording, planned as ``actions``).
 
     A draw's stream is the name of the tensor its values flow into (the first such name in sorted
     order when they flow into several) and its position the draw's ordinal among that stream's
@@ -683,11 +688,6 @@ def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries
     unpinned stream, which a portable recipe does not need.
     """
     facts = recorder.facts
-    placeholder = PortableKey("", 0)
-    portable = [i for i in range(len(program)) if recorder.is_portable_draw(i)]
-    for i in portable:
-        program[i] = _with_key(program[i], placeholder)
-    actions = plan_execution(program, facts, {e.value for e in entries}, advance_dead_draws=True)
     sinks = _draw_sinks(program, facts, actions, set(portable), entries)
     positions: dict[str, int] = {}
     for i in portable:
@@ -761,12 +761,10 @@ def _draw_sinks(
 
 
 def _compact(
-    program: list[Instruction], facts: ProgramFacts, entries: list[TensorEntry], drop: set[int]
+    program: list[Instruction], facts: ProgramFacts, entries: list[TensorEntry], actions: list[Action], drop: set[int]
 ) -> tuple[list[Instruction], list[TensorEntry]]:
-    """Drop instructions the outputs do not need (and those in ``drop``) and renumber values densely
-    in definition order."""
-    outputs = {e.value for e in entries}
-    actions = plan_execution(program, facts, outputs, advance_dead_draws=True)
+    """Drop instructions the outputs do not need (SKIP in ``actions``, a plan for all outputs, and
+    those in ``drop``) and renumber values densely in definition order."""
     keep = [a != Action.SKIP and i not in drop for i, a in enumerate(actions)]
     # Dead draws run on scratch copies of their arguments' shapes: keep what defines those values.
     wanted: set[int] = set()

@@ -294,3 +294,17 @@ class StreamingSafetensorsWriter:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+
+
+def save_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` into one safetensors file atomically (as ``safetensors.torch.save_file``
+    lays it out, but streaming each tensor to its offset, and without needing numpy)."""
+    layout = plan_layout([TensorSpec(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()], metadata)
+    writer = StreamingSafetensorsWriter(path, layout)
+    try:
+        for name, tensor in tensors.items():
+            writer.write(name, tensor)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise

@@ -252,7 +252,7 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
             return None
         info = facts.infos[i]
         packet = ins.op.split(".")[1]
-        refs = _refs(ins)
+        refs = call_refs(ins)
         kinds = [kind(r) for r in refs]
         if any(k is None for k in kinds):
             return None
@@ -299,16 +299,6 @@ def _is_view_op(info: Any) -> bool:
 
 def _integer_arange(facts: ProgramFacts, outs: list[int]) -> bool:
     return len(outs) == 1 and not facts.values[outs[0]].dtype.is_floating_point and not facts.values[outs[0]].dtype.is_complex
-
-
-def _refs(ins: Call) -> list[int]:
-    out: list[int] = []
-    for a in list(ins.args) + list(ins.kwargs.values()):
-        if isinstance(a, Ref):
-            out.append(a.id)
-        elif isinstance(a, (list, tuple)):
-            out.extend(x.id for x in a if isinstance(x, Ref))
-    return out
 
 
 # ------------------------------------------------------------------------------------ execution
