@@ -952,12 +952,16 @@ def plan_execution(
     advance_dead_draws: bool = True,
     available: dict[int, int] | None = None,
     draw_in_place: bool = True,
+    computed_draws: set[int] | frozenset[int] = frozenset(),
 ) -> list[Action]:
     """Decide, for each instruction before ``end``, what the interpreter must do.
 
     Args:
         targets: value ids whose tensors and contents are wanted after instruction ``end - 1``.
         advance_dead_draws: run dead random draws (``torch`` mode), or skip them.
+        computed_draws: draws whose effect on their generator the interpreter's generator bank
+            computes without running them (:func:`initrecipe.generator_positions.modelled_draws`):
+            skipped when their values are dead, even with ``advance_dead_draws``.
         draw_in_place: run a dead in-place draw on its own tensor when the plan builds that
             tensor's storage anyway (fast, like eager); otherwise dead draws use scratch memory.
         available: storage id -> index of the instruction after which the caller holds that storage
@@ -970,7 +974,7 @@ def plan_execution(
     while True:
         stale: set[int] = set()
         actions = _plan(program, facts, targets, len(program) if end is None else end,
-                        advance_dead_draws, available, stale, draw_in_place)
+                        advance_dead_draws, available, stale, draw_in_place, computed_draws)
         if not stale:
             return actions
         for storage in stale:
@@ -986,6 +990,7 @@ def _plan(
     available: dict[int, int],
     stale: set[int],
     draw_in_place: bool,
+    computed_draws: set[int] | frozenset[int],
 ) -> list[Action]:
     actions = [Action.SKIP] * n
     touched: set[int] = set()  # storages that instructions after the current one build or use
@@ -1016,11 +1021,11 @@ def _plan(
             elif wanted:
                 if fresh and len(fresh) == len(outs) and all(facts.values[o].storage in available for o in fresh):
                     action = Action.SKIP  # the caller provides these tensors
-                elif len(fresh) == len(outs) and not draws_from_generator(ins, info):
+                elif len(fresh) == len(outs) and (not draws_from_generator(ins, info) or i in computed_draws):
                     action = Action.ALLOC
                 else:
                     action = Action.RUN
-            elif advance_dead_draws and draws_from_generator(ins, info):
+            elif advance_dead_draws and draws_from_generator(ins, info) and i not in computed_draws:
                 action = Action.RUN if info.value_dependent_random else Action.ADVANCE
                 if action == Action.ADVANCE and draw_in_place and info.overwrites_self:
                     target = _arg_at(ins, info, 0)

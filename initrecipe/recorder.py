@@ -345,9 +345,11 @@ class _Recorder:
         """The real value ``tensor`` holds at this point of the constructor."""
         if not isinstance(tensor, FakeTensor):
             return tensor
-        vid = self.ref(tensor).id
-        end = len(self.program)
-        available = {s: as_of for s, (_, as_of) in self.cache.items()}
+        return self._materialize_value(self.ref(tensor).id, len(self.program))
+
+    def _materialize_value(self, vid: int, end: int) -> torch.Tensor:
+        """The real value of value ``vid`` right after instruction ``end - 1``."""
+        available = {s: as_of for s, (_, as_of) in self.cache.items() if as_of < end}
         offered = dict(available)
         actions = plan_execution(self.program, self.facts, [vid], end=end, advance_dead_draws=False, available=available)
         if self.rng == "portable":
@@ -395,10 +397,13 @@ class _Recorder:
             self.cache_bytes -= tensor.untyped_storage().nbytes()
 
     def _run_value_dependent(self, index: int) -> None:
-        raise RecordError(
-            f"random operator `{self.program[index].op}` draws a number of values that depends on data, "
-            "and its inputs were never needed; initrecipe cannot position the generator after it"
-        )
+        """Run random call ``index``, whose draw count depends on the values of its inputs
+        (``poisson``), for real: compute its inputs and draw, so later generator states are known."""
+        ins = self.program[index]
+        out = next((o for o in ins.outs if o is not None), None)
+        if out is None:  # pragma: no cover - value-dependent random operators return a tensor
+            raise RecordError(f"random operator `{ins.op}` returns no tensor; initrecipe cannot run it")
+        self._materialize_value(out, index + 1)
 
     def _run_for_real(
         self,

@@ -12,6 +12,7 @@ import torch
 
 from .analysis import (
     Action,
+    is_rng_instruction,
     MemoryLimitError,
     ProgramFacts,
     call_refs,
@@ -21,7 +22,10 @@ from .analysis import (
     repeat_interleave_output_size,
 )
 from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
-from .interpreter import PortableContext, SequentialGenerators, execute
+from . import cpu_generator
+from .generator_positions import modelled_draws
+from .interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
+from .parallel_draws import ParallelDraws
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
 from .sharding import Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
@@ -117,6 +121,7 @@ def iter_replay(
     max_bytes: int | None = None,
     draw_in_place: bool = True,
     shards: ShardRequest = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """Materialize a recipe's tensors one after another, as soon as each is final.
 
@@ -140,6 +145,9 @@ def iter_replay(
             callable ``(name, shape) -> Shard | None``.  A slice equals the same slice of the
             whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
             :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
+        threads: worker threads for large random fills drawn from torch generators (default: one
+            per core, as torch uses).  Any count gives the same bits: each piece of a fill is drawn
+            from its own generator, positioned where eager's stream stands at that piece.
 
     Example:
         >>> import initrecipe, torch
@@ -148,8 +156,10 @@ def iter_replay(
         [('weight', (2, 4)), ('bias', (2,))]
     """
     if shards is not None:
-        return _iter_sharded(_as_recipe(recipe), torch.device(device), names, max_bytes, draw_in_place, shards)
-    plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes, draw_in_place=draw_in_place)
+        return _iter_sharded(_as_recipe(recipe), torch.device(device), names, max_bytes, draw_in_place, shards,
+                             threads)
+    plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes, draw_in_place=draw_in_place,
+                          threads=threads)
     return _run_plan(plan)
 
 
@@ -187,7 +197,8 @@ def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) ->
 
 
 def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,
-                  draw_in_place: bool, shards: ShardRequest) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+                  draw_in_place: bool, shards: ShardRequest,
+                  threads: int | None = None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """:func:`iter_replay` with shard requests: slice-only tensors first, then the rest."""
     if not (callable(shards) or isinstance(shards, Mapping)):
         raise TypeError(f"shards must be a mapping name -> Shard or a callable, not {type(shards).__name__}")
@@ -222,13 +233,13 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
             f"replaying these shards needs about {format_bytes(need)}, more than the limit of "
             f"{format_bytes(limit)} ({_limit_source(max_bytes)})"
         )
-    return _run_sharded(recipe, facts, device, sliced, plans, whole, requests, max_bytes, draw_in_place)
+    return _run_sharded(recipe, facts, device, sliced, plans, whole, requests, max_bytes, draw_in_place, threads)
 
 
 def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
                  sliced: dict[tuple[int, Shard], list[TensorEntry]], plans: dict, whole: list[TensorEntry],
                  requests: dict[str, Shard | None], max_bytes: int | None,
-                 draw_in_place: bool) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+                 draw_in_place: bool, threads: int | None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     context = PortableContext(recipe.seed, device) if sliced else None
     for (value, shard), entries in sliced.items():
         assert context is not None
@@ -240,7 +251,7 @@ def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
         return
     wanted = {e.name for e in whole}
     for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in wanted, max_bytes=max_bytes,
-                                       draw_in_place=draw_in_place):
+                                       draw_in_place=draw_in_place, threads=threads):
         groups: dict[Shard | None, list[TensorEntry]] = {}
         for entry in entries:
             groups.setdefault(requests[entry.name], []).append(entry)
@@ -267,7 +278,8 @@ class ReplayPlan:
 
     def __init__(self, recipe: Recipe, device: torch.device, facts: ProgramFacts, actions: list[Action],
                  by_value: dict[int, list[TensorEntry]], program: list[Instruction],
-                 release: dict[int, list[int]], final: dict[int, int], needed_bytes: int) -> None:
+                 release: dict[int, list[int]], final: dict[int, int], needed_bytes: int,
+                 computed_draws: set[int]) -> None:
         self.recipe = recipe
         self.device = device
         self.facts = facts
@@ -277,6 +289,8 @@ class ReplayPlan:
         self.release = release
         self.final = final
         self.needed_bytes = needed_bytes
+        self.computed_draws = computed_draws  # dead draws skipped: the generator bank positions the live ones
+        self.threads: int | None = None  # worker threads for large random fills (None: one per core)
 
 
 def prepare_replay(
@@ -286,6 +300,7 @@ def prepare_replay(
     names: NameFilter = None,
     max_bytes: int | None = None,
     draw_in_place: bool = True,
+    threads: int | None = None,
 ) -> ReplayPlan:
     """Check a recipe completely and plan its replay, allocating nothing real.
 
@@ -314,12 +329,15 @@ def prepare_replay(
         raise ResourceLimitError(f"{exc} ({_limit_source(max_bytes)})") from None
     check_entries(recipe, facts)
     outputs = set(by_value)
+    computed = modelled_draws(recipe.program, facts) if cpu_generator.available() else set()
     actions = plan_execution(
-        recipe.program, facts, outputs, advance_dead_draws=True, draw_in_place=draw_in_place
+        recipe.program, facts, outputs, advance_dead_draws=True, draw_in_place=draw_in_place,
+        computed_draws=computed,
     )
     needed = _check_memory(recipe, facts, actions, by_value, device, limit, max_bytes is not None, value_names)
     for i, ins in enumerate(recipe.program):
-        if isinstance(ins, RngRestore) and actions[i] != Action.SKIP and actions[ins.after] == Action.SKIP:
+        if (isinstance(ins, RngRestore) and actions[i] != Action.SKIP and actions[ins.after] == Action.SKIP
+                and ins.after not in computed and not is_rng_instruction(recipe.program[ins.after])):
             raise ReplayError(
                 f"program[{i}]: restores generator {ins.gen} to its state after program[{ins.after}], "
                 f"a random draw this replay skips (rng={recipe.rng!r} recipes do not advance dead draws)"
@@ -335,7 +353,11 @@ def prepare_replay(
             f"tensor `{by_value[early[0]][0].name}` is never built by the program"
         )
     program = _bounded_program(recipe.program, facts, actions)
-    return ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TypeError(f"threads must be a positive int or None, not {threads!r}")
+    plan = ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, computed)
+    plan.threads = threads
+    return plan
 
 
 def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
@@ -345,38 +367,44 @@ def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tenso
         finishing.setdefault(i, []).append(v)
     order = {v: k for k, v in enumerate(by_value)}
     env: dict[int, torch.Tensor] = {}
-    bank = SequentialGenerators(recipe.program, recipe.generators)
+    bank: GeneratorBank
+    if cpu_generator.available():
+        bank = PositionedGenerators(plan.program, facts, recipe.generators)
+    else:  # pragma: no cover - without the C extension generators advance by drawing, as eager
+        bank = SequentialGenerators(recipe.program, recipe.generators)
     pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
     last = -1
     portable = PortableContext(recipe.seed, device) if recipe.rng == "portable" else None
-    steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable)
-    while True:
-        try:
-            i = next(steps)
-        except StopIteration:
-            break
-        except RecipeError:
-            raise
-        except MemoryError:
-            raise ResourceLimitError(
-                f"ran out of memory after program[{last}] (the replay needs about "
-                f"{format_bytes(plan.needed_bytes)})"
-            ) from None
-        except Exception as exc:  # a safety net: whatever a damaged program makes torch raise
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ReplayError(
-                f"replay failed after program[{last}]: {type(exc).__name__}: {detail}"
-            ) from None
-        last = i
-        for v in sorted(finishing.get(i, ()), key=order.get):
-            pending.append((by_value[v], env[v]))
-        for v in plan.release.get(i, ()):
-            env.pop(v, None)
-        while pending:
-            entries, tensor = pending.pop(0)
-            tensor = _to_device(tensor, device, entries[0].name)
-            yield entries, tensor
-            del tensor
+    with ParallelDraws(plan.threads) as parallel:
+        steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable, parallel=parallel)
+        while True:
+            try:
+                i = next(steps)
+                last = i
+                for v in sorted(finishing.get(i, ()), key=order.get):
+                    parallel.wait([facts.values[v].storage])
+                    pending.append((by_value[v], env[v]))
+            except StopIteration:
+                break
+            except RecipeError:
+                raise
+            except MemoryError:
+                raise ResourceLimitError(
+                    f"ran out of memory after program[{last}] (the replay needs about "
+                    f"{format_bytes(plan.needed_bytes)})"
+                ) from None
+            except Exception as exc:  # a safety net: whatever a damaged program makes torch raise
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ReplayError(
+                    f"replay failed after program[{last}]: {type(exc).__name__}: {detail}"
+                ) from None
+            for v in plan.release.get(i, ()):
+                env.pop(v, None)
+            while pending:
+                entries, tensor = pending.pop(0)
+                tensor = _to_device(tensor, device, entries[0].name)
+                yield entries, tensor
+                del tensor
 
 
 def available_memory(device: str | torch.device | None = None) -> int | None:
@@ -525,6 +553,7 @@ def replay(
     names: NameFilter = None,
     max_bytes: int | None = None,
     shards: ShardRequest = None,
+    threads: int | None = None,
 ) -> dict[str, torch.Tensor] | M:
     """Materialize a recipe's parameters and buffers, or only some of them, or slices of them.
 
@@ -539,6 +568,8 @@ def replay(
             (``MemAvailable`` from ``/proc/meminfo``; for a CUDA ``device`` the tensors must also
             fit the free memory ``torch.cuda.mem_get_info`` reports).
         shards: only a slice of some tensors (see :func:`iter_replay`); not with ``into``.
+        threads: worker threads for large random fills (default: one per core); the bits do not
+            depend on it.
 
     Returns:
         Without ``into``: every fully qualified name mapped to its tensor; parameters are
@@ -561,7 +592,8 @@ def replay(
         _check_module_names(recipe, into)
     result: dict[str, torch.Tensor] = {}
     with _gc_paused():
-        for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes, shards=shards):
+        for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes, shards=shards,
+                                           threads=threads):
             first = entries[0]
             obj = torch.nn.Parameter(tensor, requires_grad=first.requires_grad) if first.kind == "parameter" else tensor
             for entry in entries:
