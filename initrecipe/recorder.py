@@ -36,6 +36,12 @@ _NO_RECORD = frozenset({"prim.device.default"})
 
 
 _DETACH = torch.ops.aten.detach.default
+_CPU = torch.device("cpu")
+_META_DEVICE = torch.device("meta")
+_FACTORIES = frozenset({
+    torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default, torch.ops.aten.zeros.default,
+    torch.ops.aten.ones.default, torch.ops.aten.full.default,
+})
 _METADATA_INPLACE = frozenset("t_ transpose_ squeeze_ unsqueeze_ as_strided_ swapdims_ swapaxes_".split())
 _FILLS = frozenset(
     getattr(getattr(torch.ops.aten, packet), overload)
@@ -249,6 +255,15 @@ class _Recorder:
             with in_kernel_invocation_manager(self.fake_mode):
                 alias = func(args[0])
             out = FakeTensor(self.fake_mode, alias, args[0].device)
+            self._commit(pending, args, kwargs, out)
+            return out
+        if func in _FACTORIES and kwargs.get("device") in (None, _CPU) and not _has_tensor(args, kwargs):
+            # A factory of a CPU tensor: make its meta tensor directly and wrap it, as FakeTensorMode
+            # would, at a fraction of the cost of its dispatch.
+            pending = self._prepare(func, name, args, kwargs)
+            with in_kernel_invocation_manager(self.fake_mode):
+                meta = func(*args, **dict(kwargs, device=_META_DEVICE))
+            out = FakeTensor(self.fake_mode, meta, _CPU)
             self._commit(pending, args, kwargs, out)
             return out
         if func in _FILLS and isinstance(args[0], FakeTensor) and not _has_tensor(args[1:], kwargs):
