@@ -231,12 +231,72 @@ class EveryDraw(nn.Module):
                 buffer.zero_()  # dead draw: overwritten
 
 
-@pytest.mark.parametrize("keep", [set(), {"normal_1_float32", "randn_2", "exp_0_float64", "randperm_3"},
-                                  {"lognormal_1_float64", "strided_2_bfloat16", "multinomial", "bern_t_3"}])
+@pytest.mark.parametrize("keep", [set(), {"normal_1_float32", "randn_4", "exp_2_float64", "randperm_5"},
+                                  {"lognormal_1_float64", "strided_4_bfloat16", "multinomial", "bern_t_5"}])
 def test_every_modelled_draw_dead_or_live_replays_bitwise_and_leaves_eager_state(keep):
-    sizes = [1, 15, 17, 33]
-    recipe = assert_replay_matches_eager(lambda: EveryDraw(sizes, keep), seed=11)
-    assert recipe is not None
+    sizes = [0, 1, 15, 16, 17, 33]
+    assert_replay_matches_eager(lambda: EveryDraw(sizes, keep), seed=11)
+
+
+def test_draws_of_a_large_awkward_size_position_the_generator_exactly():
+    class Large(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            n = 2**20 + 3
+            for dtype in (torch.float32, torch.float64, torch.bfloat16):
+                torch.empty(n, dtype=dtype).normal_()  # dead
+                torch.empty(n, dtype=dtype).uniform_()  # dead
+                torch.empty(n, dtype=dtype).bernoulli_(0.5)  # dead
+            torch.randint(0, 10, (n,))  # dead
+            torch.randperm(n)  # dead
+            torch.empty(n, 2)[:, 0].normal_()  # dead, one element at a time
+            self.w = nn.Parameter(torch.empty(40, 40).normal_())
+
+    assert_replay_matches_eager(Large, seed=8)
+
+
+def test_bernoulli_and_multinomial_buffers_record_with_default_arguments():
+    # Two constructors that `record(fn, seed=0)` refused before the consumption model (issue 15).
+    class Masks(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(16, 16)
+            self.register_buffer("mask", torch.bernoulli(torch.full((16,), 0.5)))
+            self.register_buffer("picked", torch.multinomial(torch.ones(8), 4))
+            self.after = nn.Linear(16, 4)  # draws after both, so their consumption must be right
+
+    recipe = assert_replay_matches_eager(Masks, seed=0)
+    assert {"mask", "picked"} <= set(recipe.names)
+
+
+def test_replay_leaves_torch_generators_alone():
+    recipe = initrecipe.record(lambda: nn.Linear(300, 300), seed=1)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    initrecipe.replay(recipe, threads=2)
+    list(initrecipe.iter_replay(recipe, draw_in_place=False))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_generator_made_outside_and_drawn_inside_is_left_where_eager_leaves_it():
+    outside = torch.Generator().manual_seed(42)
+    torch.randn(5, generator=outside)  # a sample cached before the constructor runs
+
+    def build() -> nn.Module:
+        module = nn.Linear(33, 7)
+        nn.init.normal_(module.weight, generator=outside)
+        module.register_buffer("noise", torch.randn(3, generator=outside))
+        return module
+
+    start = outside.get_state()
+    recipe = initrecipe.record(build, seed=0)
+    after_record = outside.get_state()
+    outside.set_state(start)
+    torch.manual_seed(0)
+    eager = build()
+    assert torch.equal(after_record, outside.get_state())
+    weights = initrecipe.replay(recipe)
+    assert torch.equal(weights["weight"], eager.weight) and torch.equal(weights["noise"], eager.noise)
 
 
 def test_dead_draws_between_live_ones_and_private_generators_interleaved():
