@@ -636,6 +636,8 @@ def _infer_call(
             check_draw(f"program[{i}]", ins, info, args, kwargs, args[0].dtype)
     elif ins.out_meta is None and (arange := _arange_on_meta(i, ins, info, args, kwargs)) is not None:
         outs = [arange]
+    elif ins.out_meta is None and info.name == "aten.geqrf.default":
+        outs = _geqrf_on_meta(i, ins, args, kwargs)
     elif ins.out_meta is None and (pointwise := _pointwise_on_meta(info, args, kwargs)) is not None:
         outs = pointwise
     elif ins.out_meta is None:
@@ -749,6 +751,28 @@ def _arange_on_meta(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: di
     if not 0 <= size <= _MAX_SIZE:
         return None
     return torch.empty(size, dtype=dtype, device=_META)
+
+
+def _geqrf_on_meta(i: int, ins: Call, args: list[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """``geqrf``'s outputs, which torch has no meta kernel for: ``a`` as LAPACK leaves it (each
+    matrix column-major, batches contiguous) and ``tau`` (one scalar per reflector)."""
+    a = args[0] if args else kwargs.get("self")
+    if len(args) + len(kwargs) != 1 or not isinstance(a, torch.Tensor):
+        raise RecipeFormatError(f"program[{i}]: `{ins.op}` takes one tensor")
+    if a.dim() < 2 or not (a.dtype.is_floating_point or a.dtype.is_complex) or a.dtype in (torch.float16, torch.bfloat16):
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` rejects its arguments: it needs a float32/float64/complex tensor of 2 or "
+            f"more dimensions, got {list(a.shape)} {a.dtype}"
+        )
+    *batch, m, n = a.shape
+    matrix = m * n
+    stride = [1, max(m, 1)]
+    for size in reversed(batch):
+        stride.insert(0, matrix)
+        matrix *= size
+    tau_shape = (*batch, min(m, n))
+    return [torch.empty_strided(tuple(a.shape), tuple(stride[-len(a.shape):]), dtype=a.dtype, device=_META),
+            torch.empty(tau_shape, dtype=a.dtype, device=_META)]
 
 
 _POINTWISE_PACKETS = frozenset(_ops_module._POINTWISE.split()) - {"fill", "fill_", "zero", "zero_", "copy_"}

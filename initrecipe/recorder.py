@@ -36,6 +36,7 @@ _NO_RECORD = frozenset({"prim.device.default"})
 
 
 _DETACH = torch.ops.aten.detach.default
+_SET_SOURCE_TENSOR = torch.ops.aten.set_.source_Tensor
 _CPU = torch.device("cpu")
 _META_DEVICE = torch.device("meta")
 _FACTORIES = frozenset({
@@ -246,6 +247,12 @@ class _Recorder:
                 return func(*args, **kwargs)
             except (DataDependentOutputException, DynamicOutputShapeException):
                 return self._run_for_real(func, args, kwargs, None)
+        if func is _SET_SOURCE_TENSOR and isinstance(args[0], FakeTensor) and isinstance(args[1], FakeTensor):
+            # `dest.set_(src)` (parametrizations do it): `dest` now views `src`'s storage.  Nothing
+            # is computed, so nothing is recorded; the next use of `dest` re-views that storage
+            # (see `_alias`), as after `dest.data = src`.
+            self.ref(args[1])
+            return func(*args, **kwargs)
         if func._schema.name.split("::")[-1] not in _METADATA_INPLACE:
             check_recordable(func)
         if func is _DETACH and isinstance(args[0], FakeTensor) and not kwargs:
