@@ -93,8 +93,7 @@ class Step:
     (``torch`` draws and pinned draws) or the :class:`PortableKey`.
     """
 
-    __slots__ = ("index", "ins", "out", "view", "storage_view", "prev", "inputs", "draw", "init_id", "value_id",
-                 "checks")
+    __slots__ = ("index", "ins", "out", "view", "storage_view", "prev", "inputs", "draw", "init_id", "value_id")
 
     def __init__(self, index: int, ins: Call | Literal, out: int, view: View, storage_view: View,
                  prev: "Step | None", inputs: tuple[Input, ...], draw: int | PortableKey | None) -> None:
@@ -108,7 +107,6 @@ class Step:
         self.draw = draw
         self.init_id = -1
         self.value_id = -1
-        self.checks: dict[str, Any] | None = None
 
     @property
     def op(self) -> str:
@@ -227,9 +225,6 @@ def _arg_at(ins: Call, arg_names: list[str], pos: int) -> Any:
     return ins.kwargs.get(arg_names[pos])
 
 
-_CHECKS = frozenset({"lt", "gt", "le", "ge"})
-
-
 def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramFacts | None = None) -> Lineage:
     """Find every tensor's live program and its init and value identities.
 
@@ -323,14 +318,6 @@ def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramF
                 view = View.of(meta)
                 prev = None if overwrites and meta.covers(facts.storage_nbytes[sid]) else current.get(sid)
                 current[sid] = finish(Step(i, ins, pos, view, whole, prev, inputs_t, draw), static)
-            packet = ins.op.split(".")[1]
-            if packet in _CHECKS and not written and len(ins.args) == 2 and inputs and inputs[0].step is not None:
-                # `t < lo` on a version: trunc_normal_'s rejection test, even when nothing was rejected.
-                src = inputs[0]
-                if src.view == src.step.view and not isinstance(ins.args[1], Ref):
-                    if src.step.checks is None:
-                        src.step.checks = {}
-                    src.step.checks.setdefault(packet, ins.args[1])
         elif isinstance(ins, Literal):
             meta = facts.values[ins.out]
             view = View.of(meta)
