@@ -20,7 +20,8 @@ __all__ = [
     "dtype_text",
     "size_text",
     "count_text",
-    "fit",
+    "pack",
+    "shortest_in",
 ]
 
 WIDTH = 80
@@ -110,13 +111,31 @@ def count_text(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
-def fit(head: str, tail: str, *, indent: str = "  ", width: int = WIDTH) -> list[str]:
-    """``head  tail`` on one line when it fits ``width`` columns, else ``head`` and then ``tail``
-    wrapped below it, indented twice as deep as ``indent``."""
-    line = f"{indent}{head}  {tail}" if tail else f"{indent}{head}"
-    if len(line) <= width or not tail:
-        return [line]
-    deeper = indent * 3 if indent else "    "
-    wrapped = textwrap.wrap(tail, width=width, initial_indent=deeper, subsequent_indent=deeper + "  ",
-                            break_long_words=False, break_on_hyphens=False)
-    return [f"{indent}{head}", *wrapped]
+def pack(pieces: list[str], *, indent: str = "", width: int = WIDTH) -> list[str]:
+    """Lay ``pieces`` out on lines of at most ``width`` columns, two spaces apart: as many as fit
+    on the first line, the rest on lines indented four columns deeper (a piece longer than a
+    line is wrapped at spaces).  A piece that cannot be broken may still overflow."""
+    lines: list[str] = []
+    current = indent
+    deeper = indent + "    "
+    for piece in pieces:
+        if not piece:
+            continue
+        start = current.strip() == ""
+        candidate = current + piece if start else f"{current}  {piece}"
+        if len(candidate) <= width:
+            current = candidate
+            continue
+        if not start:
+            lines.append(current)
+        current = deeper if lines or not start else current
+        if len(current) + len(piece) <= width:
+            current += piece
+            continue
+        wrapped = textwrap.wrap(piece, width=width, initial_indent=current, subsequent_indent=deeper + "  ",
+                                break_long_words=False, break_on_hyphens=False) or [current + piece]
+        lines.extend(wrapped[:-1])
+        current = wrapped[-1]
+    if current.strip():
+        lines.append(current)
+    return lines
