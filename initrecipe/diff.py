@@ -366,11 +366,11 @@ def _checkpoint_side(ckpt: Checkpoint, label: str) -> Side:
 
 
 # --------------------------------------------------------------------------- recipe against recipe
-def _tie_text(names: list[str]) -> str:
+def _tie_text(names: list[str], total: int) -> str:
     if not names:
         return "not tied"
     shown = ", ".join(f"`{n}`" for n in names[:3])
-    return f"tied to {shown}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"tied to {shown}" + (f" and {total - 3} more" if total > 3 else "")
 
 
 def _init_change(a: Init, b: Init) -> str:
@@ -456,7 +456,8 @@ def _diff_recipes(ra: Recipe, rb: Recipe, label_a: str, label_b: str, values: bo
                         settings=_settings(ra, rb), tolerance=tolerance)
     result.removed = [_only(infos_a[n]) for n in infos_a if n not in infos_b]
     result.added = [_only(infos_b[n]) for n in infos_b if n not in infos_a]
-    partners_a, partners_b = _partners(ra), _partners(rb)
+    ids: dict[frozenset[str], int] = {}
+    ties_a, ties_b = _Ties(ids).add(ra), _Ties(ids).add(rb)
     pending: dict[str, list[Change]] = {}
     for name, ib in infos_b.items():
         ia = infos_a.get(name)
@@ -474,9 +475,10 @@ def _diff_recipes(ra: Recipe, rb: Recipe, label_a: str, label_b: str, values: bo
             if va != vb:
                 sa, sb = shown if shown is not None else (str(va), str(vb))
                 changes.append(Change(fld, _jsonable(va), _jsonable(vb), f"{fld}: {sa} -> {sb}"))
-        ta_, tb_ = partners_a.get(name, []), partners_b.get(name, [])
-        if ta_ != tb_:
-            changes.append(Change("tie", ta_, tb_, safe(f"tie: {_tie_text(ta_)} -> {_tie_text(tb_)}")))
+        if ties_a.group_of.get(name) != ties_b.group_of.get(name):
+            pa, pb = ties_a.partners(name), ties_b.partners(name)
+            shown = f"tie: {_tie_text(pa, ties_a.size(name) - 1)} -> {_tie_text(pb, ties_b.size(name) - 1)}"
+            changes.append(Change("tie", pa, pb, safe(shown)))
         la, lb = lin_a[name], lin_b[name]
         if ia.init.key != ib.init.key:
             changes.append(Change("init", ia.init.text, ib.init.text, safe("init: " + _init_change(ia.init, ib.init))))
@@ -506,16 +508,42 @@ def _diff_recipes(ra: Recipe, rb: Recipe, label_a: str, label_b: str, values: bo
     return result
 
 
-def _partners(recipe: Recipe) -> dict[str, list[str]]:
-    groups: dict[int, list[str]] = {}
-    for t in recipe.tensors:
-        groups.setdefault(t.value, []).append(t.name)
-    out = {}
-    for names in groups.values():
-        if len(names) > 1:
-            for n in names:
-                out[n] = [m for m in names if m != n]
-    return out
+class _Ties:
+    """Each name's tie group, as an id comparable across recipes (computed in time linear in the
+    number of names, however large a group is)."""
+
+    def __init__(self, ids: dict[frozenset[str], int]) -> None:
+        self._ids = ids
+        self.group_of: dict[str, int] = {}
+        self.members: dict[int, list[str]] = {}
+
+    def add(self, recipe: Recipe) -> "_Ties":
+        groups: dict[int, list[str]] = {}
+        for t in recipe.tensors:
+            groups.setdefault(t.value, []).append(t.name)
+        for names in groups.values():
+            if len(names) > 1:
+                gid = self._ids.setdefault(frozenset(names), len(self._ids))
+                self.members[gid] = names
+                for n in names:
+                    self.group_of[n] = gid
+        return self
+
+    def partners(self, name: str, limit: int = 4) -> list[str]:
+        gid = self.group_of.get(name)
+        if gid is None:
+            return []
+        out = []
+        for n in self.members[gid]:
+            if n != name:
+                out.append(n)
+                if len(out) == limit:
+                    break
+        return out
+
+    def size(self, name: str) -> int:
+        gid = self.group_of.get(name)
+        return len(self.members[gid]) if gid is not None else 1
 
 
 def _progress(enabled: bool | None, total: int, desc: str) -> Any:
