@@ -207,6 +207,21 @@ def index_text(view: View, whole: View) -> str:
     return f"[as_strided {shape_text(view.shape)} at {view.offset}]"
 
 
+def _contiguous(view: View) -> bool:
+    expected = 1
+    for size, stride in reversed(list(zip(view.shape, view.stride))):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _same_elements(view: View, whole: View) -> bool:
+    """Whether ``view`` shows all of ``whole``'s elements in the same order (a reshape)."""
+    return (view.dtype == whole.dtype and view.offset == whole.offset and view.numel == whole.numel
+            and _contiguous(view) and _contiguous(whole))
+
+
 def _chain(step: Step) -> tuple[list[Step], int]:
     """The steps since the last full write, oldest first (at most the last ``_CHAIN_LIMIT``), and
     how many older ones were left out."""
@@ -257,7 +272,9 @@ class Describer:
     def tensor(self, lineage: TensorLineage) -> Init:
         """The initialization of one tensor (the view it shows of its storage included)."""
         init = self.version(lineage.step, lineage.storage_view.dtype)
-        if lineage.view != lineage.storage_view and lineage.step is not None:
+        if lineage.view != lineage.storage_view and lineage.step is not None and not _same_elements(
+            lineage.view, lineage.storage_view
+        ):
             where = index_text(lineage.view, lineage.storage_view)
             text = f"{init.text} (view {where} of a {shape_text(lineage.storage_view.shape)} tensor)"
             return Init(init.function, init.params, text, ("view", init.key, lineage.view))

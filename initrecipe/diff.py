@@ -186,6 +186,8 @@ class RecipeDiff:
                 lines.extend(pack([change.text], indent="    "))
         if all:
             lines.extend(self._unchanged_lines())
+        if self.not_stored:
+            lines.append(f"not expected in the checkpoint: {count_text(self.not_stored, 'tied or non-persistent name')}")
         lines.append(self.summary())
         return "\n".join(lines) + "\n"
 
@@ -211,11 +213,9 @@ class RecipeDiff:
 
     def summary(self) -> str:
         """The last line of the report."""
-        unstored = (f" ({count_text(self.not_stored, 'tied or non-persistent name')} of the recipe not stored)"
-                    if self.not_stored else "")
         if self.identical:
             what = "values" if self.mode != "recipes" else "values (same live programs)"
-            return f"identical: {count_text(len(self.unchanged), 'tensor')}, same metadata and {what}{unstored}"
+            return f"identical: {count_text(len(self.unchanged), 'tensor')}, same metadata and {what}"
         if self.mode == "checkpoint":
             recipe_side, ckpt_side = (self.a, self.b) if self.a.kind == "recipe" else (self.b, self.a)
             only_recipe = self.removed if self.a is recipe_side else self.added
@@ -224,7 +224,7 @@ class RecipeDiff:
                 return (f"{len(self.unchanged)} equal, {len(self.changed)} different, "
                         f"{len(self.removed)} only in a, {len(self.added)} only in b")
             return (f"{len(self.unchanged)} equal, {len(self.changed)} different, {len(only_recipe)} missing "
-                    f"from the checkpoint, {len(only_ckpt)} not in the recipe{unstored}")
+                    f"from the checkpoint, {len(only_ckpt)} not in the recipe")
         values_only = sum(c.values_only for c in self.changed)
         detail = f" ({values_only} only in values)" if values_only else ""
         return (f"{len(self.added)} added, {len(self.removed)} removed, {len(self.changed)} changed{detail}, "

@@ -157,8 +157,12 @@ class RecipeSummary:
         if c["non_persistent_buffers"]:
             buffers += f" ({c['non_persistent_buffers']} non-persistent)"
         ties = count_text(c["tie_groups"], "tie group")
-        lines.append(f"tensors: {c['names']} names: {count_text(c['parameters'], 'parameter')}, {buffers}; {ties}")
-        for dtype, row in self.by_dtype().items():
+        lines.append(f"tensors: {c['names']} names, {c['distinct']} distinct, {ties}")
+        lines.append(f"  {count_text(c['parameters'], 'parameter')}, {buffers}")
+        rows = self.by_dtype()
+        elements = sum(row["elements"] for row in rows.values())
+        lines.append(f"size: {elements:,} elements, {size_text(r.total_bytes)}")
+        for dtype, row in rows.items():
             lines.append(f"  {dtype}: {count_text(row['tensors'], 'tensor')}, {row['elements']:,} elements, "
                          f"{size_text(row['bytes'])}")
         if self.portable is not None:
