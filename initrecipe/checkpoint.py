@@ -20,7 +20,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 import torch
 
@@ -174,31 +174,49 @@ class Checkpoint:
     def read(self, name: str) -> torch.Tensor:
         """The tensor stored under ``name``, read from disk into a new CPU tensor."""
         stored = self.tensors[name]
+        out = torch.empty(stored.nbytes, dtype=torch.uint8)
+        self._read_into(stored, stored.start, out)
+        return out.view(stored.dtype).reshape(stored.shape)
+
+    def read_chunks(self, name: str, elements: int = 1 << 22) -> Iterator[torch.Tensor]:
+        """The elements of ``name`` in row-major order, as 1-D tensors of at most ``elements``
+        elements, read one after another into one reused buffer (each chunk is valid until the
+        next is requested): a tensor of any size costs one chunk of memory."""
+        stored = self.tensors[name]
+        step = max(1, elements) * stored.dtype.itemsize
+        buffer = torch.empty(min(step, stored.nbytes), dtype=torch.uint8)
+        position = stored.start
+        while position < stored.stop:
+            n = min(step, stored.stop - position)
+            self._read_into(stored, position, buffer[:n])
+            yield buffer[:n].view(stored.dtype)
+            position += n
+
+    def _read_into(self, stored: StoredTensor, offset: int, out: torch.Tensor) -> None:
         if sys.byteorder != "little" and stored.dtype.itemsize > 1:  # pragma: no cover - little-endian hosts
             raise CheckpointError("reading safetensors files needs a little-endian machine")
-        out = torch.empty(stored.nbytes, dtype=torch.uint8)
-        if stored.nbytes:
-            handle = self._handles.get(stored.file)
-            if handle is None:
-                try:
-                    handle = self._handles[stored.file] = open(stored.file, "rb", buffering=0)
-                except OSError as exc:
-                    raise CheckpointError(f"cannot read `{stored.file}`: {exc.strerror or exc}") from None
-            buffer = (ctypes.c_char * stored.nbytes).from_address(out.data_ptr())
-            view = memoryview(buffer).cast("B")
-            done = 0
+        nbytes = out.numel()
+        if not nbytes:
+            return
+        handle = self._handles.get(stored.file)
+        if handle is None:
             try:
-                handle.seek(stored.start)
-                while done < stored.nbytes:
-                    got = handle.readinto(view[done:])
-                    if not got:
-                        raise CheckpointError(f"`{stored.file}` ended inside tensor `{name}`: the file was truncated")
-                    done += got
+                handle = self._handles[stored.file] = open(stored.file, "rb", buffering=0)
             except OSError as exc:
                 raise CheckpointError(f"cannot read `{stored.file}`: {exc.strerror or exc}") from None
-            finally:
-                view.release()
-        return out.view(stored.dtype).reshape(stored.shape)
+        view = memoryview((ctypes.c_char * nbytes).from_address(out.data_ptr())).cast("B")
+        done = 0
+        try:
+            handle.seek(offset)
+            while done < nbytes:
+                got = handle.readinto(view[done:])
+                if not got:
+                    raise CheckpointError(f"`{stored.file}` ended inside tensor `{stored.name}`: the file was truncated")
+                done += got
+        except OSError as exc:
+            raise CheckpointError(f"cannot read `{stored.file}`: {exc.strerror or exc}") from None
+        finally:
+            view.release()
 
     def close(self) -> None:
         for handle in self._handles.values():

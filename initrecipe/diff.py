@@ -298,6 +298,44 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view(_BITS[t.dtype.itemsize]) if t.dtype.itemsize in _BITS else t
 
 
+class _Tally:
+    """Counts differing elements and the largest difference, chunk by chunk."""
+
+    def __init__(self, tolerance: float | None) -> None:
+        self.tolerance = tolerance
+        self.numel = 0
+        self.differing = 0
+        self.worst = 0.0
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Compare two 1-D chunks of one dtype and length."""
+        self.numel += a.numel()
+        if self.tolerance is None and torch.equal(_bits(a), _bits(b)):
+            return
+        ne = _bits(a) != _bits(b)
+        if a.dtype.is_complex:
+            ne = ne.view(-1, 2).any(dim=1)
+        if not bool(ne.any()):
+            return
+        if a.dtype.is_floating_point or a.dtype.is_complex:
+            wide = torch.complex128 if a.dtype.is_complex else torch.float64
+            d = (a.to(wide) - b.to(wide)).abs()
+            both_nan = (torch.isnan(a) & torch.isnan(b)) if not a.dtype.is_complex else torch.zeros_like(ne)
+            d = torch.where(torch.isnan(d) & ~both_nan, torch.full_like(d, math.inf), d)
+            d = torch.where(both_nan, torch.zeros_like(d), d)
+        else:
+            d = (a.to(torch.float64) - b.to(torch.float64)).abs()
+        if self.tolerance is not None:
+            ne = ne & (d > self.tolerance)
+        count = int(ne.sum())
+        if count:
+            self.differing += count
+            self.worst = max(self.worst, float(d[ne].max()))
+
+    def result(self) -> ValueDiff:
+        return ValueDiff(self.numel, self.differing, self.worst, self.tolerance)
+
+
 def compare_values(x: torch.Tensor, y: torch.Tensor, tolerance: float | None = None) -> ValueDiff:
     """Compare two tensors of one shape and dtype, chunk by chunk (little extra memory).
 
@@ -307,33 +345,26 @@ def compare_values(x: torch.Tensor, y: torch.Tensor, tolerance: float | None = N
     if x.shape != y.shape or x.dtype != y.dtype:
         raise ValueError(f"cannot compare {x.dtype} {tuple(x.shape)} with {y.dtype} {tuple(y.shape)}")
     xf, yf = x.detach().reshape(-1), y.detach().reshape(-1)
-    n = xf.numel()
+    tally = _Tally(tolerance)
     if tolerance is None and torch.equal(_bits(xf), _bits(yf)):
-        return ValueDiff(n, 0, 0.0, tolerance)
-    differing = 0
-    worst = 0.0
-    for start in range(0, n, _CHUNK):
-        a, b = xf[start:start + _CHUNK], yf[start:start + _CHUNK]
-        ne = _bits(a) != _bits(b)
-        if a.dtype.is_complex:
-            ne = ne.view(-1, 2).any(dim=1)
-        if not bool(ne.any()):
-            continue
-        wide = torch.float64 if not a.dtype.is_complex else torch.complex128
-        if a.dtype == torch.bool or not (a.dtype.is_floating_point or a.dtype.is_complex):
-            d = (a.to(torch.float64) - b.to(torch.float64)).abs()
-        else:
-            d = (a.to(wide) - b.to(wide)).abs()
-            both_nan = torch.isnan(a) & torch.isnan(b) if not a.dtype.is_complex else torch.zeros_like(ne)
-            d = torch.where(torch.isnan(d) & ~both_nan, torch.full_like(d, math.inf), d)
-            d = torch.where(both_nan, torch.zeros_like(d), d)
-        if tolerance is not None:
-            ne = ne & (d > tolerance)
-        count = int(ne.sum())
-        if count:
-            differing += count
-            worst = max(worst, float(d[ne].max()))
-    return ValueDiff(n, differing, worst, tolerance)
+        return ValueDiff(xf.numel(), 0, 0.0, tolerance)
+    for start in range(0, xf.numel(), _CHUNK):
+        tally.add(xf[start:start + _CHUNK], yf[start:start + _CHUNK])
+    return tally.result()
+
+
+def _compare_with_stored(x: torch.Tensor, ckpt: Checkpoint, name: str, tolerance: float | None) -> ValueDiff:
+    """Compare a tensor with a stored one read chunk by chunk (``x`` is cast chunk by chunk to
+    the stored dtype): memory for one chunk, not a second tensor."""
+    dtype = ckpt.tensors[name].dtype
+    xf = x.detach().reshape(-1)
+    tally = _Tally(tolerance)
+    start = 0
+    for chunk in ckpt.read_chunks(name, _CHUNK):
+        mine = xf[start:start + chunk.numel()]
+        tally.add(mine if mine.dtype == dtype else mine.to(dtype), chunk)
+        start += chunk.numel()
+    return tally.result()
 
 
 # --------------------------------------------------------------------------- opening inputs
@@ -643,12 +674,7 @@ def _diff_checkpoint(recipe: Recipe, ckpt: Checkpoint, recipe_first: bool, label
                     continue
                 s = stored[entry.name]
                 changes: list[Change] = []
-                mine = tensor
-                if s.dtype != entry.dtype:
-                    mine = tensor.to(s.dtype)
-                theirs = ckpt.read(entry.name)
-                vd = compare_values(mine, theirs, tolerance)
-                del theirs, mine
+                vd = _compare_with_stored(tensor, ckpt, entry.name, tolerance)
                 if s.dtype != entry.dtype:
                     a, b = (entry.dtype, s.dtype) if recipe_first else (s.dtype, entry.dtype)
                     note = (f" (values equal to the recipe's, cast to {dtype_text(s.dtype)})" if vd.equal
@@ -696,7 +722,10 @@ def _diff_checkpoints(ca: Checkpoint, cb: Checkpoint, label_a: str, label_b: str
                 changes.append(Change("dtype", dtype_text(sa.dtype), dtype_text(sb.dtype),
                                       f"dtype: {dtype_text(sa.dtype)} -> {dtype_text(sb.dtype)}"))
             else:
-                vd = compare_values(ca.read(name), cb.read(name), tolerance)
+                tally = _Tally(tolerance)
+                for a_chunk, b_chunk in zip(ca.read_chunks(name, _CHUNK), cb.read_chunks(name, _CHUNK)):
+                    tally.add(a_chunk, b_chunk)
+                vd = tally.result()
                 if not vd.equal:
                     changes.append(Change("values", None, None, vd.text()))
             if changes:
