@@ -592,8 +592,10 @@ def _compare_replays(ra: Recipe, rb: Recipe, names: set[str], tolerance: float |
                      progress: bool | None) -> dict[str, ValueDiff]:
     """Replay both recipes side by side, one tensor at a time, comparing each name both yield.
     A tensor waits only until the other replay yields it (both orders alike: one at a time)."""
+    from .convert import _return_freed_memory_to_the_os
     from .replay import iter_replay
 
+    _return_freed_memory_to_the_os()
     total = sum(t.nbytes for t in rb.tensors if t.name in names)
     bar = _progress(progress, total, "comparing")
     results: dict[str, ValueDiff] = {}
@@ -631,8 +633,10 @@ def _compare_replays(ra: Recipe, rb: Recipe, names: set[str], tolerance: float |
 # --------------------------------------------------------------------------- against a checkpoint
 def _diff_checkpoint(recipe: Recipe, ckpt: Checkpoint, recipe_first: bool, label_r: str, label_c: str,
                      tolerance: float | None, progress: bool | None) -> RecipeDiff:
+    from .convert import _return_freed_memory_to_the_os
     from .replay import iter_replay
 
+    _return_freed_memory_to_the_os()  # each replayed tensor's pages go back when it is dropped
     side_r, side_c = _recipe_side(recipe, label_r), _checkpoint_side(ckpt, label_c)
     result = RecipeDiff(side_r if recipe_first else side_c, side_c if recipe_first else side_r, "checkpoint",
                         tolerance=tolerance)

@@ -10,6 +10,7 @@ import math
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -498,3 +499,26 @@ def test_git_diff_with_the_readme_textconv_names_the_changed_tensor(recipes, tmp
     assert "-model.layers.0.mlp.up_proj.weight  (32, 16) float32  normal_(mean=0.0, std=0.02)\n" in out
     assert "+model.layers.0.mlp.up_proj.weight  (32, 16) float32  normal_(mean=0.0, std=0.01)\n" in out
     assert "+model.layers.0.input_layernorm.weight" not in out  # unchanged lines are context, not changes
+
+
+def test_diff_and_show_import_neither_the_recorder_nor_transformers(recipes, checkpoints):
+    code = (
+        "import sys, initrecipe\n"
+        "from initrecipe.show import summarize\n"
+        f"summarize(initrecipe.load({str(recipes['llama-0.02'])!r})).text()\n"
+        f"str(initrecipe.diff({str(recipes['llama-0.02'])!r}, {str(recipes['llama-0.01'])!r}))\n"
+        f"str(initrecipe.diff({str(recipes['llama-tied'])!r}, {str(checkpoints['full'])!r}))\n"
+        "print([m for m in ('initrecipe.recorder', 'initrecipe.rng', 'transformers') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_shape_mismatch_against_a_checkpoint(recipes, workdir):
+    weights = load_file(workdir / "full" / "model.safetensors")
+    weights["model.norm.weight"] = torch.ones(8)
+    save_file(weights, workdir / "reshaped.safetensors")
+    d = initrecipe.diff(recipes["llama-tied"], "reshaped.safetensors")
+    assert [(c.name, [x.text for x in c.changes]) for c in d.changed] == [
+        ("model.norm.weight", ["shape: (16,) -> (8,)"])
+    ]
