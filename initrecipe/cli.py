@@ -117,13 +117,23 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     summary = summarize(load(args.recipe), label=args.recipe)
     if args.json:
-        json.dump(summary.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _write(json.dumps(summary.to_json(), indent=2) + "\n")
     elif args.textconv:
-        sys.stdout.write(summary.textconv())
+        _write(summary.textconv())
     else:
-        sys.stdout.write(summary.text(tensors=not args.no_tensors))
+        _write(summary.text(tensors=not args.no_tensors))
     return 0
+
+
+def _write(text: str) -> None:
+    """Print a report; a reader that went away (``| head``) ends it quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -138,11 +148,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
         print(f"initrecipe: error: {exc.strerror or exc}" + (f": `{exc.filename}`" if exc.filename else ""),
               file=sys.stderr)
         return 2
-    if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(result.text(all=args.all))
+    _write(json.dumps(result.to_json(), indent=2) + "\n" if args.json else result.text(all=args.all))
     return 0 if result.identical else 1
 
 

@@ -37,7 +37,7 @@ from .display import count_text, dtype_text, exact_number, number, pack, safe, s
 from .errors import RecipeError
 from .lineage import Interner, Step, TensorLineage
 from .namegroups import collapse
-from .program import PortableKey
+from .program import PortableKey, RngSeed, RngSetState
 from .recipe import Recipe, format_version_for, load
 from .show import TensorInfo, checked_lineage, group_tensors, tensor_infos
 
@@ -445,6 +445,8 @@ def _values_reason(ra: Recipe, rb: Recipe, ta: TensorLineage, tb: TensorLineage)
         return f"values differ: same init, rng {ra.rng} -> {rb.rng}"
     if ra.seed != rb.seed:
         return f"values differ: same init, seed {ra.seed} -> {rb.seed}"
+    if ra.rng == "torch" and _start(ra) != _start(rb):
+        return "values differ: same init, torch's generator starts from another state"
     if ra.rng == "portable":
         sa, sb = _streams(ta), _streams(tb)
         if sa != sb:
@@ -453,6 +455,16 @@ def _values_reason(ra: Recipe, rb: Recipe, ta: TensorLineage, tb: TensorLineage)
             return f"values differ: same init, drawn from stream {before} -> {after}"
         return "values differ: same init, its pinned draws come at another position of torch's random stream"
     return "values differ: same init, drawn at another position of torch's random stream"
+
+
+def _start(recipe: Recipe) -> Any:
+    """How the default generator is first positioned (a seed, or a full state)."""
+    for ins in recipe.program:
+        if isinstance(ins, RngSeed) and ins.gen == 0:
+            return ("seed", ins.seed)
+        if isinstance(ins, RngSetState) and ins.gen == 0:
+            return ("state", ins.state)
+    return None
 
 
 def _settings(ra: Recipe, rb: Recipe) -> list[Change]:

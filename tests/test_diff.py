@@ -522,3 +522,42 @@ def test_shape_mismatch_against_a_checkpoint(recipes, workdir):
     assert [(c.name, [x.text for x in c.changes]) for c in d.changed] == [
         ("model.norm.weight", ["shape: (16,) -> (8,)"])
     ]
+
+
+class Reseeded(nn.Module):
+    """Draws, an extra draw, `manual_seed`, and a layer inside `fork_rng` (restored after)."""
+
+    def __init__(self, variant: bool) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        if variant:
+            torch.empty(4).normal_()  # moves the stream, but a reseed follows
+        torch.manual_seed(7)
+        self.b = nn.Linear(3, 3)
+        with torch.random.fork_rng():
+            if variant:
+                self.c = nn.Linear(3, 3)  # drawn from a forked stream that is restored after
+        self.d = nn.Linear(3, 3)
+
+
+def test_reseeding_and_restored_generators_bound_what_a_change_moves():
+    d = initrecipe.diff(initrecipe.record(lambda: Reseeded(False), seed=0),
+                        initrecipe.record(lambda: Reseeded(True), seed=0))
+    assert body(str(d)) == (
+        "+ c.weight  (3, 3) float32  kaiming_uniform_(a=sqrt(5))\n"
+        "+ c.bias  (3,) float32  uniform_(a=-1/sqrt(3), b=1/sqrt(3))\n"
+        "2 added, 0 removed, 0 changed, 6 keep their bits\n"
+    )
+
+
+def test_recipes_recorded_from_the_current_generator_state():
+    torch.manual_seed(1)
+    a = initrecipe.record(lambda: nn.Linear(3, 3))
+    torch.manual_seed(1)
+    same = initrecipe.record(lambda: nn.Linear(3, 3))
+    torch.manual_seed(2)
+    other = initrecipe.record(lambda: nn.Linear(3, 3))
+    assert initrecipe.diff(a, same).identical
+    d = initrecipe.diff(a, other)
+    assert [x.text for c in d.changed for x in c.changes] == [
+        "values differ: same init, torch's generator starts from another state"] * 2
