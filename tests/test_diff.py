@@ -561,3 +561,28 @@ def test_recipes_recorded_from_the_current_generator_state():
     d = initrecipe.diff(a, other)
     assert [x.text for c in d.changed for x in c.changes] == [
         "values differ: same init, torch's generator starts from another state"] * 2
+
+
+class Inits(nn.Module):
+    def __init__(self, variant: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4, bias=False)
+        if variant:
+            nn.init.normal_(self.lin.weight, std=0.02)
+        self.norm = nn.Parameter(torch.ones(4) if variant else torch.zeros(4))
+        self.t = nn.Parameter(torch.empty(8, 4))
+        nn.init.trunc_normal_(self.t, std=0.02, a=-3.0 if variant else -2.0, b=3.0 if variant else 2.0)
+
+
+def test_init_changes_in_nn_init_terms():
+    d = initrecipe.diff(initrecipe.record(lambda: Inits(False), seed=0, rng="portable"),
+                        initrecipe.record(lambda: Inits(True), seed=0, rng="portable"))
+    assert body(str(d)) == (  # a module's own parameters come before its submodules'
+        "~ norm  (4,) float32\n"
+        "    init: zeros -> ones\n"
+        "~ t  (8, 4) float32\n"
+        "    init: trunc_normal_(mean=0.0, std=0.02, a=-2.0 -> -3.0, b=2.0 -> 3.0)\n"
+        "~ lin.weight  (4, 4) float32\n"
+        "    init: kaiming_uniform_(a=sqrt(5)) -> normal_(mean=0.0, std=0.02)\n"
+        "0 added, 0 removed, 3 changed, 0 keep their bits\n"
+    )
