@@ -271,7 +271,7 @@ class Describer:
     # ------------------------------------------------------------------ public
     def tensor(self, lineage: TensorLineage) -> Init:
         """The initialization of one tensor (the view it shows of its storage included)."""
-        init = self.version(lineage.step, lineage.storage_view.dtype)
+        init = self.version(lineage.step)
         if lineage.view != lineage.storage_view and lineage.step is not None and not _same_elements(
             lineage.view, lineage.storage_view
         ):
@@ -280,17 +280,17 @@ class Describer:
             return Init(init.function, init.params, text, ("view", init.key, lineage.view))
         return init
 
-    def version(self, step: Step | None, dtype: torch.dtype) -> Init:
+    def version(self, step: Step | None) -> Init:
         """The initialization of a storage version (None: never written)."""
         if step is None:
             return Init("uninitialized", (), "uninitialized", ("init", "uninitialized"))
         found = self._versions.get(step.init_id)
         if found is None:
-            found = self._versions[step.init_id] = self._describe(step, dtype)
+            found = self._versions[step.init_id] = self._describe(step)
         return found
 
     # ------------------------------------------------------------------ recognition
-    def _describe(self, step: Step, dtype: torch.dtype) -> Init:
+    def _describe(self, step: Step) -> Init:
         steps, hidden = _chain(step)
         base, rest = steps[0], steps[1:]
         dtype = base.storage_view.dtype
@@ -341,7 +341,7 @@ class Describer:
         values = _input(step, 2)
         if values is None or values.step is None:
             return False
-        return self.version(values.step, values.view.dtype).function == "zeros"
+        return self.version(values.step).function == "zeros"
 
     def _base(self, step: Step, dtype: torch.dtype) -> Init | None:
         """A full write (or creation) in nn.init terms; None when it is not one."""
@@ -427,7 +427,7 @@ class Describer:
         return None
 
     def _input_init(self, inp: Input) -> Init:
-        init = self.version(inp.step, inp.view.dtype)
+        init = self.version(inp.step)
         if inp.step is not None and inp.view != inp.step.storage_view:
             where = index_text(inp.view, inp.step.storage_view)
             return Init(init.function, init.params, f"{init.text} {where}", ("view", init.key, inp.view))
@@ -439,7 +439,7 @@ class Describer:
             src = _input(step, 1)
             if src is not None:
                 return self._input_init(src).text
-        as_init = self._base(_as_covering(step), step.view.dtype)
+        as_init = self._base(_as_covering(step), step.storage_view.dtype)
         return as_init.text if as_init is not None else self._call_text(step)
 
     def _call_text(self, step: Step) -> str:
