@@ -23,6 +23,7 @@ from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
 from .sharding import Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
+from .diff import RecipeDiff, diff  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ __all__ = [
     "sliceable_names",
     "Shard",
     "to_safetensors",
+    "diff",
+    "RecipeDiff",
     "load",
     "Recipe",
     "TensorEntry",
