@@ -21,7 +21,7 @@ from .errors import (  # noqa: E402
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
-from .sharding import Shard  # noqa: E402
+from .sharding import Box, Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
 from .diff import RecipeDiff, diff  # noqa: E402
 
@@ -46,6 +46,7 @@ __all__ = [
     "sliceable",
     "sliceable_names",
     "Shard",
+    "Box",
     "to_safetensors",
     "diff",
     "RecipeDiff",

@@ -461,12 +461,29 @@ def test_shard_requests_are_checked() -> None:
         initrecipe.replay(recipe, shards={"nope": Shard(0, 0, 1)})
     with pytest.raises(TypeError, match="cannot be combined with `into`"):
         initrecipe.replay(recipe, into=Mixed(), shards={"lin.bias": Shard(0, 0, 1)})
-    with pytest.raises(TypeError, match="shards must give initrecipe.Shard values"):
+    with pytest.raises(TypeError, match="shards must give initrecipe.Shard or initrecipe.Box values, found tuple"):
         initrecipe.replay(recipe, shards={"lin.bias": (0, 0, 1)})
+    with pytest.raises(initrecipe.ReplayError, match=r"box of `lin.weight`: \[2:1\] is not a slice of dimension 1"):
+        initrecipe.replay(recipe, shards={"lin.weight": initrecipe.Box((0, 2), (4, 1))})
+    with pytest.raises(initrecipe.ReplayError, match="box of `lin.bias`: 2 starts and 2 stops for a tensor of shape"):
+        initrecipe.replay(recipe, shards={"lin.bias": initrecipe.Box((0, 0), (1, 1))})
     with pytest.raises(ValueError, match="rank must be in 0 … world_size-1"):
         Shard.of(10, 4, 4)
     assert [Shard.of(10, r, 4) for r in range(4)] == [Shard(0, 0, 3), Shard(0, 3, 6), Shard(0, 6, 9), Shard(0, 9, 10)]
     assert Shard.of(2, 3, 4) == Shard(0, 2, 2)  # torch.chunk leaves late ranks empty
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_box_equals_the_block_of_the_full_replay(data: st.DataObject) -> None:
+    recipe, full = mixed_recipe(), mixed_weights()
+    name = data.draw(st.sampled_from(sorted(full)))
+    shape = tuple(full[name].shape)
+    starts = tuple(data.draw(st.integers(0, size)) for size in shape)
+    stops = tuple(data.draw(st.integers(start, size)) for start, size in zip(starts, shape))
+    box = initrecipe.Box(starts, stops)
+    part = initrecipe.replay(recipe, names=[name], shards={name: box})[name]
+    assert bits(part) == bits(box.take(full[name]).contiguous()), (name, box)
 
 
 def test_torch_recipes_take_shards_by_slicing() -> None:
