@@ -27,21 +27,28 @@ from .diff import RecipeDiff, diff  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .distributed import distribute, materialize
     from .recorder import record
 
 
 def __getattr__(name: str):
     # The recorder (and torch's fake-tensor machinery) loads only when used: a machine that only
-    # replays recipes never imports it.
+    # replays recipes never imports it.  Likewise torch.distributed for `materialize`/`distribute`.
     if name == "record":
         from .recorder import record
 
         return record
+    if name in ("materialize", "distribute"):
+        from . import distributed
+
+        return getattr(distributed, name)
     raise AttributeError(f"module 'initrecipe' has no attribute {name!r}")
 
 __all__ = [
     "record",
     "replay",
+    "materialize",
+    "distribute",
     "iter_replay",
     "sliceable",
     "sliceable_names",
