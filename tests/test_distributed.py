@@ -75,3 +75,14 @@ def test_materialize_names_what_does_not_fit(recipes):
         "`model.layers.0.mlp.gate_proj.weight` and 18 more. Build the module from the same config the recipe was "
         "recorded from",
     ]
+
+
+def test_the_readme_seed_checkpoint_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "seed_checkpoint.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 ranks filled 21 sharded parameters from the recipe; gathered weights equal the replay" in done.stdout
