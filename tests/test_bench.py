@@ -171,8 +171,8 @@ def test_ks_separates_distributions_and_accepts_equal_ones():
     same = torch.randn(16384, generator=g) * 0.02
     uniform = (torch.rand(16384, generator=g) * 2 - 1) * 0.02 * 3**0.5  # same mean and std
     assert bench_fidelity.ks_2samp(x, x) == (0.0, 1.0)
-    assert bench_fidelity.ks_2samp(x, same)[1] > bench_fidelity.KS_ALPHA
-    assert bench_fidelity.ks_2samp(x, uniform)[1] < bench_fidelity.KS_ALPHA
+    assert bench_fidelity.ks_2samp(x, same)[1] > 0.01
+    assert bench_fidelity.ks_2samp(x, uniform)[1] < 1e-15
     assert bench_fidelity.ks_2samp(torch.zeros(100), torch.ones(100))[0] == 1.0
     assert bench_fidelity.ks_2samp(x, torch.full((100,), float("nan"))) == (1.0, 0.0)
     with pytest.raises(ValueError, match="two non-empty samples"):

@@ -102,7 +102,8 @@ def _fidelity_cells(system: str, entry: dict[str, Any]) -> tuple[str, str, str, 
     if wrong:
         notes.append(f"right distribution, other bits: {_names(wrong)}")
     if fid["not_distribution"]:
-        notes.append(f"**wrong distribution** (KS p < 1e-3, e.g. uninitialized memory): {_names(fid['not_distribution'])}")
+        notes.append(f"**wrong distribution** (KS p < {fid['ks_alpha_per_tensor']:.0e}, e.g. uninitialized memory): "
+                     f"{_names(fid['not_distribution'])}")
     return bit, dist, ties, notes
 
 
@@ -178,7 +179,7 @@ def scaling_table(scaling: dict[str, Any]) -> str:
     rows.append("")
     rows.append(
         f"Parameters grow {max(params) / min(params):.0f}x across these configs; the recipe per layer stays "
-        f"between {human_bytes(min(per_layer))} and {human_bytes(max(per_layer))}."
+        f"between {min(per_layer):,.0f} and {max(per_layer):,.0f} bytes."
     )
     return "\n".join(rows)
 
@@ -325,7 +326,7 @@ def plot(data: dict[str, Any], path: Path) -> dict[str, str]:
             if v:
                 xs.append(i + (k - 1) * width)
                 vals.append(v)
-        bars = ax.bar(xs, vals, width=width, label=label, color=[colors[3], colors[2], colors[1]][k])
+        bars = ax.bar(xs, vals, width=width, label=label, color=[colors[3], colors[2], "#8172b3"][k])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, v * 1.15, human_bytes(v), ha="center", fontsize=8)
     ax.set_yscale("log")
@@ -354,7 +355,13 @@ def plot(data: dict[str, Any], path: Path) -> dict[str, str]:
                         f"plan {_seconds(r['plan']['median'])}",
                         (x, y), textcoords="offset points", xytext=(8, -24 + 34 * nth), fontsize=7)
         ax.set_xlabel("layers")
-        ax.set_ylabel("recipe size, KiB")
+        ax.set_ylabel("recipe size, KiB", color=colors[0])
+        twin = ax.twinx()
+        twin.plot(layers, [r["params"] / 1e9 for r in rows], "s--", color="#999999", alpha=0.7, label="parameters")
+        twin.set_ylabel("parameters, billions (grey, dashed)", color="#777777")
+        twin.set_ylim(0, max(r["params"] for r in rows) / 1e9 * 1.2)
+        ax.set_zorder(twin.get_zorder() + 1)  # the labels above the grey line
+        ax.patch.set_visible(False)
         ax.set_xlim(0, max(layers) * 1.6)
         ax.set_ylim(0, max(kib) * 1.2)
         ax.grid(alpha=0.3)
