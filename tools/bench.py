@@ -53,8 +53,10 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -349,6 +351,22 @@ def child_scaling(spec: str) -> dict[str, Any]:
 
 
 # =========================================================================== parent
+def source_tree() -> str | None:
+    """The git tree of ``initrecipe/`` (what is measured), with "+dirty" for uncommitted changes there.
+
+    ``--resume`` accepts results of the same tree, so commits that touch only tools/ or docs/
+    (e.g. the results themselves) do not invalidate a run.
+    """
+    try:
+        tree = subprocess.run(["git", "rev-parse", "HEAD:initrecipe"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "initrecipe"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return tree + ("+dirty" if dirty else "")
+
+
 def machine_info() -> dict[str, Any]:
     import torch
     import transformers
@@ -383,6 +401,7 @@ def machine_info() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "initrecipe": initrecipe.__version__,
         "initrecipe_commit": base.git_describe(),
+        "initrecipe_tree": source_tree(),
         **{f"{k}_version": v for k, v in versions.items()},
     }
 
@@ -421,13 +440,13 @@ def _work_files_present(run: Run, model: str, system: str, result: dict[str, Any
 
 
 def run_systems(run: Run, models: list[str], systems: list[str], repeats: int, quick: bool,
-                timeout: float) -> None:
+                timeout: float) -> int:
     """Every (repetition, system) pair, interleaved, each in a fresh process (both models in one for --quick)."""
     for model in models:
         (run.work_dir / model).mkdir(parents=True, exist_ok=True)
     groups = [[m] for m in models] if not quick else [models]
     total = len(models) * repeats * len(systems)
-    done = 0
+    done = children = 0
     for group in groups:
         for rep in range(repeats):
             for system in systems:
@@ -451,9 +470,10 @@ def run_systems(run: Run, models: list[str], systems: list[str], repeats: int, q
                 print(f"[{done}/{total}] {system} on {label}, repetition {rep + 1}/{repeats} "
                       f"(load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
                 started = time.perf_counter()
+                children += 1
                 try:
                     results = base.run_child(["jobs", json.dumps(jobs)], script=__file__, timeout=timeout)["results"]
-                except (RuntimeError, ValueError) as exc:  # crashed, killed, or printed no JSON
+                except (RuntimeError, ValueError, IndexError) as exc:  # crashed, killed, or printed no JSON
                     error = str(exc).strip().splitlines()
                     tail = [line for line in error if line.strip()][-1:] or ["?"]
                     results = [{"failed": {"stage": "process", "error": f"{error[0]} ... {tail[0]}"[:400]}}] * len(jobs)
@@ -466,6 +486,7 @@ def run_systems(run: Run, models: list[str], systems: list[str], repeats: int, q
                               f"{result['failed']['error']}", file=sys.stderr, flush=True)
                     elif "skipped" in result:
                         print(f"    {system} SKIPPED: {result['skipped']}", file=sys.stderr, flush=True)
+    return children
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:
@@ -528,31 +549,33 @@ def summarize(run: Run, models: list[str], systems: list[str]) -> None:
     run.save()
 
 
-def run_scaling(run: Run, quick: bool, reps: int, timeout: float) -> None:
+def run_scaling(run: Run, quick: bool, reps: int, timeout: float) -> int:
+    """The scaling child, unless a resumed run has its rows already; returns the children run (0 or 1)."""
     if run.data.get("scaling") and "rows" in run.data["scaling"]:
-        return
+        return 0
     configs = scaling_configs(quick)
     print(f"[scaling] recording {', '.join(configs)} ({reps} times each) and planning their replays ...",
           file=sys.stderr, flush=True)
     try:
         res = base.run_child(["scaling", json.dumps({"configs": configs, "reps": reps})], script=__file__,
                              timeout=timeout)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, IndexError) as exc:
         run.data["scaling"] = {"failed": str(exc)[:2000]}
         run.save()
-        return
+        return 1
     for row in res["rows"]:
         row["record"] = _stats(row["record_seconds"])
         row["plan"] = _stats(row["plan_seconds"])
         row["recipe_bytes_per_layer"] = row["recipe_bytes"] / row["layers"]
     run.data["scaling"] = res
     run.save()
+    return 1
 
 
 def new_run_data(args: argparse.Namespace, models: list[str], systems: list[str], repeats: int) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
-        "command": " ".join(["python", "tools/bench.py", *(args.argv or [])]),
+        "command": shlex.join(["python", "tools/bench.py", *(args.argv or [])]),
         "quick": args.quick,
         "models": models,
         "systems": systems,
@@ -614,13 +637,14 @@ def main(argv: list[str] | None = None) -> int:
     data = None
     if args.resume and (out_dir / "results.json").exists():
         data = json.loads((out_dir / "results.json").read_text())
-        commit = base.git_describe()
+        tree = source_tree()
+        had = data.get("machine", {}).get("initrecipe_tree")
         same = (data.get("schema") == SCHEMA and data.get("quick") == args.quick and data.get("repeats") == repeats
-                and data.get("machine", {}).get("initrecipe_commit") == commit)
+                and had == tree and tree is not None and not tree.endswith("+dirty"))
         if not same:
             print(f"error: {out_dir / 'results.json'} is from another configuration or commit "
-                  f"({data.get('machine', {}).get('initrecipe_commit')}, repeats {data.get('repeats')}, "
-                  f"quick {data.get('quick')}); this run is {commit}, repeats {repeats}, quick {args.quick}. "
+                  f"(initrecipe/ tree {had}, repeats {data.get('repeats')}, quick {data.get('quick')}); "
+                  f"this run is tree {tree}, repeats {repeats}, quick {args.quick}. "
                   "Run without --resume to start over.", file=sys.stderr)
             return 2
         data["models"] = list(dict.fromkeys([*data["models"], *models]))
@@ -635,20 +659,21 @@ def main(argv: list[str] | None = None) -> int:
     run.save()
 
     t0 = time.perf_counter()
-    run_systems(run, models, systems, repeats, args.quick, args.child_timeout)
+    ran = run_systems(run, models, systems, repeats, args.quick, args.child_timeout)
     if not args.no_scaling:
-        run_scaling(run, args.quick, 1 if args.quick else args.scaling_repeats, args.child_timeout)
+        ran += run_scaling(run, args.quick, 1 if args.quick else args.scaling_repeats, args.child_timeout)
     summarize(run, run.data["models"], run.data["systems"])
-    run.data["loadavg_at_end"] = os.getloadavg()
-    run.data["seconds"] = run.data.get("seconds", 0.0) + time.perf_counter() - t0
-    run.data["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if ran or "seconds" not in run.data:  # a resume with nothing left to run only re-renders
+        run.data["loadavg_at_end"] = os.getloadavg()
+        run.data["seconds"] = run.data.get("seconds", 0.0) + time.perf_counter() - t0
+        run.data["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     run.data["plot"] = report.plot(run.data, out_dir / "bench.png")
     markdown = report.markdown(run.data)
     (out_dir / "results.md").write_text(markdown)
     run.save()
     if not args.quick and out_dir == DEFAULT_OUT.resolve() and not args.no_update_docs:
         for path, block in ((ROOT / "README.md", report.readme_block(run.data)),
-                            (ROOT / "docs" / "BENCHMARKS.md", markdown)):
+                            (ROOT / "docs" / "BENCHMARKS.md", report.benchmarks_block(run.data, markdown))):
             if not report.replace_block(path, block):
                 print(f"warning: no bench markers in {path}; not updated", file=sys.stderr)
     print(markdown, end="")

@@ -85,7 +85,8 @@ def _fidelity_cells(system: str, entry: dict[str, Any]) -> tuple[str, str, str, 
         return "–", "–", "–", notes
     n = fid["tensors"]
     if system == "eager":
-        ties = f"reference ({fid.get('eager_tie_groups', 0)} tie groups)"
+        groups = fid.get("eager_tie_groups", 0)
+        ties = f"reference ({groups} tie group{'' if groups == 1 else 's'})"
         return f"reference ({n} tensors)", "reference", ties, notes
     of = f"/{n}" + (" in the checkpoint" if system == "convert" else "")
     bit = f"**{fid['bitwise']}{of}**"
@@ -220,8 +221,13 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def benchmarks_block(data: dict[str, Any], tables: str) -> str:
+    """docs/BENCHMARKS.md's block: the plot, then the tables."""
+    return f"![The plot of these results](bench/bench.png)\n\n{tables}"
+
+
 def readme_block(data: dict[str, Any]) -> str:
-    note = f" {data['note']}." if data.get("note") else ""
+    note = f" {data['note']}." if data.get("note") and data["note"] not in data["command"] else ""
     return (
         "![initrecipe vs eager, meta device, accelerate and ColossalAI: time, peak memory, fidelity and size]"
         "(docs/bench/bench.png)\n\n"
