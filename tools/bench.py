@@ -87,7 +87,7 @@ SYSTEMS = [
     "convert",
 ]
 RECIPE_OF = {"replay-torch": "torch", "replay-portable": "portable", "convert": "torch"}
-COLOSSALAI_INSTALL = "pip install --no-deps colossalai==0.5.0 peft (after torch==2.13.0)"
+COLOSSALAI_INSTALL = "pip install --no-deps colossalai==0.5.0 peft==0.21.2 (after torch==2.13.0)"
 
 SCALING = ["llama-1b", "llama-7b", "llama-70b", "llama-405b"]
 # --quick: the same shape of question on tiny Llamas: layers vary, and one config is 4x wider.
