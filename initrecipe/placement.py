@@ -89,12 +89,14 @@ def run_on_host(run: Callable[[list[Any], dict[str, Any]], Any], args: list[Any]
         if pos < len(args) and isinstance(args[pos], torch.Tensor):
             args[pos].copy_(host_args[pos])
             originals[id(host_args[pos])] = args[pos]
+    return _back_to_device(result, originals, device)
 
-    def back(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return originals.get(id(value)) if id(value) in originals else value.to(device)
-        if isinstance(value, (list, tuple)):
-            return type(value)(back(v) for v in value)
-        return value
 
-    return back(result)
+def _back_to_device(value: Any, originals: dict[int, torch.Tensor], device: torch.device) -> Any:
+    """``value`` with host tensors moved to ``device`` (written arguments map back to their originals).
+    Module-level, not a recursive closure: that would be a reference cycle holding tensors."""
+    if isinstance(value, torch.Tensor):
+        return originals[id(value)] if id(value) in originals else value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_back_to_device(v, originals, device) for v in value)
+    return value

@@ -402,11 +402,7 @@ def run_slice(
             env[v] = tensor  # type: ignore[assignment]
 
     def resolve(a: Any) -> Any:
-        if isinstance(a, Ref):
-            return env[a.id]
-        if isinstance(a, (list, tuple)):
-            return [resolve(x) for x in a]
-        return a
+        return _resolve_refs(a, env)
 
     for i in plan.indices:
         ins = program[i]
@@ -424,6 +420,17 @@ def run_slice(
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ReplayError(f"program[{i}]: `{ins.op}` failed on a shard: {detail}") from None
     return selection[facts.values[plan.value].storage]
+
+
+def _resolve_refs(a: Any, env: dict[int, torch.Tensor]) -> Any:
+    """``a`` with every :class:`Ref` replaced by its tensor.  A module-level function on purpose: a
+    recursive closure is a reference cycle that would keep ``env`` (every slice) alive until the
+    cyclic collector runs, which :func:`initrecipe.replay` pauses."""
+    if isinstance(a, Ref):
+        return env[a.id]
+    if isinstance(a, (list, tuple)):
+        return [_resolve_refs(x, env) for x in a]
+    return a
 
 
 @dataclass(frozen=True, slots=True)

@@ -393,6 +393,27 @@ def test_device_split_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> No
         assert bits(halves[name]) == bits(expected), name
 
 
+def test_sharded_replay_frees_each_slice_without_the_cyclic_collector() -> None:
+    """A slice must die with its last reference: with the cyclic GC paused (as ``replay`` pauses
+    it), a reference cycle around a slice program's tensors kept every slice of a materialize alive
+    (3.2 GiB instead of 2.1 GiB per rank for the Llama-1B config at world size 2)."""
+    import gc
+    import weakref
+
+    recipe = mixed_recipe()
+    request = lambda name, shape: Shard.of(shape[0], 1, 2)  # noqa: E731
+    alive: list[weakref.ref] = []
+    gc.disable()
+    try:
+        for entries, values in initrecipe.iter_replay(recipe, shards=request):
+            alive.append(weakref.ref(values if values._base is None else values._base))
+            del values
+        assert len(alive) == len({e.value for e in recipe.tensors})
+        assert [ref() for ref in alive] == [None] * len(alive)
+    finally:
+        gc.enable()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compares CPU and CUDA replays; needs a GPU")
 def test_cpu_and_cuda_give_identical_bits() -> None:  # pragma: no cover - runs where a GPU is present
     transformers = pytest.importorskip("transformers")

@@ -14,7 +14,8 @@ processes (gloo, file rendezvous).  Every rank builds the model on the meta devi
 
 Each rank reports its wall time, CPU time (user + system) and peak RSS (``ru_maxrss``), plus its
 RSS before the measurement (the interpreter with torch and transformers imported) and the bytes of
-its local shards.  Each (world size, system) pair runs in fresh processes.
+its local shards.  Each (world size, system) pair runs in fresh processes, each rank with
+``cpu_count // world`` torch threads (the node's cores shared, as under torchrun).
 
     python tools/bench_materialize.py                 # full run (a few minutes)
     python tools/bench_materialize.py --quick         # a tiny Llama, seconds
@@ -59,6 +60,9 @@ def rank_main(rank: int, world: int, folder: str, config: str, system: str) -> N
 
     import initrecipe
 
+    # As torchrun does for several processes per node (it sets OMP_NUM_THREADS): the ranks share the
+    # node's cores instead of each starting a thread per core.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous-{system}-{world}", rank=rank,
                             world_size=world)
     mesh = init_device_mesh("cpu", (world,))
