@@ -2,12 +2,15 @@
 
 Rendezvous goes through a file in a temporary folder (no ports). Each rank returns a JSON-able
 value; :func:`run_world` returns them by rank. A rank that raises fails the whole run with its
-traceback; a run past its deadline is killed, every process with it.
+traceback; a run past its deadline is killed, every process with it.  A rank's result counts
+once written (before the process group is torn down): torch's gloo teardown at interpreter exit
+aborts now and then, which says nothing about the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 import traceback
@@ -26,12 +29,18 @@ def _entry(rank: int, world: int, folder: str, fn: Callable[..., Any], args: tup
         result = {"ok": fn(rank, world, *args)}
     except BaseException:  # report it: the parent shows the traceback
         result = {"error": traceback.format_exc()}
-    finally:
-        try:
-            dist.destroy_process_group()
-        except Exception:  # pragma: no cover - best effort on the way out
-            pass
-    out.write_text(json.dumps(result))
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(result))
+    partial.rename(out)
+    try:
+        if "ok" in result:
+            dist.barrier()  # nobody tears down while another rank still talks to it
+        dist.destroy_process_group()
+    except Exception:  # pragma: no cover - best effort on the way out
+        pass
+    # Skip interpreter finalization: gloo's worker threads can still hold work objects whose
+    # destruction there aborts the process ("terminate called without an active exception").
+    os._exit(0)
 
 
 def run_world(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 180.0) -> list[Any]:
@@ -45,22 +54,33 @@ def run_world(fn: Callable[..., Any], world: int, *args: Any, timeout: float = 1
                                      start_method="spawn")
         deadline = time.monotonic() + timeout
         try:
-            while not context.join(timeout=1.0):
+            while any(p.is_alive() for p in context.processes):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"a {world}-process run of {fn.__name__} took longer than {timeout:.0f} s")
+                if any(p.exitcode is not None and _failed(folder, r) for r, p in enumerate(context.processes)):
+                    break  # a rank failed or died unreported: the others may wait for it forever
+                time.sleep(0.2)
         finally:
             for process in context.processes:
                 if process.is_alive():
                     process.kill()
                 process.join(5)
         results = []
-        for rank in range(world):
-            path = Path(folder) / f"rank{rank}.json"
+        for rank, process in enumerate(context.processes):
+            path = _result(folder, rank)
             if not path.exists():
-                raise AssertionError(f"rank {rank} of {fn.__name__} wrote no result")
+                raise AssertionError(f"rank {rank} of {fn.__name__} wrote no result (exit code {process.exitcode})")
             result = json.loads(path.read_text())
             if "error" in result:
                 raise AssertionError(f"rank {rank} of {fn.__name__} failed:\n{result['error']}")
             results.append(result["ok"])
         return results
 
+
+def _result(folder: str, rank: int) -> Path:
+    return Path(folder) / f"rank{rank}.json"
+
+
+def _failed(folder: str, rank: int) -> bool:
+    path = _result(folder, rank)
+    return not path.exists() or "error" in json.loads(path.read_text())
