@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from .errors import RecipeError
 from .output_files import (
     OutputWriteError,
     create_temp,
@@ -133,6 +134,11 @@ def plan_layout(specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None 
     """Lay out a safetensors file the way ``safetensors.torch.save_file`` does."""
     specs = list(specs)
     names = [s.name for s in specs]
+    if "__metadata__" in names:
+        raise RecipeError(
+            "a tensor named `__metadata__` cannot be stored in a safetensors file (the format reserves "
+            "that header key); rename the tensor in the model and record it again"
+        )
     if len(set(names)) != len(names):
         raise ValueError("tensor names in one safetensors file must be unique")
     ordered = sorted(specs, key=lambda s: (_DTYPE_RANK[dtype_code(s.dtype)], s.name.encode("utf-8")))
