@@ -313,12 +313,15 @@ def test_deferred_signals_hold_an_interrupt_until_the_block_ends():
 
 
 def _signal_from_the_writer_thread(monkeypatch, sig: int, after_chunks: int = 3) -> dict:
-    """Make the writer send ``sig`` to this process while it writes, then keep writing slowly."""
+    """Make the writer thread send ``sig`` to this process while it writes, then keep writing slowly
+    (the headers, written by the main thread when the files are created, do not count)."""
     real = safetensors_stream._pwrite
     seen = {"chunks": 0, "after": 0, "threads": set()}
 
     def pwrite(fd, data, offset):
         seen["threads"].add(threading.current_thread().name)
+        if threading.current_thread() is threading.main_thread():
+            return real(fd, data, offset)
         seen["chunks"] += 1
         if seen["chunks"] == after_chunks:
             os.kill(os.getpid(), sig)
@@ -344,7 +347,7 @@ def test_an_interrupt_mid_write_stops_the_writer_thread_and_leaves_the_earlier_c
     seen = _signal_from_the_writer_thread(monkeypatch, signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         to_safetensors(_big_enough_recipe(), out, force=True, max_shard_size="1MiB")
-    assert seen["threads"] >= {"MainThread"} and any(t.startswith("initrecipe-write") for t in seen["threads"])
+    assert seen["chunks"] >= 3 and any(t.startswith("initrecipe-write") for t in seen["threads"])
     assert seen["after"] < 100, "the writer thread kept writing after the interrupt"
     assert os.listdir(out) == ["model.safetensors"] and (out / "model.safetensors").read_bytes() == before
     assert not any(t.name.startswith("initrecipe-write") for t in threading.enumerate())
@@ -460,7 +463,7 @@ def test_sigint_during_convert_of_a_large_recipe(tmp_path, big_recipe, shard):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_during_convert(tmp_path, medium_recipe, sig):
     out = tmp_path / "out"
-    rc, err, seen = _interrupt_mid_write(["convert", str(medium_recipe), str(out), "--max-shard-size", "8MB"],
+    rc, err, seen = _interrupt_mid_write(["convert", str(medium_recipe), str(out), "--max-shard-size", "9MB"],
                                          tmp_path, out, sig, slow_disk=True, min_written=2 << 20)
     assert (rc, err) == (128 + sig, f"initrecipe: interrupted by {signal.Signals(sig).name}\n")
     assert len(seen) == 4
