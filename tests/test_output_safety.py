@@ -446,7 +446,7 @@ def _earlier_checkpoint(folder: Path) -> bytes:
     return (folder / "model.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("shard", ["5GB", "64MB"])
+@pytest.mark.parametrize("shard", ["5GB", "68MB"])
 def test_sigint_during_convert_of_a_large_recipe(tmp_path, big_recipe, shard):
     out = tmp_path / "out"
     before = _earlier_checkpoint(out)
@@ -455,7 +455,7 @@ def test_sigint_during_convert_of_a_large_recipe(tmp_path, big_recipe, shard):
         tmp_path, out, signal.SIGINT, slow_disk=False, min_written=8 << 20,
     )
     assert (rc, err) == (130, "initrecipe: interrupted by SIGINT\n")
-    assert len(seen) == (1 if shard == "5GB" else 4)
+    assert len(seen) == (1 if shard == "5GB" else 4)  # 16 MiB tensors, four to a 68 MB shard
     assert os.listdir(out) == ["model.safetensors"]
     assert (out / "model.safetensors").read_bytes() == before
 
