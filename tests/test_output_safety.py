@@ -423,22 +423,23 @@ def _interrupt_mid_write(args: list[str], cwd: Path, folder: Path, sig: int, *, 
     return proc.returncode, err.decode(), seen
 
 
+def _saved_linear_stack(factory, width: int, count: int) -> Path:
+    path = factory.mktemp("recipes") / f"linear-{width}x{count}.recipe"
+    initrecipe.record(lambda: nn.Sequential(*[nn.Linear(width, width, bias=False) for _ in range(count)]),
+                      seed=0).save(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def big_recipe(tmp_path_factory) -> Path:
     """256 MiB of weights in 16 tensors: writing takes a while."""
-    path = tmp_path_factory.mktemp("big") / "big.recipe"
-    initrecipe.record(lambda: nn.Sequential(*[nn.Linear(2048, 2048, bias=False) for _ in range(16)]),
-                      seed=0).save(path)
-    return path
+    return _saved_linear_stack(tmp_path_factory, 2048, 16)
 
 
 @pytest.fixture(scope="module")
 def medium_recipe(tmp_path_factory) -> Path:
     """32 MiB in 8 tensors, for the slowed-down disk."""
-    path = tmp_path_factory.mktemp("medium") / "medium.recipe"
-    initrecipe.record(lambda: nn.Sequential(*[nn.Linear(1024, 1024, bias=False) for _ in range(8)]),
-                      seed=0).save(path)
-    return path
+    return _saved_linear_stack(tmp_path_factory, 1024, 8)
 
 
 def _earlier_checkpoint(folder: Path) -> bytes:
