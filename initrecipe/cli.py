@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         model_fn = _load_callable(args.target)
     else:
         raise SystemExit("initrecipe: error: give PKG.MODULE:CALLABLE or --hf-config CONFIG_JSON")
+    _check_output_file(args.output)
     start = time.perf_counter()
     recipe = record(model_fn, seed=args.seed, rng=args.rng)  # type: ignore[arg-type]
     path = recipe.save(args.output)
@@ -73,6 +75,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from .safetensors_stream import save_file
 
     recipe = load(args.recipe)
+    _check_output_file(args.output)
     shards = None
     if args.shard:
         from .sharding import Shard
@@ -91,6 +94,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     path = save_file(args.output, tensors, {"format": "pt", "initrecipe.hash": recipe.content_hash})
     print(f"replayed {len(tensors)} tensors in {elapsed:.2f} s into {path}", file=sys.stderr)
     return 0
+
+
+def _check_output_file(path: str) -> None:
+    """Refuse, before any work, an output path that cannot be written: a folder, or in a missing folder."""
+    from .output_files import OutputWriteError, refuse_folder_at
+
+    target = Path(path)
+    refuse_folder_at(target)
+    parent = target.parent
+    if not parent.is_dir():
+        what = "does not exist; create it first" if not parent.exists() else "is not a folder; choose another path"
+        raise OutputWriteError(f"cannot write `{target}`: `{parent}` {what}")
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
@@ -291,22 +306,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where a KeyboardInterrupt would be, so the same cleanup runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated(signum)
+
+
+def _terminate_like_interrupt() -> dict[int, object]:
+    """Make SIGTERM and SIGHUP (where they would kill the process outright) raise :class:`_Terminated`.
+
+    Returns the handlers replaced, for :func:`_restore_handlers`.  Signals the caller ignores
+    (``nohup``) stay ignored; off the main thread nothing changes.
+    """
+    import threading
+
+    replaced: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return replaced
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_DFL:
+            replaced[sig] = signal.signal(sig, _raise_terminated)
+    return replaced
+
+
+def _restore_handlers(replaced: dict[int, object]) -> None:
+    for sig, handler in replaced.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code.
+
+    SIGINT, SIGTERM and SIGHUP end a command with one line on stderr and exit status 128 plus the
+    signal's number (130, 143, 129), after removing any partially written output.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv if argv else ["--help"])
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    replaced = _terminate_like_interrupt()
     try:
         return int(args.run(args))
     except RecipeError as exc:
         print(f"initrecipe: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("initrecipe: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"initrecipe: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        _restore_handlers(replaced)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ the model.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -27,16 +26,19 @@ import torch
 
 from . import __version__
 from .errors import RecipeError, ReplayError
+from .output_files import (
+    OutputExistsError,
+    OutputWriteError,
+    deferred_signals,
+    fsync_dir,
+    output_error,
+    refuse_folder_at,
+    remove_quietly,
+    write_temp,
+)
 from .recipe import Recipe, TensorEntry, load
 from .replay import iter_replay
-from .safetensors_stream import (
-    SAFETENSORS_DTYPES,
-    StreamingSafetensorsWriter,
-    TensorSpec,
-    fsync_dir,
-    plan_layout,
-    temp_path_for,
-)
+from .safetensors_stream import SAFETENSORS_DTYPES, StreamingSafetensorsWriter, TensorSpec, plan_layout
 
 __all__ = [
     "to_safetensors",
@@ -56,14 +58,6 @@ CONFIG_NAME = "config.json"
 _SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
-
-
-class OutputExistsError(RecipeError, FileExistsError):
-    """The output folder already holds a checkpoint and overwriting was not asked for."""
-
-
-class OutputWriteError(RecipeError, OSError):
-    """Writing the output failed: disk full, no permission, read-only file system, ..."""
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -245,27 +239,6 @@ def _config_bytes(config: str | os.PathLike, dtype: torch.dtype | None) -> bytes
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
-def _os_error(exc: OSError, out_dir: Path, needed: int) -> OutputWriteError:
-    """One line for a failed write."""
-    code = exc.errno
-    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        what = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded"
-        msg = (
-            f"{what} while writing to `{out_dir}` (the checkpoint needs {needed / 2**20:.1f} MiB); "
-            "free some space or choose another OUT_DIR"
-        )
-    elif code in (errno.EACCES, errno.EPERM) or isinstance(exc, PermissionError):
-        msg = f"permission denied writing to `{out_dir}`; choose a folder you can write to"
-    elif code == errno.EROFS:
-        msg = f"`{out_dir}` is on a read-only file system; choose another OUT_DIR"
-    else:
-        where = f" `{exc.filename}`" if exc.filename else f" to `{out_dir}`"
-        msg = f"cannot write{where}: {exc.strerror or exc}"
-    err = OutputWriteError(msg)
-    err.errno = code  # type: ignore[misc]
-    return err
-
-
 def _progress_bar(enabled: bool | None, total_bytes: int, total_tensors: int) -> Any:
     if enabled is None:
         enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
@@ -285,21 +258,6 @@ def _progress_bar(enabled: bool | None, total_bytes: int, total_tensors: int) ->
     )
     bar.set_postfix_str(f"tensors 0/{total_tensors}", refresh=False)
     return bar
-
-
-def _write_small(final: Path, data: bytes, temps: list[Path]) -> Path:
-    """Write ``data`` under a temporary name beside ``final``; returns the temporary path."""
-    tmp = temp_path_for(final)
-    temps.append(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return tmp
 
 
 # --------------------------------------------------------------------------- the conversion
@@ -394,6 +352,11 @@ def to_safetensors(
     layouts = {fname: plan_layout([specs[n] for n in names], metadata) for fname, names in plan.files.items()}
     needed = sum(layout.file_size for layout in layouts.values())
 
+    finals = [out_dir / fname for fname in layouts]
+    finals += [out_dir / WEIGHTS_INDEX_NAME] if plan.is_sharded else []
+    finals += [out_dir / CONFIG_NAME] if config_data is not None else []
+    for final in finals:
+        refuse_folder_at(final)
     existing = _existing_outputs(out_dir, config_data is not None)
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
@@ -417,7 +380,8 @@ def to_safetensors(
         done = 0
         # One tensor is written on a background thread while the replay builds the next one: at
         # most two tensors are held at a time, and disk writes overlap generation.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write") as io:
+        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write")
+        try:
             writing: Future[None] | None = None
             for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in persistent,
                                                draw_in_place=False):
@@ -436,50 +400,54 @@ def to_safetensors(
                     bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
             if writing is not None:
                 writing.result()
+        except BaseException:
+            # Stop the write in flight (within one chunk) before waiting for the thread.
+            for writer in writers.values():
+                writer.abort()
+            raise
+        finally:
+            io.shutdown(wait=True)
         if done != len(stored):
             raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
-        extra: list[tuple[Path, Path]] = []
-        if config_data is not None:
-            extra.append((_write_small(out_dir / CONFIG_NAME, config_data, temps), out_dir / CONFIG_NAME))
-        if plan.is_sharded:
-            index = {
-                "metadata": {"total_parameters": plan.total_parameters, "total_size": plan.total_size},
-                "weight_map": plan.weight_map,
-            }
-            data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")
-            extra.append((_write_small(out_dir / WEIGHTS_INDEX_NAME, data, temps), out_dir / WEIGHTS_INDEX_NAME))
-        # Everything is on disk under temporary names: now the renames, the index last.
-        for writer in writers.values():
-            committed.append(writer.commit())
-        for tmp, final in extra:
-            os.replace(tmp, final)
-            committed.append(final)
-        if force:
-            keep = {p.name for p in committed}
-            for name in _existing_outputs(out_dir, False):
-                if name not in keep:
-                    try:
-                        os.unlink(out_dir / name)
-                    except FileNotFoundError:
-                        pass
+        # Everything from here on is short; a signal waits until the folder is consistent:
+        # all new files under their final names, the index last, then stale shards removed.
+        with deferred_signals():
+            extra: list[tuple[Path, Path]] = []
+            if config_data is not None:
+                temps.append(write_temp(out_dir / CONFIG_NAME, config_data))
+                extra.append((temps[-1], out_dir / CONFIG_NAME))
+            if plan.is_sharded:
+                index = {
+                    "metadata": {"total_parameters": plan.total_parameters, "total_size": plan.total_size},
+                    "weight_map": plan.weight_map,
+                }
+                data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")
+                temps.append(write_temp(out_dir / WEIGHTS_INDEX_NAME, data))
+                extra.append((temps[-1], out_dir / WEIGHTS_INDEX_NAME))
+            for writer in writers.values():
+                committed.append(writer.commit())
+            for tmp, final in extra:
+                os.replace(tmp, final)
+                committed.append(final)
+            if force:
+                keep = {p.name for p in committed}
+                for name in _existing_outputs(out_dir, False):
+                    if name not in keep:
+                        remove_quietly(out_dir / name)  # a link is removed, never followed
         fsync_dir(out_dir)
     except BaseException as exc:
-        for writer in writers.values():
-            writer.abort()
-        for tmp in temps:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                pass
-        if created_dir and not committed:
-            try:
-                out_dir.rmdir()  # only if still empty
-            except OSError:
-                pass
+        with deferred_signals():
+            for writer in writers.values():
+                writer.abort()
+            for tmp in temps:
+                remove_quietly(tmp)
+            if created_dir and not committed:
+                try:
+                    out_dir.rmdir()  # only if still empty
+                except OSError:
+                    pass
         if isinstance(exc, OSError) and not isinstance(exc, RecipeError):
-            raise _os_error(exc, out_dir, needed) from None
+            raise output_error(exc, out_dir, needed, folder=True) from None
         raise
     finally:
         if bar is not None:

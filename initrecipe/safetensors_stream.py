@@ -10,8 +10,10 @@ every tensor is aligned to its element size) and then by name.  The data section
 byte-for-byte what ``save_file`` would write; only the order of the ``__metadata__`` keys, which
 ``save_file`` leaves to a hash map, may differ.
 
-Files are written under a temporary name in the destination folder and renamed into place by
-:meth:`StreamingSafetensorsWriter.commit`, so a final name never holds a partial file.
+Files are written under a temporary name in the destination folder (see
+:mod:`initrecipe.output_files`) and renamed into place by :meth:`StreamingSafetensorsWriter.commit`,
+so a final name never holds a partial file.  Writes may run on another thread than the one that
+aborts: :meth:`StreamingSafetensorsWriter.abort` stops a write in flight within one chunk.
 """
 
 from __future__ import annotations
@@ -21,14 +23,26 @@ import errno
 import json
 import math
 import os
-import secrets
 import struct
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import torch
+
+from .errors import RecipeError
+from .output_files import (
+    OutputWriteError,
+    create_temp,
+    deferred_signals,
+    fsync_dir,
+    output_error,
+    refuse_folder_at,
+    remove_quietly,
+    temp_path_for,
+)
 
 __all__ = [
     "SAFETENSORS_DTYPES",
@@ -36,6 +50,7 @@ __all__ = [
     "Layout",
     "plan_layout",
     "StreamingSafetensorsWriter",
+    "save_file",
     "temp_path_for",
     "fsync_dir",
 ]
@@ -119,6 +134,11 @@ def plan_layout(specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None 
     """Lay out a safetensors file the way ``safetensors.torch.save_file`` does."""
     specs = list(specs)
     names = [s.name for s in specs]
+    if "__metadata__" in names:
+        raise RecipeError(
+            "a tensor named `__metadata__` cannot be stored in a safetensors file (the format reserves "
+            "that header key); rename the tensor in the model and record it again"
+        )
     if len(set(names)) != len(names):
         raise ValueError("tensor names in one safetensors file must be unique")
     ordered = sorted(specs, key=lambda s: (_DTYPE_RANK[dtype_code(s.dtype)], s.name.encode("utf-8")))
@@ -140,25 +160,6 @@ def plan_layout(specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None 
     base = len(prefix)
     offsets = {name: (base + a, base + b) for name, (a, b) in relative.items()}
     return Layout(header=prefix, offsets=offsets, specs={s.name: s for s in specs}, file_size=base + pos)
-
-
-def temp_path_for(final: Path) -> Path:
-    """A fresh hidden temporary name beside ``final``."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames in ``directory`` durable (best effort where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _pwrite(fd: int, data: memoryview, offset: int) -> int:
@@ -211,10 +212,14 @@ class StreamingSafetensorsWriter:
     def __init__(self, final: str | os.PathLike, layout: Layout, *, preallocate: bool = True) -> None:
         self.final = Path(final)
         self.layout = layout
-        self.tmp = temp_path_for(self.final)
         self._remaining = set(layout.offsets)
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-        self._fd: int | None = os.open(self.tmp, flags, 0o666)
+        # Held around every use of the descriptor, so that abort() on one thread never closes it
+        # under a pwrite on another (nor lets a later open reuse its number mid-write).
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self.tmp: Path | None = None
+        with deferred_signals():
+            self.tmp, self._fd = create_temp(self.final)
         try:
             self._allocate(preallocate)
             self._pwrite_all(memoryview(layout.header), 0)
@@ -235,13 +240,15 @@ class StreamingSafetensorsWriter:
         os.ftruncate(self._fd, size)
 
     def _pwrite_all(self, view: memoryview, offset: int, on_bytes: Callable[[int], None] | None = None) -> None:
-        assert self._fd is not None
         pos, n = 0, view.nbytes
         while pos < n:
-            written = _pwrite(self._fd, view[pos : pos + _CHUNK], offset + pos)
-            if written <= 0:  # pragma: no cover - the kernel reports errors as exceptions
-                raise OSError(errno.EIO, "short write")
-            _start_writeback(self._fd, offset + pos, written)
+            with self._lock:
+                if self._fd is None:
+                    raise OutputWriteError(f"the writer of `{self.final.name}` was aborted")
+                written = _pwrite(self._fd, view[pos : pos + _CHUNK], offset + pos)
+                if written <= 0:  # pragma: no cover - the kernel reports errors as exceptions
+                    raise OSError(errno.EIO, "short write")
+                _start_writeback(self._fd, offset + pos, written)
             pos += written
             if on_bytes is not None:
                 on_bytes(written)
@@ -279,46 +286,68 @@ class StreamingSafetensorsWriter:
 
     def close(self) -> None:
         """Flush the file to disk and close it (it keeps its temporary name)."""
-        if self._fd is None:
-            return
-        if self._remaining:
+        if self._remaining and self._fd is not None:
             missing = sorted(self._remaining)
             raise ValueError(f"`{self.final.name}` is missing `{missing[0]}` ({len(missing)} tensors unwritten)")
-        fd, self._fd = self._fd, None
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            return
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def commit(self) -> Path:
-        """Close the file and rename it to its final name."""
+        """Close the file and rename it to its final name (a symbolic link there is replaced)."""
         self.close()
+        assert self.tmp is not None
         os.replace(self.tmp, self.final)
+        self.tmp = None
         return self.final
 
     def abort(self) -> None:
-        """Close and delete the temporary file (safe to call more than once)."""
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        """Close and delete the temporary file (safe to call more than once, from any thread).
+
+        A write in flight on another thread finishes its current chunk first; its next one fails.
+        """
+        with deferred_signals():
+            with self._lock:
+                fd, self._fd = self._fd, None
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            remove_quietly(self.tmp)
+            self.tmp = None
 
 
 def save_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``tensors`` into one safetensors file atomically (as ``safetensors.torch.save_file``
-    lays it out, but streaming each tensor to its offset, and without needing numpy)."""
+    lays it out, but streaming each tensor to its offset, and without needing numpy).
+
+    ``path`` holds its old content (or nothing) until the new file is complete; a symbolic link
+    at ``path`` is replaced, not written through.  Tensor names go into the header only.
+
+    Raises:
+        OutputWriteError: ``path`` is a folder, its folder does not exist, the disk is full, ...
+    """
+    path = Path(path)
     layout = plan_layout([TensorSpec(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()], metadata)
-    writer = StreamingSafetensorsWriter(path, layout)
+    writer: StreamingSafetensorsWriter | None = None
     try:
+        refuse_folder_at(path)
+        writer = StreamingSafetensorsWriter(path, layout)
         for name, tensor in tensors.items():
             writer.write(name, tensor)
-        return writer.commit()
-    except BaseException:
-        writer.abort()
+        with deferred_signals():
+            writer.commit()
+    except BaseException as exc:
+        if writer is not None:
+            writer.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            raise output_error(exc, path) from None
         raise
+    fsync_dir(path.parent)
+    return path
