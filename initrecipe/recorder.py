@@ -508,6 +508,51 @@ def _numpy_materializes(recorder: _Recorder) -> Iterator[None]:
         torch.Tensor.numpy = original  # type: ignore[method-assign]
 
 
+def _holds_fake(data: Any) -> bool:
+    """Whether a (nested) list or tuple holds a fake tensor."""
+    return any(isinstance(d, FakeTensor) or (isinstance(d, (list, tuple)) and _holds_fake(d)) for d in data)
+
+
+@contextlib.contextmanager
+def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
+    """Let ``torch.tensor``/``torch.as_tensor``/``Tensor.new_tensor`` read tensors inside lists.
+
+    Given a list of tensors (``torch.tensor([f * 2 for f in freqs])``, as torchtune's Llama 3.1
+    RoPE scaling does), torch reads each element's memory directly, below the dispatcher, which
+    fake tensors do not have.  While recording, the fake elements of such a list are replaced by
+    their true values, computed on demand as for ``.item()``; the new tensor is then a constant,
+    exactly as eager builds it.
+    """
+
+    def real(data: Any) -> Any:
+        if isinstance(data, FakeTensor):
+            return recorder.materialize(data)
+        if isinstance(data, (list, tuple)):
+            return type(data)(real(d) for d in data)
+        return data
+
+    def reading(original: Callable[..., torch.Tensor], position: int) -> Callable[..., torch.Tensor]:
+        def wrapper(*args: Any, **kwargs: Any) -> torch.Tensor:
+            data = args[position] if len(args) > position else kwargs.get("data")
+            if isinstance(data, (list, tuple)) and _holds_fake(data):
+                if len(args) > position:
+                    args = args[:position] + (real(data),) + args[position + 1:]
+                else:
+                    kwargs = dict(kwargs, data=real(data))
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    originals = (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor)
+    torch.tensor = reading(originals[0], 0)  # type: ignore[assignment]
+    torch.as_tensor = reading(originals[1], 0)  # type: ignore[assignment]
+    torch.Tensor.new_tensor = reading(originals[2], 1)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.tensor, torch.as_tensor, torch.Tensor.new_tensor = originals  # type: ignore[misc]
+
+
 @contextlib.contextmanager
 def _eager_module_conversion() -> Iterator[None]:
     """Make ``Module.to()``/``.half()`` convert fake parameters the way eager converts real ones.
@@ -661,8 +706,8 @@ def record(
     try:
         recorder.tracker.start(torch.default_generator, seed)
         portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
-        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), _eager_module_conversion(), \
-                portable_inits:
+        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), \
+                _sequence_data_materializes(recorder), _eager_module_conversion(), portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")

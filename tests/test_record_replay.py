@@ -220,6 +220,42 @@ def test_data_dependent_item_bool_tolist_any_see_true_values():
     assert seen["any"] == bool((w > 1.0).any())
 
 
+def test_tensor_from_a_list_of_tensors_gets_true_values():
+    """torchtune's Llama 3.1 RoPE scaling: `torch.tensor([f / s for f in freqs])` (issue 15)."""
+
+    def build(m):
+        freqs = 1.0 / (500000 ** (torch.arange(0, 8, 2).float() / 8))
+        m.register_buffer("scaled", torch.tensor([f / 8 if f < 0.01 else f for f in freqs], dtype=freqs.dtype))
+        m.register_buffer("nested", torch.as_tensor([[f, 2.0] for f in freqs], dtype=torch.float64))
+        m.register_buffer("keyword", torch.tensor(data=[freqs[0], freqs[1] * 2]))
+        m.w = nn.Parameter(torch.randn(3))
+        m.register_buffer("copied", m.w.new_tensor([v.detach() for v in m.w]))
+        m.tail = nn.Linear(3, 2)
+
+    recipe = assert_replay_matches_eager(case(build))
+    torch.manual_seed(0)
+    assert torch.equal(initrecipe.replay(recipe)["copied"], torch.randn(3))
+    assert torch.tensor is torch._C._VariableFunctions.tensor  # put back after recording
+
+
+def test_tensor_from_a_list_of_tensors_in_portable_mode():
+    """Values without random draws are computed; values of portable draws are refused clearly."""
+
+    def constants(m):
+        freqs = torch.arange(4.0) + 1
+        m.register_buffer("b", torch.tensor([f * 2 for f in freqs]))
+
+    recipe = initrecipe.record(case(constants), seed=0, rng="portable")
+    assert torch.equal(initrecipe.replay(recipe)["b"], torch.tensor([2.0, 4.0, 6.0, 8.0]))
+
+    def drawn(m):
+        m.w = nn.Parameter(torch.randn(3))
+        m.register_buffer("b", torch.tensor([v.detach() for v in m.w]))
+
+    with pytest.raises(initrecipe.RecordError, match="reads the values of a random tensor"):
+        initrecipe.record(case(drawn), seed=0, rng="portable")
+
+
 def test_boolean_mask_indexing_records_data_dependent_shapes():
     def build(m):
         w = torch.randn(10)
