@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 
 from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
-from .interpreter import execute
+from .interpreter import PortableContext, execute
 from .ops import OpInfo, check_recordable, generator_overload, op_info
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
@@ -70,8 +70,15 @@ def _returns_tensor(func: torch._ops.OpOverload) -> bool:
 class _Recorder:
     """Builds the program while the constructor runs under fake tensors."""
 
-    def __init__(self, rng: str) -> None:
+    def __init__(self, rng: str, seed: int | None = None, known_keys: list[PortableKey | None] | None = None) -> None:
         self.rng = rng
+        self.seed = seed
+        # rng="portable": the keys of the unpinned draws by ordinal, from an earlier recording of
+        # the same constructor, so that values the constructor reads can be computed as replay
+        # will compute them (see `record`); None in a first recording.
+        self.known_keys = known_keys
+        self.read_portable_values = False  # a first recording gave user code provisional values
+        self.draw_ordinal: dict[int, int] = {}  # unpinned draw index -> its ordinal among them
         self.program: list[Instruction] = []
         self.facts = ProgramFacts()
         self.rng_instructions: list[list[int]] = []
@@ -358,6 +365,8 @@ class _Recorder:
         if gid is not None:
             self.rng_instructions[gid].append(index)
             self.pinned_at[index] = self.pinned[gid]
+            if self.rng == "portable" and not self.pinned[gid]:
+                self.draw_ordinal[index] = len(self.draw_ordinal)
             with _disable_current_modes():
                 self.tracker.after_draw(gid, index)
         return index
@@ -374,22 +383,36 @@ class _Recorder:
         available = {s: as_of for s, (_, as_of) in self.cache.items() if as_of < end}
         offered = dict(available)
         actions = plan_execution(self.program, self.facts, [vid], end=end, advance_dead_draws=False, available=available)
+        program: list[Instruction] = self.program
+        portable: PortableContext | None = None
         if self.rng == "portable":
-            read = next((i for i, a in enumerate(actions) if a == Action.RUN and self.is_portable_draw(i)), None)
-            if read is not None:
-                raise RecordError(
-                    f"the constructor reads the values of a random tensor (drawn by `{self.program[read].op}`) "
-                    "while it runs (`.item()`, `.tolist()`, `bool(...)`, a boolean mask ...). With "
-                    "rng='portable' those values depend on tensor names, known only once the model is "
-                    "built. Record with rng='torch', or draw these values from a seeded `torch.Generator`"
-                )
+            reads = [i for i, a in enumerate(actions) if a == Action.RUN and self.is_portable_draw(i)]
+            if reads and self.known_keys is None:
+                # A portable draw's values depend on the name of the tensor they end up in, known
+                # only once the model is built: go on with provisional values (torch's), and let
+                # `record` record again with the keys this recording finds.
+                self.read_portable_values = True
+            elif reads:
+                assert self.seed is not None
+                program = list(self.program)
+                for i in reads:
+                    program[i] = _with_key(program[i], self._known_key(i))
+                portable = PortableContext(self.seed)
         env: dict[int, torch.Tensor] = {s: self.cache[s][0] for s in available}
         with _disable_current_modes(), torch.no_grad():
-            for _ in execute(self.program, self.facts, actions, env, self.shadow):
+            for _ in execute(program, self.facts, actions, env, self.shadow, portable=portable):
                 pass
         result = env[vid]
         self._update_cache(env, actions, offered, available, end)
         return result
+
+    def _known_key(self, index: int) -> PortableKey:
+        """The stream of unpinned draw ``index`` as the previous recording keyed it (a stand-in
+        for a draw that recording found dead: any fixed key does, its values reach no tensor)."""
+        ordinal = self.draw_ordinal[index]
+        known = self.known_keys or []
+        key = known[ordinal] if ordinal < len(known) else None
+        return key if key is not None else PortableKey(f"initrecipe.unkeyed.{ordinal}", 0)
 
     def _update_cache(
         self,
@@ -700,7 +723,38 @@ def record(
         raise RecordError("`initrecipe.record` was called inside another `record`; nested recording is not supported")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-    recorder = _Recorder(rng)
+    known_keys: list[PortableKey | None] | None = None
+    for attempt in range(_PORTABLE_RECORDINGS):
+        recorder, program, entries, keys, final_states = _record_once(model_fn, rng, seed, sync_rng, known_keys)
+        if not recorder.read_portable_values and (known_keys is None or keys == known_keys):
+            for generator, state in final_states:
+                generator.set_state(state)
+            break
+        known_keys = keys  # user code read provisional values: record again, computing them with these keys
+    else:
+        raise RecordError(
+            "the constructor reads the values of random tensors while it runs (`.item()`, `bool(...)`, a "
+            "boolean mask ...), and with rng='portable' what it reads changes which tensors those values "
+            f"end up in, recording after recording ({_PORTABLE_RECORDINGS} tried). Record with rng='torch', "
+            "or draw these values from a seeded `torch.Generator`"
+        )
+    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+
+
+_PORTABLE_RECORDINGS = 4
+"""rng="portable": how many times `record` runs a constructor that reads random values before it
+gives up (twice is the rule: once to learn the keys, once to compute what it reads with them)."""
+
+
+def _record_once(
+    model_fn: Callable[[], torch.nn.Module], rng: str, seed: int | None, sync_rng: bool,
+    known_keys: list[PortableKey | None] | None,
+) -> tuple[_Recorder, list[Instruction], list[TensorEntry], list[PortableKey | None],
+           list[tuple[torch.Generator, torch.Tensor]]]:
+    """One recording: the recorder, the compacted program and entries, the keys of the unpinned
+    draws by ordinal (rng="portable"; None for a dead draw), and (with ``sync_rng``) the state each
+    tracked generator must be left in.  The generators are left as they were before."""
+    recorder = _Recorder(rng, seed, known_keys)
     _ACTIVE.recording = True
     finished = False
     try:
@@ -712,10 +766,8 @@ def record(
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
             entries = _collect(recorder, model)
-        if sync_rng:
-            _sync_generators(recorder)
-        else:
-            recorder.tracker.restore_originals()
+        final_states = _final_states(recorder) if sync_rng and not recorder.read_portable_values else []
+        recorder.tracker.restore_originals()
         finished = True
     finally:
         _ACTIVE.recording = False
@@ -727,19 +779,27 @@ def record(
         program[i] = _with_key(program[i], PortableKey("", 0))
     actions = plan_execution(program, recorder.facts, {e.value for e in entries}, advance_dead_draws=True)
     drop = _key_portable_draws(recorder, program, entries, portable, actions) if rng == "portable" else set()
+    keys = [_key_of(program[i]) if actions[i] == Action.RUN else None for i in portable]
     program, entries = _compact(program, recorder.facts, entries, actions, drop)
-    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+    return recorder, program, entries, keys, final_states
 
 
-def _sync_generators(recorder: _Recorder) -> None:
-    """Set every tracked generator to the state eager execution would have left it in."""
+def _key_of(ins: Call) -> PortableKey | None:
+    return next((a for a in [*ins.args, *ins.kwargs.values()] if isinstance(a, PortableKey)), None)
+
+
+def _final_states(recorder: _Recorder) -> list[tuple[torch.Generator, torch.Tensor]]:
+    """The state eager execution would have left each tracked generator in."""
+    out = []
     for gid, generator in enumerate(recorder.tracker.objects):
         position = recorder.tracker.position_of(gid)
         if position is None:
-            continue  # user code set this generator after its last draw: that state is eager's too
+            # User code set this generator after its last draw: that state is eager's too.
+            out.append((generator, generator.get_state()))
+            continue
         with _disable_current_modes():
-            state = recorder.shadow.state_after(gid, position)
-        generator.set_state(state)
+            out.append((generator, recorder.shadow.state_after(gid, position)))
+    return out
 
 
 def _with_key(ins: Call, key: PortableKey) -> Call:

@@ -28,7 +28,7 @@ from .interpreter import GeneratorBank, PortableContext, PositionedGenerators, S
 from .parallel_draws import ParallelDraws
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
-from .sharding import Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
+from .sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
 
 __all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
 
@@ -141,8 +141,9 @@ def iter_replay(
             of the tensor they target, as eager does: fastest, but that tensor then occupies memory
             from its first draw on.  False draws them into a small reused buffer instead, so each
             tensor occupies memory only from its final initialization to its yield (streaming).
-        shards: yield only a slice of some tensors: a mapping name -> :class:`Shard`, or a
-            callable ``(name, shape) -> Shard | None``.  A slice equals the same slice of the
+        shards: yield only a slice of some tensors: a mapping name -> :class:`Shard` (or
+            :class:`Box`, a block over several dimensions), or a callable ``(name, shape) -> Shard |
+            Box | None``.  A slice equals the same slice of the
             whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
             :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
         threads: worker threads for large random fills drawn from torch generators (default: one
@@ -163,12 +164,16 @@ def iter_replay(
     return _run_plan(plan)
 
 
-def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Shard | None:
+def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Box | None:
     shard = shards(entry.name, entry.shape) if callable(shards) else shards.get(entry.name)  # type: ignore[union-attr]
     if shard is None:
         return None
-    if not isinstance(shard, Shard):
-        raise TypeError(f"shards must give initrecipe.Shard values, found {type(shard).__name__} for `{entry.name}`")
+    if isinstance(shard, Shard):
+        return Box.of(shard.checked(entry.name, entry.shape), entry.shape)
+    if not isinstance(shard, Box):
+        raise TypeError(
+            f"shards must give initrecipe.Shard or initrecipe.Box values, found {type(shard).__name__} for `{entry.name}`"
+        )
     return shard.checked(entry.name, entry.shape)
 
 
@@ -210,7 +215,7 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
     requests = {e.name: _shard_of(shards, e) for e in selected}
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
-    sliced: dict[tuple[int, Shard], list[TensorEntry]] = {}
+    sliced: dict[tuple[int, Box], list[TensorEntry]] = {}
     whole: list[TensorEntry] = []
     plans = {}
     dependencies = Dependencies(recipe.program, facts) if recipe.rng == "portable" else None
@@ -237,8 +242,8 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
 
 
 def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
-                 sliced: dict[tuple[int, Shard], list[TensorEntry]], plans: dict, whole: list[TensorEntry],
-                 requests: dict[str, Shard | None], max_bytes: int | None,
+                 sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict, whole: list[TensorEntry],
+                 requests: dict[str, Box | None], max_bytes: int | None,
                  draw_in_place: bool, threads: int | None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     context = PortableContext(recipe.seed, device) if sliced else None
     for (value, shard), entries in sliced.items():
@@ -252,14 +257,14 @@ def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
     wanted = {e.name for e in whole}
     for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in wanted, max_bytes=max_bytes,
                                        draw_in_place=draw_in_place, threads=threads):
-        groups: dict[Shard | None, list[TensorEntry]] = {}
+        groups: dict[Box | None, list[TensorEntry]] = {}
         for entry in entries:
             groups.setdefault(requests[entry.name], []).append(entry)
-        for shard, members in groups.items():
-            if shard is None:
+        for box, members in groups.items():
+            if box is None:
                 yield members, tensor
             else:
-                yield members, tensor.narrow(shard.dim, shard.start, shard.stop - shard.start).clone()
+                yield members, box.take(tensor).clone()
         del tensor
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +51,29 @@ TARGET_REPLAY_SPEEDUP = {"gpt2": 1.0, "llama-1b": 2.0}  # eager time / replay ti
 
 
 # --------------------------------------------------------------------------- model configs
+def _llama(hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int) -> dict[str, Any]:
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        vocab_size=vocab,
+        tie_word_embeddings=False,
+    )
+
+
+# LlamaConfig keyword arguments of the benchmarked sizes (untied embeddings).  70B is Llama-2-70B's
+# shape, 405B Llama-3.1-405B's; those two are only recorded, never materialized.
+LLAMA_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama-1b": _llama(2048, 5504, 16, 16, 16, 32000),
+    "llama-7b": _llama(4096, 11008, 32, 32, 32, 32000),
+    "llama-70b": _llama(8192, 28672, 80, 64, 8, 32000),
+    "llama-405b": _llama(16384, 53248, 126, 128, 8, 128256),
+    "llama-tiny": _llama(256, 688, 2, 4, 4, 8000),  # --quick stand-in
+}
+
+
 def model_fn(name: str) -> Callable[[], Any]:
     """A zero-argument constructor for one of the benchmarked models."""
     if name == "gpt2":
@@ -62,39 +86,10 @@ def model_fn(name: str) -> Callable[[], Any]:
 
         cfg = GPT2Config(n_layer=2, n_embd=256, n_head=4, vocab_size=8000)
         return lambda: GPT2LMHeadModel(cfg)
-    if name in ("llama-1b", "llama-7b", "llama-tiny"):
+    if name in LLAMA_CONFIGS:
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        if name == "llama-1b":
-            cfg = LlamaConfig(
-                hidden_size=2048,
-                intermediate_size=5504,
-                num_hidden_layers=16,
-                num_attention_heads=16,
-                num_key_value_heads=16,
-                vocab_size=32000,
-                tie_word_embeddings=False,
-            )
-        elif name == "llama-7b":
-            cfg = LlamaConfig(
-                hidden_size=4096,
-                intermediate_size=11008,
-                num_hidden_layers=32,
-                num_attention_heads=32,
-                num_key_value_heads=32,
-                vocab_size=32000,
-                tie_word_embeddings=False,
-            )
-        else:
-            cfg = LlamaConfig(
-                hidden_size=256,
-                intermediate_size=688,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=4,
-                vocab_size=8000,
-                tie_word_embeddings=False,
-            )
+        cfg = LlamaConfig(**LLAMA_CONFIGS[name])
         return lambda: LlamaForCausalLM(cfg)
     raise ValueError(f"unknown model {name!r}")
 
@@ -114,19 +109,30 @@ def maxrss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def hash_tensors(tensors: dict[str, Any]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of every tensor in name order, without copying storage."""
+def _update_tensor_hash(h: Any, name: str, tensor: Any) -> None:
     import torch
 
+    t = tensor.detach()
+    h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+    if t.numel() == 0:
+        return
+    if not t.is_contiguous():
+        t = t.contiguous()
+    h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+
+
+def hash_tensors(tensors: dict[str, Any]) -> str:
+    """sha256 over (name, dtype, shape, bytes) of every tensor in name order, without copying storage."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        if t.numel() == 0:
-            continue
-        if not t.is_contiguous():
-            t = t.contiguous()
-        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        _update_tensor_hash(h, name, tensors[name])
+    return h.hexdigest()
+
+
+def tensor_sha256(name: str, tensor: Any) -> str:
+    """sha256 over one tensor's (name, dtype, shape, bytes), as :func:`hash_tensors` hashes each tensor."""
+    h = hashlib.sha256()
+    _update_tensor_hash(h, name, tensor)
     return h.hexdigest()
 
 
@@ -205,20 +211,33 @@ def child_record_memory(model: str) -> dict[str, Any]:
     }
 
 
-def run_child(args: list[str], script: str | None = None) -> dict[str, Any]:
+class ChildTimeout(RuntimeError):
+    """A benchmark child ran past its time limit and was killed."""
+
+
+def run_child(args: list[str], script: str | None = None, timeout: float | None = None) -> dict[str, Any]:
     """Run ``script`` (default: this one) in ``--child`` mode in a fresh process and return the JSON it prints.
 
     The child is started through ``/bin/sh``, which forks it (the trailing ``exit`` keeps sh from
     exec'ing it in place).  Without that trampoline the child's ``ru_maxrss`` would start at this
     (large) parent's peak RSS: Linux copies the parent's RSS high-water mark into the child on
     fork and keeps it across exec, so every child would report at least the parent's peak.
+
+    With ``timeout`` (seconds), a child still running then is killed, with its process group,
+    and :class:`ChildTimeout` is raised.
     """
     py = [sys.executable, os.path.abspath(script or __file__), "--child", *args]
     cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *py]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise ChildTimeout(f"child {args} ran past {timeout:.0f} s and was killed") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"child {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"child {args} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- benchmarks
