@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
@@ -577,6 +578,47 @@ def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _eager_deepcopy() -> Iterator[None]:
+    """Deep-copy fake tensors as eager deep-copies real ones (torchtune clones its layers so).
+
+    torch's ``Tensor.__deepcopy__`` asks a fake tensor for its ``data_ptr()`` (deprecated: it
+    warns, and the test suite's warnings are errors) and clones each tensor on its own, which
+    compacts views and splits storages the originals share.  Eager copies each storage once per
+    ``deepcopy`` call and gives every copied tensor the original's view of it; so does this, for
+    the fake tensors of the recording (the copy of the whole storage is recorded as a ``clone`` of
+    an ``as_strided`` view, so replay allocates what eager allocates).
+    """
+    original = torch.Tensor.__deepcopy__
+
+    def deepcopy(self: torch.Tensor, memo: dict) -> torch.Tensor:
+        if (type(self) is not FakeTensor or not self.is_leaf or id(self) in memo or self.is_conj()
+                or self.is_neg() or self.grad is not None):
+            return original(self, memo)
+        storage = self.untyped_storage()
+        key = ("initrecipe: copy of storage", storage._cdata)
+        with torch.no_grad():
+            base = memo.get(key)
+            if base is None:
+                whole = self.as_strided((storage.nbytes() // self.element_size(),), (1,), 0)
+                base = memo[key] = whole.clone()
+            if base.dtype != self.dtype:  # one storage viewed as two dtypes (`x.view(torch.int32)`)
+                base = base.view(self.dtype)
+            copied = base.as_strided(self.size(), self.stride(), self.storage_offset())
+        if self.requires_grad:
+            copied.requires_grad_()
+        own = {k: v for k, v in self.__dict__.items() if k not in copied.__dict__}  # `_is_param`, user attributes
+        copied.__dict__.update(copy.deepcopy(own, memo))
+        memo[id(self)] = copied
+        return copied
+
+    torch.Tensor.__deepcopy__ = deepcopy  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.__deepcopy__ = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
 def _eager_module_conversion() -> Iterator[None]:
     """Make ``Module.to()``/``.half()`` convert fake parameters the way eager converts real ones.
 
@@ -761,7 +803,8 @@ def _record_once(
         recorder.tracker.start(torch.default_generator, seed)
         portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
         with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), \
-                _sequence_data_materializes(recorder), _eager_module_conversion(), portable_inits:
+                _sequence_data_materializes(recorder), _eager_deepcopy(), _eager_module_conversion(), \
+                portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
