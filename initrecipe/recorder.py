@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
@@ -262,7 +264,7 @@ class _Recorder:
             self.ref(args[1])
             return func(*args, **kwargs)
         if func._schema.name.split("::")[-1] not in _METADATA_INPLACE:
-            check_recordable(func)
+            check_recordable(func, lambda: _call_context(args, kwargs))
         if func is _DETACH and isinstance(args[0], FakeTensor) and not kwargs:
             # `nn.Parameter(...)` and `.data` detach every tensor: build the alias directly, which
             # is several times cheaper than a FakeTensorMode dispatch.
@@ -575,6 +577,37 @@ def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
         yield
     finally:
         torch.tensor, torch.as_tensor, torch.Tensor.new_tensor = originals  # type: ignore[misc]
+
+
+_INTERNAL_FILES = (  # initrecipe itself and torch's private machinery (dispatch, fake tensors)
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_"),
+    os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "utils", "_"),
+)
+
+
+def _call_context(args: tuple, kwargs: dict) -> str:
+    """`` (on tensors of shape ..., called from `file:line` in `fn`)``: where an operator the
+    recorder refuses was called, for the error to name."""
+    tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+    tensors += [t for a in [*args, *kwargs.values()] if isinstance(a, (list, tuple)) for t in a
+                if isinstance(t, torch.Tensor)]
+    shapes = [f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors]
+    parts = [f"on tensors of shape {', '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}"] if shapes else []
+    site = _call_site()
+    if site:
+        parts.append(site)
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _call_site() -> str:
+    """``called from `file:line` in `fn` ``: the innermost frame outside initrecipe and torch's internals."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL_FILES):
+        frame = frame.f_back
+    if frame is None:  # pragma: no cover - a constructor always has a frame of its own
+        return ""
+    return f"called from `{frame.f_code.co_filename}:{frame.f_lineno}` in `{frame.f_code.co_name}`"
 
 
 @contextlib.contextmanager

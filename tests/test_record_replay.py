@@ -130,6 +130,22 @@ def test_unsupported_operator_is_named_with_what_to_do():
         initrecipe.record(case(build))
 
 
+def test_unsupported_operator_names_its_tensors_and_call_site():
+    """The refusal says on what and from where: the shapes and dtypes, and the first frame
+    outside initrecipe and torch's internals (the model's line or torch.nn's public code)."""
+
+    def build(m):
+        m.register_buffer("x", torch.linalg.matrix_exp(torch.randn(3, 3)))
+
+    line = build.__code__.co_firstlineno + 1
+    with pytest.raises(initrecipe.RecordError) as info:
+        initrecipe.record(case(build))
+    assert str(info.value).startswith(
+        "unsupported operator `aten.linalg_matrix_exp.default` called while recording (on tensors of shape "
+        f"[3, 3] float32, called from `{__file__}:{line}` in `build`): initrecipe cannot replay it. "
+    )
+
+
 def test_numpy_and_tolist_during_init_get_true_values():
     import numpy as np
 
