@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from zoo_report import main  # noqa: E402
+from zoo_report import main  # noqa: E402  (puts tests/ on sys.path)
+from torchvision_shim import import_torchvision  # noqa: E402
 
 ModelFn = Callable[[], torch.nn.Module]
 
@@ -98,6 +99,7 @@ TIMM: dict[str, dict[str, Any]] = {
 
 
 def timm_zoo() -> dict[str, ModelFn]:
+    import_torchvision()  # timm imports torchvision
     import timm
 
     def build(name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -107,6 +109,7 @@ def timm_zoo() -> dict[str, ModelFn]:
 
 
 def torchvision_zoo() -> dict[str, ModelFn]:
+    import_torchvision()
     from torchvision import models as m
     from torchvision.models import detection, optical_flow, segmentation, video
     from torchvision.models.convnext import CNBlockConfig
