@@ -584,6 +584,7 @@ _INTERNAL_FILES = (  # initrecipe itself and torch's private machinery (dispatch
     os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_"),
     os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "utils", "_"),
 )
+_TORCH_FILES = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "")
 
 
 def _call_context(args: tuple, kwargs: dict) -> str:
@@ -601,13 +602,21 @@ def _call_context(args: tuple, kwargs: dict) -> str:
 
 
 def _call_site() -> str:
-    """``called from `file:line` in `fn` ``: the innermost frame outside initrecipe and torch's internals."""
+    """``called from `file:line` in `fn` ``: the innermost frame outside initrecipe and torch's
+    internals, and, when that frame is torch's own (``nn.functional``, a module's ``forward``),
+    the first frame outside torch, the model's code (``, reached from `file:line` in `fn` ``)."""
     frame = sys._getframe(1)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL_FILES):
         frame = frame.f_back
     if frame is None:  # pragma: no cover - a constructor always has a frame of its own
         return ""
-    return f"called from `{frame.f_code.co_filename}:{frame.f_lineno}` in `{frame.f_code.co_name}`"
+    site = f"called from `{frame.f_code.co_filename}:{frame.f_lineno}` in `{frame.f_code.co_name}`"
+    outer = frame
+    while outer is not None and os.path.abspath(outer.f_code.co_filename).startswith(_TORCH_FILES):
+        outer = outer.f_back
+    if outer is not None and outer is not frame:
+        site += f", reached from `{outer.f_code.co_filename}:{outer.f_lineno}` in `{outer.f_code.co_name}`"
+    return site
 
 
 @contextlib.contextmanager
