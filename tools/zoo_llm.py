@@ -9,7 +9,9 @@ Both libraries run with the test suite's torch 2.13.0 once their imports are sat
     python3 -m venv .venv-llm
     .venv-llm/bin/pip install torch==2.13.0 -e .
     .venv-llm/bin/pip install --no-deps torchtune==0.6.1 torchao==0.13.0 torchtitan==0.3.0 spmd_types==0.2.3
-    .venv-llm/bin/pip install numpy datasets omegaconf tokenizers sentencepiece tiktoken tyro triton Pillow
+    .venv-llm/bin/pip install --no-deps torchdata==0.11.0
+    .venv-llm/bin/pip install numpy datasets omegaconf tokenizers sentencepiece tiktoken tyro triton Pillow \\
+        "transformers>=5.0,<6" einops
     flock /tmp/initrecipe-heavy.lock .venv-llm/bin/python tools/zoo_llm.py
 
 torchtune 0.6.1 needs torchao 0.13.0 (0.14+ moved ``torchao.dtypes.nf4tensor``; 0.12 does not
