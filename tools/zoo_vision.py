@@ -15,39 +15,6 @@ The registries are ``tests/zoo_vision_models.py`` (the test suite checks a subse
 clear ``RecordError``) or ``FAILED``, then a table per library with the counts
 (``tools/zoo_report.py``); the exit status is 1 when anything FAILED.  The results are in
 ``docs/ZOO.md``.  (The torch 2.14.1 + torchvision 0.29.1 pair works too, in a venv of its own.)
-"""The timm and torchvision zoo: record, replay and compare every model in both RNG modes.
-
-timm needs torchvision, and torchvision on this machine means the torch 2.14.1 + torchvision
-0.29.1 pair (a CUDA build that runs on the CPU), which cannot live beside the test suite's pinned
-torch 2.13.0.  So this zoo runs from its own virtual environment, not in CI:
-
-    python3 -m venv .venv-vision
-    .venv-vision/bin/pip install torch==2.14.1 torchvision==0.29.1 timm msgpack safetensors tqdm
-    flock /tmp/initrecipe-heavy.lock env PYTHONPATH=. .venv-vision/bin/python tools/zoo_vision.py \\
-        --markdown docs/zoo-vision.md
-
-(``PYTHONPATH=.`` uses this checkout's initrecipe, including the C extensions a ``pip install -e .``
-built in place; they do not link against torch.)  Every model is built with ``pretrained=False`` /
-``weights=None`` and 10 classes, in tiny variants where the library takes size arguments.  Per
-model and mode it prints ``bitwise``/``ok``, ``refused`` (a clear ``RecordError``) or ``FAILED``,
-then a table per library with the counts (``tools/zoo_report.py``); the exit status is 1 when
-anything FAILED.  The results are in ``docs/ZOO.md``.
-"""The timm and torchvision zoo: record, replay and compare every model in both RNG modes.
-
-Runs with the test suite's torch 2.13.0 (CPU): PyPI's torchvision 0.28.0, the release for torch
-2.13, is a CUDA build whose C++ extension cannot load beside the CPU torch, and
-``tests/torchvision_shim.py`` lets its Python parts (all the models) import anyway.  Both install
-with ``--no-deps``, so nothing pulls a second torch:
-
-    python3 -m venv .venv && . .venv/bin/activate && pip install -q torch==2.13.0 -e '.[test]'
-    pip install -q --no-deps torchvision==0.28.0 timm==1.0.31
-    flock /tmp/initrecipe-heavy.lock python tools/zoo_vision.py --markdown /tmp/zoo-vision.md
-
-The registries are ``tests/zoo_vision_models.py`` (the test suite checks a subset of them,
-``tests/test_zoo_vision.py``).  Per model and mode it prints ``bitwise``/``ok``, ``refused`` (a
-clear ``RecordError``) or ``FAILED``, then a table per library with the counts
-(``tools/zoo_report.py``); the exit status is 1 when anything FAILED.  The results are in
-``docs/ZOO.md``.  (The torch 2.14.1 + torchvision 0.29.1 pair works too, in a venv of its own.)
 """
 
 from __future__ import annotations
