@@ -4,11 +4,11 @@
 Runs with the test suite's torch 2.13.0 (CPU): PyPI's torchvision 0.28.0, the release for torch
 2.13, is a CUDA build whose C++ extension cannot load beside the CPU torch, and
 ``tests/torchvision_shim.py`` lets its Python parts (all the models) import anyway.  Both install
-with ``--no-deps``, so nothing pulls a second torch:
+with ``--no-deps`` into a folder of their own, so nothing pulls a second torch:
 
     python3 -m venv .venv && . .venv/bin/activate && pip install -q torch==2.13.0 -e '.[test]'
-    pip install -q --no-deps torchvision==0.28.0 timm==1.0.31
-    flock /tmp/initrecipe-heavy.lock python tools/zoo_vision.py --markdown /tmp/zoo-vision.md
+    pip install -q --no-deps --target .venv/zoo torchvision==0.28.0 timm==1.0.31
+    PYTHONPATH=.venv/zoo flock /tmp/initrecipe-heavy.lock python tools/zoo_vision.py --markdown /tmp/zoo-vision.md
 
 The registries are ``tests/zoo_vision_models.py`` (the test suite checks a subset of them,
 ``tests/test_zoo_vision.py``).  Per model and mode it prints ``bitwise``/``ok``, ``refused`` (a
