@@ -8,6 +8,7 @@ from a file ever reaches ``getattr`` on an arbitrary attribute, ``eval`` or an i
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 
@@ -211,12 +212,17 @@ def generator_overload(op: torch._ops.OpOverload) -> torch._ops.OpOverload | Non
     return getattr(getattr(torch.ops.aten, packet), target)
 
 
-def check_recordable(op: torch._ops.OpOverload) -> str:
-    """The recipe name of ``op``, or :class:`RecordError` when replay could not execute it."""
+def check_recordable(op: torch._ops.OpOverload, where: Callable[[], str] | None = None) -> str:
+    """The recipe name of ``op``, or :class:`RecordError` when replay could not execute it.
+
+    ``where``, called only to build the error, says where the call happened
+    (`` (on tensors of shape ..., called from `file:line` in `fn`)``).
+    """
     name = op_name(op)
     if op.namespace != "aten" or name.split(".")[1] not in ALLOWED_OPERATORS:
         raise RecordError(
-            f"unsupported operator `{name}` called while recording: initrecipe cannot replay it. "
+            f"unsupported operator `{name}` called while recording{where() if where else ''}: "
+            "initrecipe cannot replay it. "
             "Build this part of the model outside the recorded constructor, or open an issue asking "
             "for the operator to be added to the allowlist"
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import os
+import sys
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
@@ -261,7 +264,7 @@ class _Recorder:
             self.ref(args[1])
             return func(*args, **kwargs)
         if func._schema.name.split("::")[-1] not in _METADATA_INPLACE:
-            check_recordable(func)
+            check_recordable(func, lambda: _call_context(args, kwargs))
         if func is _DETACH and isinstance(args[0], FakeTensor) and not kwargs:
             # `nn.Parameter(...)` and `.data` detach every tensor: build the alias directly, which
             # is several times cheaper than a FakeTensorMode dispatch.
@@ -531,6 +534,132 @@ def _numpy_materializes(recorder: _Recorder) -> Iterator[None]:
         torch.Tensor.numpy = original  # type: ignore[method-assign]
 
 
+def _holds_fake(data: Any) -> bool:
+    """Whether a (nested) list or tuple holds a fake tensor."""
+    return any(isinstance(d, FakeTensor) or (isinstance(d, (list, tuple)) and _holds_fake(d)) for d in data)
+
+
+@contextlib.contextmanager
+def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
+    """Let ``torch.tensor``/``torch.as_tensor``/``Tensor.new_tensor`` read tensors inside lists.
+
+    Given a list of tensors (``torch.tensor([f * 2 for f in freqs])``, as torchtune's Llama 3.1
+    RoPE scaling does), torch reads each element's memory directly, below the dispatcher, which
+    fake tensors do not have.  While recording, the fake elements of such a list are replaced by
+    their true values, computed on demand as for ``.item()``; the new tensor is then a constant,
+    exactly as eager builds it.
+    """
+
+    def real(data: Any) -> Any:
+        if isinstance(data, FakeTensor):
+            return recorder.materialize(data)
+        if isinstance(data, (list, tuple)):
+            return type(data)(real(d) for d in data)
+        return data
+
+    def reading(original: Callable[..., torch.Tensor], position: int) -> Callable[..., torch.Tensor]:
+        def wrapper(*args: Any, **kwargs: Any) -> torch.Tensor:
+            data = args[position] if len(args) > position else kwargs.get("data")
+            if isinstance(data, (list, tuple)) and _holds_fake(data):
+                if len(args) > position:
+                    args = args[:position] + (real(data),) + args[position + 1:]
+                else:
+                    kwargs = dict(kwargs, data=real(data))
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    originals = (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor)
+    torch.tensor = reading(originals[0], 0)  # type: ignore[assignment]
+    torch.as_tensor = reading(originals[1], 0)  # type: ignore[assignment]
+    torch.Tensor.new_tensor = reading(originals[2], 1)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.tensor, torch.as_tensor, torch.Tensor.new_tensor = originals  # type: ignore[misc]
+
+
+_INTERNAL_FILES = (  # initrecipe itself and torch's private machinery (dispatch, fake tensors)
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_"),
+    os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "utils", "_"),
+)
+_TORCH_FILES = os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "")
+
+
+def _call_context(args: tuple, kwargs: dict) -> str:
+    """`` (on tensors of shape ..., called from `file:line` in `fn`)``: where an operator the
+    recorder refuses was called, for the error to name."""
+    tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+    tensors += [t for a in [*args, *kwargs.values()] if isinstance(a, (list, tuple)) for t in a
+                if isinstance(t, torch.Tensor)]
+    shapes = [f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors]
+    parts = [f"on tensors of shape {', '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}"] if shapes else []
+    site = _call_site()
+    if site:
+        parts.append(site)
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _call_site() -> str:
+    """``called from `file:line` in `fn` ``: the innermost frame outside initrecipe and torch's
+    internals, and, when that frame is torch's own (``nn.functional``, a module's ``forward``),
+    the first frame outside torch, the model's code (``, reached from `file:line` in `fn` ``)."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_INTERNAL_FILES):
+        frame = frame.f_back
+    if frame is None:  # pragma: no cover - a constructor always has a frame of its own
+        return ""
+    site = f"called from `{frame.f_code.co_filename}:{frame.f_lineno}` in `{frame.f_code.co_name}`"
+    outer = frame
+    while outer is not None and os.path.abspath(outer.f_code.co_filename).startswith(_TORCH_FILES):
+        outer = outer.f_back
+    if outer is not None and outer is not frame:
+        site += f", reached from `{outer.f_code.co_filename}:{outer.f_lineno}` in `{outer.f_code.co_name}`"
+    return site
+
+
+@contextlib.contextmanager
+def _eager_deepcopy() -> Iterator[None]:
+    """Deep-copy fake tensors as eager deep-copies real ones (torchtune clones its layers so).
+
+    torch's ``Tensor.__deepcopy__`` asks a fake tensor for its ``data_ptr()`` (deprecated: it
+    warns, and the test suite's warnings are errors) and clones each tensor on its own, which
+    compacts views and splits storages the originals share.  Eager copies each storage once per
+    ``deepcopy`` call and gives every copied tensor the original's view of it; so does this, for
+    the fake tensors of the recording (the copy of the whole storage is recorded as a ``clone`` of
+    an ``as_strided`` view, so replay allocates what eager allocates).
+    """
+    original = torch.Tensor.__deepcopy__
+
+    def deepcopy(self: torch.Tensor, memo: dict) -> torch.Tensor:
+        if (type(self) is not FakeTensor or not self.is_leaf or id(self) in memo or self.is_conj()
+                or self.is_neg() or self.grad is not None):
+            return original(self, memo)
+        storage = self.untyped_storage()
+        key = ("initrecipe: copy of storage", storage._cdata)
+        with torch.no_grad():
+            base = memo.get(key)
+            if base is None:
+                whole = self.as_strided((storage.nbytes() // self.element_size(),), (1,), 0)
+                base = memo[key] = whole.clone()
+            if base.dtype != self.dtype:  # one storage viewed as two dtypes (`x.view(torch.int32)`)
+                base = base.view(self.dtype)
+            copied = base.as_strided(self.size(), self.stride(), self.storage_offset())
+        if self.requires_grad:
+            copied.requires_grad_()
+        own = {k: v for k, v in self.__dict__.items() if k not in copied.__dict__}  # `_is_param`, user attributes
+        copied.__dict__.update(copy.deepcopy(own, memo))
+        memo[id(self)] = copied
+        return copied
+
+    torch.Tensor.__deepcopy__ = deepcopy  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.__deepcopy__ = original  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def _eager_module_conversion() -> Iterator[None]:
     """Make ``Module.to()``/``.half()`` convert fake parameters the way eager converts real ones.
@@ -715,7 +844,8 @@ def _record_once(
     try:
         recorder.tracker.start(torch.default_generator, seed)
         portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
-        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), _eager_module_conversion(), \
+        with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), \
+                _sequence_data_materializes(recorder), _eager_deepcopy(), _eager_module_conversion(), \
                 portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):

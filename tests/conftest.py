@@ -9,9 +9,22 @@ then pinned as an explicit example or regression test.
 from __future__ import annotations
 
 import os
+import sys
 
 from hypothesis import settings
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from torchvision_shim import import_torchvision  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, database=None)
 settings.register_profile("explore", max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# transformers, diffusers and timm import torchvision by themselves when it is installed; PyPI's
+# torchvision 0.28.0 imports beside the CPU torch 2.13.0 only through the shim, so import it so
+# first (tests/torchvision_shim.py).  Without torchvision installed nothing imports it.
+try:
+    import_torchvision()
+except ImportError:
+    pass

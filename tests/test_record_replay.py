@@ -130,6 +130,22 @@ def test_unsupported_operator_is_named_with_what_to_do():
         initrecipe.record(case(build))
 
 
+def test_unsupported_operator_names_its_tensors_and_call_site():
+    """The refusal says on what and from where: the shapes and dtypes, and the first frame
+    outside initrecipe and torch's internals (the model's line or torch.nn's public code)."""
+
+    def build(m):
+        m.register_buffer("x", torch.linalg.matrix_exp(torch.randn(3, 3)))
+
+    line = build.__code__.co_firstlineno + 1
+    with pytest.raises(initrecipe.RecordError) as info:
+        initrecipe.record(case(build))
+    assert str(info.value).startswith(
+        "unsupported operator `aten.linalg_matrix_exp.default` called while recording (on tensors of shape "
+        f"[3, 3] float32, called from `{__file__}:{line}` in `build`): initrecipe cannot replay it. "
+    )
+
+
 def test_numpy_and_tolist_during_init_get_true_values():
     import numpy as np
 
@@ -218,6 +234,43 @@ def test_data_dependent_item_bool_tolist_any_see_true_values():
     assert seen["item"] == w[0].item()
     assert seen["tolist"] == w[:3].tolist()
     assert seen["any"] == bool((w > 1.0).any())
+
+
+def test_tensor_from_a_list_of_tensors_gets_true_values():
+    """torchtune's Llama 3.1 RoPE scaling: `torch.tensor([f / s for f in freqs])` (issue 15)."""
+
+    def build(m):
+        freqs = 1.0 / (500000 ** (torch.arange(0, 8, 2).float() / 8))
+        m.register_buffer("scaled", torch.tensor([f / 8 if f < 0.01 else f for f in freqs], dtype=freqs.dtype))
+        m.register_buffer("nested", torch.as_tensor([[f, 2.0] for f in freqs], dtype=torch.float64))
+        m.register_buffer("keyword", torch.tensor(data=[freqs[0], freqs[1] * 2]))
+        m.w = nn.Parameter(torch.randn(3))
+        m.register_buffer("copied", m.w.new_tensor([v.detach() for v in m.w]))
+        m.tail = nn.Linear(3, 2)
+
+    recipe = assert_replay_matches_eager(case(build))
+    torch.manual_seed(0)
+    assert torch.equal(initrecipe.replay(recipe)["copied"], torch.randn(3))
+    assert torch.tensor is torch._C._VariableFunctions.tensor  # put back after recording
+
+
+def test_tensor_from_a_list_of_tensors_in_portable_mode():
+    """Values without random draws are computed; values of portable draws are the values replay
+    computes (the constructor is recorded again with the keys the first recording found)."""
+
+    def constants(m):
+        freqs = torch.arange(4.0) + 1
+        m.register_buffer("b", torch.tensor([f * 2 for f in freqs]))
+
+    recipe = initrecipe.record(case(constants), seed=0, rng="portable")
+    assert torch.equal(initrecipe.replay(recipe)["b"], torch.tensor([2.0, 4.0, 6.0, 8.0]))
+
+    def drawn(m):
+        m.w = nn.Parameter(torch.randn(3))
+        m.register_buffer("b", torch.tensor([v.detach() for v in m.w]))
+
+    weights = initrecipe.replay(initrecipe.record(case(drawn), seed=0, rng="portable"))
+    assert torch.equal(weights["b"], weights["w"].detach())
 
 
 def test_boolean_mask_indexing_records_data_dependent_shapes():

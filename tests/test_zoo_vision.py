@@ -1,0 +1,65 @@
+"""timm and torchvision models (``zoo_vision_models.py``) replay like eager construction.
+
+``rng="torch"``: bitwise equal to ``torch.manual_seed(0); model_fn()`` tensor by tensor (names and
+their order, parameter/buffer split, dtypes, shapes, bytes, ``requires_grad``, ties).
+``rng="portable"``: eager's names, kinds, dtypes, shapes and ties, draw-free tensors with eager's
+bits, three tensors replayed alone and in halves.  The subset here is the architectures issue 15
+names plus the quick torchvision models; ``tools/zoo_vision.py`` runs all 94, with the shard check
+(``docs/ZOO.md``).
+
+These tests carry the ``vision`` marker and run in a second pytest call with torchvision and timm
+on ``PYTHONPATH`` only (the README's test command): installed into the venv, torchvision (a CUDA
+build beside the CPU torch) would break every process that imports ``transformers`` without the
+shim, such as the benchmark and distributed tests' subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import initrecipe  # noqa: E402
+from zoo_check import check_portable, check_torch_mode  # noqa: E402
+from zoo_vision_models import TIMM_CI, TORCHVISION_CI, timm_zoo, torchvision_zoo  # noqa: E402
+
+pytestmark = pytest.mark.vision
+LABELS = [f"timm:{n}" for n in TIMM_CI] + [f"torchvision:{n}" for n in TORCHVISION_CI]
+
+
+def _model_fn(label: str):
+    library, name = label.split(":", 1)
+    return (timm_zoo if library == "timm" else torchvision_zoo)()[name]
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_vision_replay_matches_eager(label: str) -> None:
+    check_torch_mode(label, _model_fn(label))
+
+
+@pytest.mark.parametrize("label", LABELS)
+def test_vision_portable_replay(label: str) -> None:
+    check_portable(label, _model_fn(label), samples=3)
+
+
+def test_ssdlite_forward_pass_in_the_constructor_is_refused_clearly() -> None:
+    """torchvision's SSDLite measures its backbone's channels by running it on a dummy image
+    (``retrieve_out_channels``): a convolution, which replay cannot run.  The refusal names it,
+    the tensors it ran on, where it was called from and what to do."""
+    model_fn = torchvision_zoo()["ssdlite320_mobilenet_v3_large"]
+    for rng in ("torch", "portable"):
+        with pytest.raises(initrecipe.RecordError) as info:
+            initrecipe.record(model_fn, seed=0, rng=rng)
+        message = str(info.value)
+        assert message.startswith(
+            "unsupported operator `aten.convolution.default` called while recording (on tensors of shape "
+            "[1, 3, 320, 320] float32, [16, 3, 3, 3] float32, called from `"
+        ), message
+        assert "torch/nn/modules/conv.py:" in message and "in `_conv_forward`, reached from `" in message
+        assert "torchvision/models/detection/ssdlite.py:" in message
+        assert "in `forward`): initrecipe cannot replay it. " in message
+        assert message.endswith("Build this part of the model outside the recorded constructor, or open an issue "
+                                "asking for the operator to be added to the allowlist")
