@@ -20,8 +20,9 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from .errors import RecipeError, RecipeFormatError, ResourceLimitError
 from . import ops as _ops_module
 from .ops import OpInfo, op_info
-from .portable import check_draw, check_substitute, draws_from_generator, portable_key_of
+from .portable import SUBSTITUTED_OPERATORS, check_draw, check_substitute, draws_from_generator, portable_key_of
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
+from .work import RNG_COST, Cost, call_cost, literal_cost
 
 __all__ = ["TensorMeta", "ProgramFacts", "Action", "infer_facts", "plan_execution", "is_rng_instruction"]
 
@@ -84,6 +85,7 @@ class ProgramFacts:
         self.storage_creator: dict[int, int] = {}  # storage id -> index of the instruction creating it
         self.value_def: dict[int, int] = {}  # value id -> index of the instruction defining it
         self.storage_grown: dict[int, int] = {}  # storage id -> bytes after a resize_ or out= call grew it
+        self.costs: list[Cost] = []  # per instruction: what executing it costs (initrecipe.work), from infer_facts
 
     def define(self, index: int, value: int, meta: TensorMeta, storage_nbytes: int | None) -> None:
         """Record that instruction ``index`` binds ``value`` (a new storage when ``storage_nbytes`` is given)."""
@@ -179,8 +181,10 @@ def infer_facts(
 
     Raises:
         RecipeFormatError: naming the first instruction that is inconsistent.
-        ResourceLimitError: the program needs more than ``max_bytes``, or its operators would touch
-            more than :data:`WORK_FACTOR` times the bytes it allocates (hours of work in no memory).
+        ResourceLimitError: the program needs more than ``max_bytes``.
+
+    The facts include each instruction's cost (``facts.costs``, see :mod:`initrecipe.work`), from
+    which a replay estimates its work before it runs.
     """
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
@@ -200,8 +204,10 @@ def infer_facts(
                     )
                 _bind(facts, storages, env, i, ins.out, tensor)
                 budget.created(i, ins.out, tensor.untyped_storage().nbytes(), "a literal")
+                facts.costs.append(literal_cost(len(ins.data)))
             elif isinstance(ins, (RngSeed, RngSetState, RngRestore)):
                 facts.infos.append(None)
+                facts.costs.append(RNG_COST)
                 if not 0 <= ins.gen < generators:
                     raise RecipeFormatError(
                         f"program[{i}]: generator {ins.gen} is not declared (the recipe declares {generators})"
@@ -230,18 +236,12 @@ class MemoryLimitError(ResourceLimitError):
     """The memory a program allocates is over ``max_bytes`` (raised by :func:`infer_facts`)."""
 
 
-WORK_FACTOR = 64
-"""A replay may touch (read or write, summed over its operators) at most this many times the bytes
-it allocates, or :data:`WORK_FLOOR` bytes: a view of a few bytes stretched to a trillion elements
-and then filled or summed would otherwise run for hours in no memory."""
-WORK_FLOOR = 4 << 30
-
-
 class _Budget:
-    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``; adds up the
-    bytes its operators touch, and stops at :data:`WORK_FACTOR` times the former."""
+    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``.  (The work
+    a replay may do is bounded after planning, from the costs in ``facts.costs``: see
+    :mod:`initrecipe.work`.)"""
 
-    __slots__ = ("program", "facts", "max_bytes", "names", "total", "work")
+    __slots__ = ("program", "facts", "max_bytes", "names", "total")
 
     def __init__(self, program: list[Instruction], facts: ProgramFacts, max_bytes: int | None,
                  names: dict[int, str] | None) -> None:
@@ -250,23 +250,6 @@ class _Budget:
         self.max_bytes = max_bytes
         self.names = names or {}
         self.total = 0
-        self.work = 0
-
-    def touched(self, index: int, ins: Call, nbytes: int, largest: torch.Tensor | None) -> None:
-        self.work += nbytes
-        allowed = max(WORK_FLOOR, WORK_FACTOR * self.total)
-        if self.work > allowed:
-            what = ""
-            if largest is not None:
-                what = f" (one of its tensors has shape {list(largest.shape)}: {largest.numel()} elements)"
-            err = ResourceLimitError(
-                f"program[{index}]: `{ins.op}` touches {format_bytes(nbytes)} of data{what}; the recipe's "
-                f"operators would touch {format_bytes(self.work)} in all, more than {WORK_FACTOR} times the "
-                f"{format_bytes(self.total)} it allocates (or {format_bytes(WORK_FLOOR)}): replaying it would "
-                "take hours, not seconds"
-            )
-            err.index = index  # type: ignore[attr-defined]
-            raise err
 
     def precheck(self, index: int, ins: Call, info: OpInfo, base: Any = None) -> None:
         """Refuse a factory call whose requested size alone is over the limit, before running it on meta."""
@@ -698,7 +681,8 @@ def _infer_call(
             if now > before:
                 facts.storage_grown[sid] = now
                 budget.created(i, ref.id, now - before)
-    _account_work(budget, i, ins, info, args, kwargs, outs)
+    facts.costs.append(call_cost(info, args, kwargs, outs, portable_draw=key is not None,
+                                 substituted=portable and ins.op in SUBSTITUTED_OPERATORS))
     if key is not None and not info.overwrites_self:
         out = outs[0] if outs else None
         if not isinstance(out, torch.Tensor):  # pragma: no cover - every portable factory returns a tensor
@@ -789,31 +773,6 @@ def _pointwise_on_meta(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) ->
             return None
         return [args[0]]
     return [torch.empty(shape, dtype=o.dtype, device=_META) for o in outs]
-
-
-def _tensors_in(values: Any, out: list[torch.Tensor]) -> None:
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            _tensors_in(v, out)
-
-
-def _account_work(budget: _Budget, i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[str, Any],
-                  outs: list[Any]) -> None:
-    """Add the bytes a call reads and writes (its tensor arguments and fresh outputs) to the work."""
-    if not info.written_args and all(a is not None for a in info.aliased_outputs):
-        return  # a view: no data touched
-    tensors: list[torch.Tensor] = []
-    _tensors_in(args, tensors)
-    _tensors_in(kwargs.values(), tensors)
-    for pos, out in zip(info.aliased_outputs or [None] * len(outs), outs):
-        if pos is None and isinstance(out, torch.Tensor):
-            tensors.append(out)
-    if not tensors:
-        return
-    nbytes = sum(t.numel() * t.dtype.itemsize for t in tensors)
-    budget.touched(i, ins, nbytes, max(tensors, key=lambda t: t.numel()))
 
 
 def _check_view_bounds(i: int, ins: Call, value: int, out: torch.Tensor) -> None:
