@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -500,6 +501,100 @@ _PRECONDITIONS = {
 }
 
 
+# ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly.  Up to
+# _PROBE_RANDPERM_N the probe finds that itself (int8, uint8, int16 and float16 stop below it).
+_PROBE_RANDPERM_N = 65537
+_RANDPERM_LIMITS = {torch.float32: 2**24 + 1, torch.float64: 2**53 + 1, torch.int32: 2**31}
+_PROBE_GENERATOR: list[torch.Generator] = []
+
+
+def _probe_value(value: Any) -> Any:
+    """A meta argument as a tiny CPU stand-in: a tensor of ones with one element (none if it is
+    empty; ones are valid probabilities, rates and scales), the CPU device."""
+    if isinstance(value, torch.Tensor):
+        return torch.ones(tuple(min(d, 1) for d in value.shape), dtype=value.dtype)
+    if isinstance(value, torch.device):
+        return torch.device("cpu")
+    return value
+
+
+def _random_call_problem(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why torch's CPU kernel would refuse this random call's scalar arguments, found by running the
+    call on one-element CPU stand-ins of its tensors (with a private generator), or None.
+
+    Meta kernels check few of them (``uniform_`` with ``from > to``, ``bernoulli_`` with ``p = 2``,
+    ``randint`` bounds outside the dtype, ``rand`` into an integer dtype pass on meta), so without
+    the probe ``check`` would accept what replay then refuses.  Tensor *values* (the probabilities
+    of ``bernoulli(p)``, the rates of ``poisson``) exist only at replay, which checks them; the
+    probe passes ones.  ``multinomial``'s counts depend on the shape, so it is checked by rule."""
+    packet = info.name.split(".")[1]
+    if packet == "multinomial":
+        return _multinomial_problem(info, args, kwargs)
+    names = info.arg_names
+    probe_args = [_probe_value(a) for a in args]
+    probe_kwargs = {k: _probe_value(v) for k, v in kwargs.items()}
+    if "size" in names:
+        pos = names.index("size")
+        size = probe_args[pos] if pos < len(probe_args) else probe_kwargs.get("size")
+        if isinstance(size, (list, tuple)) and all(type(d) is int for d in size):
+            small = [min(d, 1) for d in size]
+            if pos < len(probe_args):
+                probe_args[pos] = small
+            else:
+                probe_kwargs["size"] = small
+    if packet == "randperm":
+        n = probe_args[0] if probe_args else probe_kwargs.get("n")
+        dtype = kwargs.get("dtype") or (args[names.index("dtype")] if "dtype" in names and names.index("dtype") < len(args) else None)
+        dtype = dtype if isinstance(dtype, torch.dtype) else torch.int64
+        if type(n) is int and n > _PROBE_RANDPERM_N:
+            limit = _RANDPERM_LIMITS.get(dtype)
+            if limit is not None and n > limit:
+                return f"randperm of {n} values cannot be represented exactly in {dtype}"
+            n = _PROBE_RANDPERM_N
+        if probe_args:
+            probe_args[0] = n
+        else:
+            probe_kwargs["n"] = n
+    if not _PROBE_GENERATOR:
+        _PROBE_GENERATOR.append(torch.Generator(device="cpu"))
+    generator = _PROBE_GENERATOR[0]
+    gen_pos = names.index(info.generator_arg)
+    if gen_pos < len(probe_args):
+        probe_args[gen_pos] = generator
+    else:
+        probe_kwargs[info.generator_arg] = generator
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            info.op(*probe_args, **probe_kwargs)
+    except Exception as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _multinomial_problem(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """The shape and count checks of torch's CPU ``multinomial`` (its probabilities are data)."""
+    values = dict(zip(info.arg_names, args))
+    values.update(kwargs)
+    probs, n, replacement = values.get("self"), values.get("num_samples"), values.get("replacement", False)
+    if not isinstance(probs, torch.Tensor) or type(n) is not int:
+        return None  # torch's own checks (run on meta) answer these
+    if probs.dim() not in (1, 2):
+        return f"prob_dist must be 1 or 2 dim, found {probs.dim()} dimensions"
+    if not probs.dtype.is_floating_point:
+        return f"multinomial only supports floating-point dtypes for input, found {probs.dtype}"
+    categories = probs.shape[-1]
+    if categories == 0 or (probs.dim() == 2 and probs.shape[0] == 0):
+        return "cannot sample from an empty distribution"
+    if categories > 2**24:
+        return "number of categories cannot exceed 2^24"
+    if n <= 0:
+        return "cannot sample n_sample <= 0 samples"
+    if not replacement and n > categories:
+        return "cannot sample n_sample > prob_dist.size(-1) samples without replacement"
+    return None
+
+
 def _list_output_count(packet: str, info: OpInfo, ins: Call, args: list[Any], kwargs: dict[str, Any]) -> int | None:
     """How many tensors a list-returning view operator returns, computed without running it (a
     zero-byte tensor of shape [2**40, 0] unbinds into 2**40 tensors, even on meta)."""
@@ -653,6 +748,10 @@ def _infer_call(
         if outs is None:
             # Shapes that depend on data were recorded; replay checks them.
             outs = [torch.empty(shape, dtype=dtype, device=_META) for dtype, shape in ins.out_meta]
+    if info.is_random and key is None:
+        problem = _random_call_problem(info, args, kwargs)
+        if problem is not None:
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     if len(outs) != len(ins.outs):
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` returns {len(outs)} values, the program binds {len(ins.outs)}"

@@ -39,6 +39,7 @@ from typing import Any, Iterable
 import torch
 
 from .errors import ResourceLimitError
+from .program import Call
 
 __all__ = [
     "WorkLimitError",
@@ -56,6 +57,8 @@ __all__ = [
 
 class WorkLimitError(ResourceLimitError):
     """Replaying the recipe would take more work than its budget (``max_work``) allows."""
+
+    estimate: "WorkEstimate"
 
 
 # --------------------------------------------------------------------------- the budget
@@ -371,9 +374,9 @@ def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "unlimited" if seconds > 0 else str(seconds)
     if seconds < 0.001:
-        return f"{seconds * 1e6:.2g} µs"
+        return f"{seconds * 1e6:.3g} µs"
     if seconds < 0.01:
-        return f"{seconds * 1000:.2g} ms"
+        return f"{seconds * 1000:.3g} ms"
     if seconds < 120:
         return f"{seconds:.3g} s"
     if seconds < 7200:
@@ -458,15 +461,15 @@ def refuse(estimate: WorkEstimate, program: list[Any], what: str = "replaying th
     index, seconds = estimate.costliest
     where = ""
     if 0 <= index < len(program):
-        op = getattr(program[index], "op", None)
-        name = f"`{op}`" if op else "an RNG or LITERAL instruction"
+        ins = program[index]
+        name = f"`{ins.op}`" if isinstance(ins, Call) else "a LITERAL or RNG instruction"
         where = f"; the costliest instruction is program[{index}], {name} ({format_seconds(seconds)})"
     err = WorkLimitError(
         f"{what} is estimated at {format_seconds(estimate.seconds)} of work on the reference CPU "
         f"({_amounts(estimate)}), more than {_budget_text(estimate)}{where}. Pass a larger `max_work` "
         "(seconds; CLI: --max-work) to replay it anyway"
     )
-    err.estimate = estimate  # type: ignore[attr-defined]
+    err.estimate = estimate
     return err
 
 

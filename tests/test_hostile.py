@@ -644,7 +644,7 @@ def test_the_package_has_no_way_to_run_code_from_a_file():
 def test_only_the_allowlist_resolves_names_read_from_a_file():
     # On the path from a file to tensors, `getattr` appears only in ops.py, after the allowlist check.
     replay_path = ["recipe.py", "program.py", "analysis.py", "interpreter.py", "replay.py", "validate.py",
-                   "errors.py", "rng.py"]
+                   "errors.py", "rng.py", "work.py"]
     for name in replay_path:
         text = (PACKAGE / name).read_text()
         assert "getattr(" not in text and "__dict__" not in text and "globals()" not in text, name
@@ -676,7 +676,9 @@ def test_cli_check(tmp_path, base, capsys):
     bad = tmp_path / "bad.recipe"
     bad.write_bytes(edited(base, _set(("program", 2, 3, 0, "t"), 99)))
     assert cli_main(["check", str(good)]) == 0
-    assert capsys.readouterr().out == f"{good}: ok\n"
+    assert re.fullmatch(re.escape(f"{good}: ok (replay estimated at ") + r"\d+(\.\d+)? µs" + re.escape(
+        " of work (it runs 9 of its 9 instructions; 32 bytes of memory traffic), budget 60 s)\n"),
+        capsys.readouterr().out)
     assert cli_main(["check", str(bad)]) == 1
     assert capsys.readouterr().out == (
         f"{bad}: program[2].args[0].t: reference to undefined tensor 99 "
@@ -686,7 +688,11 @@ def test_cli_check(tmp_path, base, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["valid"] is False and doc["findings"][0].startswith("program[2].args[0].t: reference")
     assert cli_main(["check", str(good), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"recipe": str(good), "valid": True, "findings": []}
+    doc = json.loads(capsys.readouterr().out)
+    work = doc.pop("work")
+    assert doc == {"recipe": str(good), "valid": True, "findings": []}
+    assert work["instructions"] == work["checked_instructions"] == 9 and work["bytes"] == 32
+    assert 0 < work["seconds"] < 0.01 and work["budget_seconds"] == pytest.approx(60 + 8e-7)
     assert cli_main(["check", str(tmp_path / "missing.recipe")]) == 1
     assert "does not exist" in capsys.readouterr().out
     assert cli_main(["check", str(good), "--max-bytes", "10"]) == 1
