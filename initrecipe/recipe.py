@@ -474,7 +474,10 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
     if not data:
         raise RecipeFormatError("the recipe is empty (0 bytes): the download or copy did not complete")
     try:
-        doc = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, **_MSGPACK_LIMITS)
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                              object_pairs_hook=_map_from_pairs, **_MSGPACK_LIMITS)
+    except _MapKeyError as exc:
+        raise _not_a_recipe(data, str(exc)) from None
     except msgpack.ExtraData:
         raise _not_a_recipe(data, "the recipe has trailing bytes after its end: the file is corrupt") from None
     except msgpack.StackError:
@@ -487,11 +490,19 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
             raise _not_a_recipe(
                 data, "the recipe is truncated (its data ends early): download or copy it again"
             ) from None
+        if "max_ext_len" in message:
+            raise _not_a_recipe(
+                data, "the recipe holds a msgpack extension type (an ext or timestamp value), which recipes never "
+                "contain: the file is corrupt or hostile",
+            ) from None
         if "exceeds max_" in message:
             raise _not_a_recipe(
                 data,
                 f"the recipe declares an oversized value ({message}): the file is corrupt or hostile",
             ) from None
+        if "is not allowed for map key" in message:
+            kind = message.split(" is not allowed", 1)[0]
+            raise _not_a_recipe(data, _MapKeyError.non_string(_KEY_TYPE_NAMES.get(kind, kind))) from None
         raise _not_a_recipe(
             data, f"the recipe is not valid msgpack ({message or type(exc).__name__}): the file is corrupt"
         ) from None
@@ -502,6 +513,38 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
         what = kind or f"a msgpack {type(doc).__name__}"
         raise RecipeFormatError(f"this is {what}, not an init recipe (expected a msgpack map)")
     return decode_document(doc, verify_hash=verify_hash)
+
+
+class _MapKeyError(Exception):
+    """A map with a repeated or non-string key, found while decoding (becomes a RecipeFormatError)."""
+
+    @staticmethod
+    def non_string(kind: str) -> str:
+        return (f"the recipe has a map key of type {kind}; recipe maps have string keys only: the file is "
+                "corrupt or was not written by initrecipe")
+
+
+_KEY_TYPE_NAMES = {"int": "integer", "NoneType": "nil", "float": "float", "bool": "bool", "list": "array",
+                   "dict": "map", "bytes": "bytes"}
+
+
+def _map_from_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A decoded msgpack map, refusing repeated keys (msgpack would silently keep the last value,
+    while another reader may keep the first: one file, two meanings) and keys that are bytes."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[Any] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _MapKeyError(
+                    f"the recipe has a map with the key {_short(key)} twice; keys must be unique (readers could "
+                    "disagree on which value counts): the file is corrupt or hostile"
+                )
+            seen.add(key)
+    for key in result:
+        if type(key) is not str:
+            raise _MapKeyError(_MapKeyError.non_string(_KEY_TYPE_NAMES.get(type(key).__name__, type(key).__name__)))
+    return result
 
 
 def _type_name(value: Any) -> str:
