@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 
 from .errors import RecipeError, RecipeFormatError, ResourceLimitError
 from . import ops as _ops_module
@@ -145,11 +144,13 @@ def call_refs(ins: Call) -> list[int]:
 _META = torch.device("meta")
 
 
-def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: str) -> Any:
+def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: Any) -> Any:
+    """``where``: the location for messages, or a callable returning it (built only on error)."""
     if isinstance(value, Ref):
         try:
             return env[value.id]
         except KeyError:
+            where = where() if callable(where) else where
             raise RecipeFormatError(f"{where}: reference to undefined tensor {value.id}") from None
     if isinstance(value, (GenRef, PortableKey)):
         return None
@@ -189,7 +190,7 @@ def infer_facts(
     """
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
-    storages: dict[StorageWeakRef, int] = {}
+    storages: dict[int, int] = {}  # StorageImpl address -> storage id (env keeps every storage alive)
     rng_indices: dict[int, set[int]] = {}
     budget = _Budget(program, facts, max_bytes, names)
     for i, ins in enumerate(program):
@@ -387,6 +388,15 @@ _ENUM_VALUES = (torch.dtype, torch.layout, torch.memory_format, torch.device, Ge
 
 
 _SIGNATURES: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
+_PACKETS: dict[str, str] = {}
+
+
+def _packet(op: str) -> str:
+    """The operator name of an ``aten.<name>.<overload>`` string (cached)."""
+    packet = _PACKETS.get(op)
+    if packet is None:
+        packet = _PACKETS[op] = op.split(".")[1]
+    return packet
 
 
 def _signature(info: OpInfo) -> tuple[str | None, tuple[tuple[str, str], ...]]:
@@ -405,6 +415,9 @@ def _signature(info: OpInfo) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     return cached
 
 
+_CALL_SHAPES: dict[str, tuple[int, dict[str, str]]] = {}
+
+
 def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
     """Refuse overloads that are not tensor operators, and arguments of the wrong kind where torch
     would take them on trust (an integer where an enum is expected reaches C++ unchecked)."""
@@ -415,37 +428,43 @@ def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` takes at most {len(arguments)} arguments, the recipe passes {len(ins.args)}"
         )
-    positional = sum(1 for a in info.schema.arguments if not a.kwarg_only)
+    shape = _CALL_SHAPES.get(info.name)
+    if shape is None:
+        shape = _CALL_SHAPES[info.name] = (sum(1 for a in info.schema.arguments if not a.kwarg_only), dict(arguments))
+    positional, by_name = shape
     if len(ins.args) > positional:
         name = arguments[positional][0]
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` takes {positional} positional arguments, the recipe passes "
             f"{len(ins.args)}; `{name}` is keyword-only and belongs in kwargs"
         )
-    provided = [(pos, arguments[pos], value) for pos, value in enumerate(ins.args)]
-    if ins.kwargs:
-        by_name = dict(arguments)
-        for name, value in ins.kwargs.items():
-            if name not in by_name:
-                raise RecipeFormatError(f"program[{i}].kwargs.{name}: `{ins.op}` has no argument `{name}`")
-            provided.append((name, (name, by_name[name]), value))
-    for where, (arg_name, kind), value in provided:
-        if kind not in _ENUM_KINDS:
-            if isinstance(value, _ENUM_VALUES):
-                raise RecipeFormatError(
-                    f"program[{i}].{_where(where)}: `{ins.op}` expects a {kind} for `{arg_name}`, found "
-                    f"{type(value).__name__}"
-                )
-            continue
-        optional = kind.startswith("Optional[")
-        if value is None and optional:
-            continue
-        base = kind[len("Optional["):-1] if optional else kind
-        if not isinstance(value, _ENUM_ARGS[base]):
+    for name in ins.kwargs:
+        if name not in by_name:
+            raise RecipeFormatError(f"program[{i}].kwargs.{name}: `{ins.op}` has no argument `{name}`")
+    for pos, value in enumerate(ins.args):
+        arg_name, kind = arguments[pos]
+        _check_argument_kind(i, ins, pos, arg_name, kind, value)
+    for name, value in ins.kwargs.items():
+        _check_argument_kind(i, ins, name, name, by_name[name], value)
+
+
+def _check_argument_kind(i: int, ins: Call, where: int | str, arg_name: str, kind: str, value: Any) -> None:
+    if kind not in _ENUM_KINDS:
+        if isinstance(value, _ENUM_VALUES):
             raise RecipeFormatError(
-                f"program[{i}].{_where(where)}: `{ins.op}` expects a {base} for `{arg_name}`, found "
-                f"{type(value).__name__} {value!r:.40}"
+                f"program[{i}].{_where(where)}: `{ins.op}` expects a {kind} for `{arg_name}`, found "
+                f"{type(value).__name__}"
             )
+        return
+    optional = kind.startswith("Optional[")
+    if value is None and optional:
+        return
+    base = kind[len("Optional["):-1] if optional else kind
+    if not isinstance(value, _ENUM_ARGS[base]):
+        raise RecipeFormatError(
+            f"program[{i}].{_where(where)}: `{ins.op}` expects a {base} for `{arg_name}`, found "
+            f"{type(value).__name__} {value!r:.40}"
+        )
 
 
 def _weight_norm_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
@@ -644,7 +663,7 @@ def _strided_extent(shape: Any, stride: Any, offset: int) -> int | None:
 
 def _infer_call(
     facts: ProgramFacts,
-    storages: dict[StorageWeakRef, int],
+    storages: dict[int, int],
     env: dict[int, torch.Tensor],
     rng_indices: dict[int, set[int]],
     budget: _Budget,
@@ -659,9 +678,10 @@ def _infer_call(
         raise RecipeFormatError(f"program[{i}]: {exc}") from None
     facts.infos.append(info)
     _check_call_types(i, ins, info)
-    for pos_value in list(ins.args) + list(ins.kwargs.values()):
-        _check_generators(pos_value, generators, f"program[{i}]")
-    if not info.is_random and ins.op.split(".")[1] in _RANDOM_PACKETS:
+    for pos_value in (*ins.args, *ins.kwargs.values()):
+        if isinstance(pos_value, (GenRef, list, tuple)):
+            _check_generators(pos_value, generators, f"program[{i}]")
+    if not info.is_random and _packet(ins.op) in _RANDOM_PACKETS:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
             "that takes a `generator` argument"
@@ -683,15 +703,15 @@ def _infer_call(
                 f"program[{i}]: `{ins.op}` draws from generator {gen}, which is not declared "
                 f"(the recipe declares {generators})"
             )
-    args = [_to_meta_arg(a, env, f"program[{i}].args") for a in ins.args]
-    kwargs = {k: _to_meta_arg(v, env, f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
+    args = [_to_meta_arg(a, env, lambda: f"program[{i}].args") for a in ins.args]
+    kwargs = {k: _to_meta_arg(v, env, lambda k=k: f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
     _force_meta_device(info, args, kwargs)
     budget.precheck(i, ins, info, args[0] if args else None)
     if info.data_dependent_shape and ins.out_meta is None:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
         )
-    packet = ins.op.split(".")[1]
+    packet = _packet(ins.op)
     if packet.startswith("as_strided") and args and isinstance(args[0], torch.Tensor):
         _check_as_strided(i, ins, info, args, kwargs)
     count = _list_output_count(packet, info, ins, args, kwargs)
@@ -763,7 +783,7 @@ def _infer_call(
             raise RecipeFormatError(f"program[{i}]: output bound to tensor {value} is not a tensor")
         if out.device.type != "meta":  # pragma: no cover - every input and device is meta
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` produced a tensor outside the meta device")
-        known = StorageWeakRef(out.untyped_storage()) in storages
+        known = out.untyped_storage()._cdata in storages
         _bind(facts, storages, env, i, value, out)
         meta = facts.values[value]
         if known:
@@ -876,6 +896,10 @@ def _pointwise_on_meta(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) ->
 
 def _check_view_bounds(i: int, ins: Call, value: int, out: torch.Tensor) -> None:
     """A view must lie inside its storage: torch does not check every view operator on every device."""
+    offset = out.storage_offset()
+    dense_end = (offset + out.numel()) * out.dtype.itemsize
+    if out.is_contiguous() and offset >= 0 and dense_end <= out.untyped_storage().nbytes():
+        return  # the common case: a dense view inside its storage
     extent = _strided_extent(tuple(out.shape), tuple(out.stride()), out.storage_offset())
     if extent is None or extent == 0:
         return
@@ -982,14 +1006,14 @@ def flatten_outputs(result: Any) -> list[Any]:
 
 def _bind(
     facts: ProgramFacts,
-    storages: dict[StorageWeakRef, int],
+    storages: dict[int, int],
     env: dict[int, torch.Tensor],
     index: int,
     value: int,
     tensor: torch.Tensor,
 ) -> None:
     storage = tensor.untyped_storage()
-    key = StorageWeakRef(storage)
+    key = storage._cdata
     sid = storages.get(key)
     nbytes = None
     if sid is None:

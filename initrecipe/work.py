@@ -277,6 +277,8 @@ _LINALG = {
     "linalg_cholesky_ex": "cholesky", "triangular_solve": "solve", "linalg_solve_triangular": "solve",
 }
 _NO_DATA = frozenset("empty empty_like empty_strided new_empty new_empty_strided resize_ lift lift_fresh".split())
+_PACKETS: dict[str, str] = {}  # operator name -> packet, cached
+_VIEWS: dict[str, bool] = {}  # operator name -> whether it only makes views
 
 
 def _random_rate(packet: str, dtype: torch.dtype) -> float:
@@ -292,10 +294,14 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
               substituted: bool) -> Cost:
     """The cost of one CALL from its meta arguments and outputs (``portable_draw``: a keyed draw of
     an ``rng="portable"`` recipe; ``substituted``: an operator with initrecipe's own portable meaning)."""
-    packet = info.name.split(".")[1]
-    if not info.written_args and info.aliased_outputs and all(a is not None for a in info.aliased_outputs):
-        # A view: no data, but every returned tensor is an object to build.
-        return (INSTRUCTION_SECONDS * max(1, len(outs)), 0.0, 0.0, 0.0)
+    packet = _PACKETS.get(info.name)
+    if packet is None:
+        packet = _PACKETS[info.name] = info.name.split(".")[1]
+        _VIEWS[info.name] = (not info.written_args and bool(info.aliased_outputs)
+                             and all(a is not None for a in info.aliased_outputs))
+    if _VIEWS[info.name] or packet in _NO_DATA:
+        # A view or an uninitialized allocation: no data, but every returned tensor is an object to build.
+        return VIEW_COST if len(outs) <= 1 else (INSTRUCTION_SECONDS * len(outs), 0.0, 0.0, 0.0)
     tensors: list[torch.Tensor] = []
     _tensors(args, tensors)
     _tensors(kwargs.values(), tensors)
@@ -303,8 +309,6 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
     fresh = [o for k, o in enumerate(outs) if isinstance(o, torch.Tensor)
              and (k >= len(aliased) or aliased[k] is None)]
     base = INSTRUCTION_SECONDS * max(1, len(outs))
-    if packet in _NO_DATA:
-        return (base, 0.0, 0.0, 0.0)
     seconds, nbytes, elements = _memory(tensors, fresh)
     flops = 0.0
     if info.is_random:
