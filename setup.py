@@ -1,9 +1,12 @@
-"""Build script for initrecipe's optional C extension ``initrecipe._portable_kernel``.
+"""Build script for initrecipe's optional C extensions.
 
-All project metadata lives in pyproject.toml; this file only declares the extension.  The
-extension is optional: without a working C compiler the package still installs, and
-``initrecipe.samplers`` falls back to its eager-torch reference implementation (same bits,
-slower).  Its results are specified bit for bit (schema/PORTABLE_RNG.md), so the flags below
+* ``initrecipe._portable_kernel``: the portable samplers.  Without it ``initrecipe.samplers``
+  falls back to its eager-torch reference implementation (same bits, slower).
+* ``initrecipe._mt19937``: jump-ahead for torch's CPU generator.  Without it rng="torch" replays
+  and recordings advance the generator by drawing, as eager does (same bits, slower).
+
+All project metadata lives in pyproject.toml; this file only declares the extensions.  Both are
+optional: without a working C compiler the package still installs.  Its results are specified bit for bit (schema/PORTABLE_RNG.md), so the flags below
 forbid floating-point contraction and fast-math; the AVX-512/AVX2 code paths come from GCC
 function multiversioning inside the source, not from -march flags, so a built wheel runs on any
 x86-64 CPU.
@@ -39,7 +42,13 @@ setup(
             "initrecipe._portable_kernel",
             sources=["initrecipe/_portable_kernel.c"],
             optional=True,
-        )
+        ),
+        Extension(
+            "initrecipe._mt19937",
+            sources=["initrecipe/_mt19937.c"],
+            depends=["initrecipe/_mt19937_constants.h"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": BuildPortableKernel},
 )

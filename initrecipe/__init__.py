@@ -21,31 +21,42 @@ from .errors import (  # noqa: E402
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
-from .sharding import Shard  # noqa: E402
+from .sharding import Box, Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
+from .diff import RecipeDiff, diff  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from .distributed import distribute, materialize
     from .recorder import record
 
 
 def __getattr__(name: str):
     # The recorder (and torch's fake-tensor machinery) loads only when used: a machine that only
-    # replays recipes never imports it.
+    # replays recipes never imports it.  Likewise torch.distributed for `materialize`/`distribute`.
     if name == "record":
         from .recorder import record
 
         return record
+    if name in ("materialize", "distribute"):
+        from . import distributed
+
+        return getattr(distributed, name)
     raise AttributeError(f"module 'initrecipe' has no attribute {name!r}")
 
 __all__ = [
     "record",
     "replay",
+    "materialize",
+    "distribute",
     "iter_replay",
     "sliceable",
     "sliceable_names",
     "Shard",
+    "Box",
     "to_safetensors",
+    "diff",
+    "RecipeDiff",
     "load",
     "Recipe",
     "TensorEntry",

@@ -734,6 +734,8 @@ def _infer_call(
             check_draw(f"program[{i}]", ins, info, args, kwargs, args[0].dtype)
     elif ins.out_meta is None and (arange := _arange_on_meta(i, ins, info, args, kwargs)) is not None:
         outs = [arange]
+    elif ins.out_meta is None and info.name == "aten.geqrf.default":
+        outs = _geqrf_on_meta(i, ins, args, kwargs)
     elif ins.out_meta is None and (pointwise := _pointwise_on_meta(info, args, kwargs)) is not None:
         outs = pointwise
     elif ins.out_meta is None:
@@ -852,6 +854,28 @@ def _arange_on_meta(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: di
     if not 0 <= size <= _MAX_SIZE:
         return None
     return torch.empty(size, dtype=dtype, device=_META)
+
+
+def _geqrf_on_meta(i: int, ins: Call, args: list[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """``geqrf``'s outputs, which torch has no meta kernel for: ``a`` as LAPACK leaves it (each
+    matrix column-major, batches contiguous) and ``tau`` (one scalar per reflector)."""
+    a = args[0] if args else kwargs.get("self")
+    if len(args) + len(kwargs) != 1 or not isinstance(a, torch.Tensor):
+        raise RecipeFormatError(f"program[{i}]: `{ins.op}` takes one tensor")
+    if a.dim() < 2 or not (a.dtype.is_floating_point or a.dtype.is_complex) or a.dtype in (torch.float16, torch.bfloat16):
+        raise RecipeFormatError(
+            f"program[{i}]: `{ins.op}` rejects its arguments: it needs a float32/float64/complex tensor of 2 or "
+            f"more dimensions, got {list(a.shape)} {a.dtype}"
+        )
+    *batch, m, n = a.shape
+    matrix = m * n
+    stride = [1, max(m, 1)]
+    for size in reversed(batch):
+        stride.insert(0, matrix)
+        matrix *= size
+    tau_shape = (*batch, min(m, n))
+    return [torch.empty_strided(tuple(a.shape), tuple(stride[-len(a.shape):]), dtype=a.dtype, device=_META),
+            torch.empty(tau_shape, dtype=a.dtype, device=_META)]
 
 
 _POINTWISE_PACKETS = frozenset(_ops_module._POINTWISE.split()) - {"fill", "fill_", "zero", "zero_", "copy_"}
@@ -1034,12 +1058,16 @@ def plan_execution(
     advance_dead_draws: bool = True,
     available: dict[int, int] | None = None,
     draw_in_place: bool = True,
+    computed_draws: set[int] | frozenset[int] = frozenset(),
 ) -> list[Action]:
     """Decide, for each instruction before ``end``, what the interpreter must do.
 
     Args:
         targets: value ids whose tensors and contents are wanted after instruction ``end - 1``.
         advance_dead_draws: run dead random draws (``torch`` mode), or skip them.
+        computed_draws: draws whose effect on their generator the interpreter's generator bank
+            computes without running them (:func:`initrecipe.generator_positions.modelled_draws`):
+            skipped when their values are dead, even with ``advance_dead_draws``.
         draw_in_place: run a dead in-place draw on its own tensor when the plan builds that
             tensor's storage anyway (fast, like eager); otherwise dead draws use scratch memory.
         available: storage id -> index of the instruction after which the caller holds that storage
@@ -1052,7 +1080,7 @@ def plan_execution(
     while True:
         stale: set[int] = set()
         actions = _plan(program, facts, targets, len(program) if end is None else end,
-                        advance_dead_draws, available, stale, draw_in_place)
+                        advance_dead_draws, available, stale, draw_in_place, computed_draws)
         if not stale:
             return actions
         for storage in stale:
@@ -1068,6 +1096,7 @@ def _plan(
     available: dict[int, int],
     stale: set[int],
     draw_in_place: bool,
+    computed_draws: set[int] | frozenset[int],
 ) -> list[Action]:
     actions = [Action.SKIP] * n
     touched: set[int] = set()  # storages that instructions after the current one build or use
@@ -1098,11 +1127,11 @@ def _plan(
             elif wanted:
                 if fresh and len(fresh) == len(outs) and all(facts.values[o].storage in available for o in fresh):
                     action = Action.SKIP  # the caller provides these tensors
-                elif len(fresh) == len(outs) and not draws_from_generator(ins, info):
+                elif len(fresh) == len(outs) and (not draws_from_generator(ins, info) or i in computed_draws):
                     action = Action.ALLOC
                 else:
                     action = Action.RUN
-            elif advance_dead_draws and draws_from_generator(ins, info):
+            elif advance_dead_draws and draws_from_generator(ins, info) and i not in computed_draws:
                 action = Action.RUN if info.value_dependent_random else Action.ADVANCE
                 if action == Action.ADVANCE and draw_in_place and info.overwrites_self:
                     target = _arg_at(ins, info, 0)

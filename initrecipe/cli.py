@@ -1,7 +1,8 @@
 """The ``initrecipe`` command line: a thin layer over the library.
 
-Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check or a
-difference found, 2 usage errors (argparse's convention).
+Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check or an
+initrecipe error, 2 usage errors (argparse's convention); ``diff`` follows diff(1): 0 identical,
+1 different, 2 trouble (an unreadable input or bad arguments).
 """
 
 from __future__ import annotations
@@ -104,77 +105,71 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return r, w
 
 
-def _describe(recipe: object) -> dict[str, object]:
-    from .recipe import Recipe, format_version_for
-
-    assert isinstance(recipe, Recipe)
-    major, minor = format_version_for(recipe.rng)
-    extra: dict[str, object] = {}
-    if recipe.rng == "portable":
-        from .program import Call, GenRef, PortableKey
-        from .replay import sliceable_names
-
-        args = [a for ins in recipe.program if isinstance(ins, Call) for a in [*ins.args, *ins.kwargs.values()]]
-        sliced = sliceable_names(recipe)
-        extra = {
-            "portable_draws": sum(isinstance(a, PortableKey) for a in args),
-            "pinned_draws": sum(isinstance(a, GenRef) for a in args),
-            "sliceable": [t.name for t in recipe.tensors if t.name in sliced],
-        }
-    return {
-        "format_version": f"{major}.{minor}",
-        "rng": recipe.rng,
-        "seed": recipe.seed,
-        "content_hash": recipe.content_hash,
-        "num_ops": recipe.num_ops,
-        "total_bytes": recipe.total_bytes,
-        "producer": recipe.producer,
-        "tie_groups": recipe.tie_groups,
-        **extra,
-        "tensors": [
-            {
-                "name": t.name,
-                "kind": t.kind,
-                "shape": list(t.shape),
-                "dtype": str(t.dtype).removeprefix("torch."),
-                "requires_grad": t.requires_grad,
-                "persistent": t.persistent,
-            }
-            for t in recipe.tensors
-        ],
-    }
-
-
 def _safe(text: str) -> str:
     """Escape control characters in names read from a file before printing them."""
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+    from .display import safe
+
+    return safe(text)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from .recipe import load
+    from .show import summarize
 
-    recipe = load(args.recipe)
-    info = _describe(recipe)
+    summary = summarize(load(args.recipe), label=args.recipe)
     if args.json:
-        json.dump(info, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    print(f"rng: {recipe.rng}   seed: {recipe.seed}   ops: {recipe.num_ops}   hash: {recipe.content_hash}")
-    print(f"tensors: {len(recipe.tensors)}   weights: {recipe.total_bytes / 2**20:.2f} MiB")
-    sliced = set(info.get("sliceable", ()))  # type: ignore[call-overload]
-    if recipe.rng == "portable":
-        print(f"portable draws: {info['portable_draws']}   pinned draws (torch's stream): {info['pinned_draws']}   "
-              f"sliceable tensors: {len(sliced)}/{len(recipe.tensors)}")
-    if not args.no_tensors:
-        width = max((len(_safe(t.name)) for t in recipe.tensors), default=4)
-        for t in recipe.tensors:
-            flags = t.kind if t.kind == "parameter" else ("buffer" if t.persistent else "buffer (non-persistent)")
-            if t.name in sliced:
-                flags += ", slice-only shards"
-            print(f"  {_safe(t.name):<{width}}  {str(list(t.shape)):<18} {str(t.dtype).removeprefix('torch.'):<9} {flags}")
-    for group in recipe.tie_groups:
-        print("tied: " + " = ".join(_safe(n) for n in group))
+        _write(json.dumps(summary.to_json(), indent=2) + "\n")
+    elif args.textconv:
+        _write(summary.textconv())
+    else:
+        _write(summary.text(tensors=not args.no_tensors))
     return 0
+
+
+def _write(text: str) -> None:
+    """Print a report; a reader that went away (``| head``) ends it quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import diff
+
+    try:
+        result = diff(args.a, args.b, values=args.values, tolerance=args.tolerance)
+    except RecipeError as exc:
+        print(f"initrecipe: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"initrecipe: error: {exc.strerror or exc}" + (f": `{exc.filename}`" if exc.filename else ""),
+              file=sys.stderr)
+        return 2
+    _write(json.dumps(result.to_json(), indent=2) + "\n" if args.json else result.text(all=args.all))
+    return 0 if result.identical else 1
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got `{text}`") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got `{text}`")
+    return value
+
+
+def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` report bad arguments as one ``initrecipe: error: ...`` line, exit status 2."""
+
+    def error(message: str) -> None:  # type: ignore[override]
+        parser.exit(2, f"initrecipe: error: {message} (see `{parser.prog} --help`)\n")
+
+    parser.error = error  # type: ignore[method-assign]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -263,11 +258,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_max_work(p)
     p.set_defaults(run=_cmd_replay)
 
-    p = sub.add_parser("show", help="print a recipe's tensors, ties and settings")
+    p = sub.add_parser("show", help="print a recipe's settings and how each tensor is initialized")
     p.add_argument("recipe")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--json", action="store_true", help="print one JSON document (schema/SHOW_JSON.md)")
+    how.add_argument("--textconv", action="store_true",
+                     help="one stable line per tensor, for `git diff` (see the README)")
     p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor listing")
     p.set_defaults(run=_cmd_show)
+
+    p = sub.add_parser(
+        "diff", help="compare two recipes, or a recipe and a checkpoint (exit 0 same, 1 different, 2 trouble)",
+        description="Compare two recipes (from their programs; --values replays both), a recipe and a "
+                    "safetensors checkpoint (a file or a save_pretrained folder, either order), or two "
+                    "checkpoints. Exit status: 0 identical, 1 different, 2 trouble.",
+    )
+    p.add_argument("a", metavar="A", help="a recipe, a .safetensors file or a checkpoint folder")
+    p.add_argument("b", metavar="B", help="a recipe, a .safetensors file or a checkpoint folder")
+    p.add_argument("--json", action="store_true", help="print one JSON document (schema/DIFF_JSON.md)")
+    p.add_argument("--all", action="store_true", help="also list the tensors that did not change")
+    p.add_argument("--values", action="store_true",
+                   help="two recipes: also replay both, one tensor at a time, and compare their values")
+    p.add_argument("--tolerance", type=_tolerance, default=None, metavar="ATOL",
+                   help="values within ATOL of each other count as equal (default: bitwise equality)")
+    p.set_defaults(run=_cmd_diff)
+    _one_line_usage_errors(p)
 
     p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings)")
     p.add_argument("recipe")

@@ -18,9 +18,10 @@ import json
 import os
 import re
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 
@@ -302,6 +303,13 @@ def _write_small(final: Path, data: bytes, temps: list[Path]) -> Path:
 
 
 # --------------------------------------------------------------------------- the conversion
+def _write_one(writer: StreamingSafetensorsWriter, name: str, tensor: torch.Tensor,
+               on_bytes: Callable[[int], None] | None) -> None:
+    writer.write(name, tensor, on_bytes)
+    if writer.done:
+        writer.close()
+
+
 def _return_freed_memory_to_the_os() -> None:
     """Make glibc serve every allocation of 1 MiB or more with its own mapping.
 
@@ -414,20 +422,26 @@ def to_safetensors(
         bar = _progress_bar(progress, plan.total_size, len(stored))
         on_bytes = bar.update if bar is not None else None
         done = 0
-        for entries, tensor in stream:
-            target = by_value.get(entries[0].value)
-            if target is None:  # pragma: no cover - iter_replay yields only what was asked for
-                raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
-            if tensor.dtype != target.spec.dtype:
-                tensor = tensor.to(target.spec.dtype)
-            writer = writers[plan.weight_map[target.name]]
-            writer.write(target.name, tensor, on_bytes)
-            del tensor
-            done += 1
-            if bar is not None:
-                bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
-            if writer.done:
-                writer.close()
+        # One tensor is written on a background thread while the replay builds the next one: at
+        # most two tensors are held at a time, and disk writes overlap generation.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write") as io:
+            writing: Future[None] | None = None
+            for entries, tensor in stream:
+                target = by_value.get(entries[0].value)
+                if target is None:  # pragma: no cover - iter_replay yields only what was asked for
+                    raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
+                if tensor.dtype != target.spec.dtype:
+                    tensor = tensor.to(target.spec.dtype)
+                if writing is not None:
+                    writing.result()
+                writer = writers[plan.weight_map[target.name]]
+                writing = io.submit(_write_one, writer, target.name, tensor, on_bytes)
+                del tensor
+                done += 1
+                if bar is not None:
+                    bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
+            if writing is not None:
+                writing.result()
         if done != len(stored):
             raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
         extra: list[tuple[Path, Path]] = []

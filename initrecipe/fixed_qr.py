@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["qr", "sqrt_rn", "QR_MODES"]
+__all__ = ["qr", "geqrf", "householder_product", "sqrt_rn", "QR_MODES"]
 
 QR_MODES = ("reduced", "complete", "r")
 """The ``mode`` values :func:`qr` accepts, with ``torch.linalg.qr``'s meaning."""
@@ -246,3 +246,90 @@ def qr(a: torch.Tensor, mode: str = "reduced") -> tuple[torch.Tensor, torch.Tens
             if reflector is not None:
                 _apply_reflector_(q[j:, j:], reflector[0], reflector[1], work)
         return q, r
+
+
+def _column_major(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with each matrix stored column-major and batches contiguous, as LAPACK leaves its results."""
+    *batch, m, n = t.shape
+    stride = [1, max(m, 1)]
+    size = m * n
+    for b in reversed(batch):
+        stride.insert(0, size)
+        size *= b
+    out = torch.empty_strided(tuple(t.shape), tuple(stride[-t.dim():]), dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
+def _matrices(a: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(a, torch.Tensor):
+        raise TypeError(f"fixed_qr.{name} expects a torch.Tensor, got {type(a).__name__}")
+    if a.dim() < 2:
+        raise ValueError(f"fixed_qr.{name} expects matrices (2 or more dimensions), got shape {tuple(a.shape)}")
+    if a.dtype not in _DTYPES:
+        raise ValueError(f"fixed_qr.{name} supports float32 and float64 matrices only, got {a.dtype}")
+    return a
+
+
+def geqrf(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.geqrf`` with bitwise-reproducible results: the factorization of :func:`qr` in
+    LAPACK's compact form.
+
+    For each matrix of ``a`` (``m x n``, ``k = min(m, n)``): ``R`` on and above the diagonal, the
+    Householder vectors below it (``v[0] = 1`` implied), and ``tau`` of shape ``(..., k)``; the
+    reflectors are :func:`qr`'s, so ``householder_product(*geqrf(a))`` is :func:`qr`'s reduced
+    ``Q`` (for ``m >= n``).  Outputs are column-major like LAPACK's.  Batches are factorized one
+    matrix after another.
+    """
+    _matrices(a, "geqrf")
+    *batch, m, n = a.shape
+    k = min(m, n)
+    with torch.no_grad():
+        flat = a.detach().reshape(-1, m, n)
+        factors = torch.empty((flat.shape[0], m, n), dtype=a.dtype, device=a.device)
+        taus = torch.zeros((flat.shape[0], k), dtype=a.dtype, device=a.device)
+        one = torch.ones((), dtype=a.dtype, device=a.device)
+        zero = torch.zeros((), dtype=a.dtype, device=a.device)
+        work = torch.empty(max(m * max(n - 1, 1), 1), dtype=a.dtype, device=a.device)
+        for b in range(flat.shape[0]):
+            w = factors[b]
+            w.copy_(flat[b])
+            for j in range(k):
+                if m - j < 2:  # a 1-element column: H = I, tau = 0
+                    continue
+                v, tau, beta = _reflector(w[j:, j].clone(), one, zero)
+                if j + 1 < n:
+                    _apply_reflector_(w[j:, j + 1 :], v, tau, work)
+                w[j, j : j + 1] = beta
+                w[j + 1 :, j] = v[1:]
+                taus[b, j : j + 1] = tau
+        return _column_major(factors.reshape(a.shape)), taus.reshape(*batch, k)
+
+
+def householder_product(a: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.householder_product`` (``orgqr``) with bitwise-reproducible results: the
+    first ``n`` columns of ``H_0 H_1 ... H_{k-1}``, ``H_j = I - tau_j v_j v_j^T`` with ``v_j``
+    stored below the diagonal of column ``j`` of ``a`` (``v_j[0] = 1``), accumulated from the last
+    reflector to the first exactly as :func:`qr` accumulates ``Q``.  Column-major like LAPACK's."""
+    _matrices(a, "householder_product")
+    *batch, m, n = a.shape
+    k = tau.shape[-1]
+    if tau.dtype != a.dtype or tuple(tau.shape[:-1]) != tuple(batch) or not k <= n <= m:
+        raise ValueError(
+            f"fixed_qr.householder_product needs tau of shape (..., k) with k <= n <= m and a's dtype; got a "
+            f"{tuple(a.shape)} {a.dtype}, tau {tuple(tau.shape)} {tau.dtype}"
+        )
+    with torch.no_grad():
+        flat = a.detach().reshape(-1, m, n)
+        flat_tau = tau.detach().reshape(-1, k)
+        out = torch.zeros((flat.shape[0], m, n), dtype=a.dtype, device=a.device)
+        work = torch.empty(max(m * n, 1), dtype=a.dtype, device=a.device)
+        for b in range(flat.shape[0]):
+            q = out[b]
+            q.diagonal().fill_(1)
+            for j in range(k - 1, -1, -1):
+                v = torch.empty(m - j, dtype=a.dtype, device=a.device)
+                v[0:1] = 1
+                v[1:] = flat[b, j + 1 :, j]
+                _apply_reflector_(q[j:, j:], v, flat_tau[b, j : j + 1], work)
+        return _column_major(out.reshape(a.shape))

@@ -7,7 +7,9 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from .analysis import Action, ProgramFacts, flatten_outputs, generator_of
+from .analysis import Action, ProgramFacts, call_refs, flatten_outputs, generator_of
+from .generator_positions import GeneratorPositions, Position
+from .parallel_draws import ParallelDraws
 from .errors import RecipeError, ReplayError
 from .placement import on_device, run_on_host, runs_on_device
 from .portable import SUBSTITUTED_OPERATORS, portable_key_of, run_draw, run_substitute
@@ -17,6 +19,8 @@ __all__ = [
     "GeneratorBank",
     "PortableContext",
     "SequentialGenerators",
+    "PositionedGenerators",
+    "ParallelDraws",
     "execute",
     "call_op",
     "draw_on_scratch",
@@ -96,6 +100,43 @@ class SequentialGenerators:
     def _save(self, index: int, gen: int) -> None:
         if (gen, index) in self._save_points:
             self._saved[(gen, index)] = self.generators[gen].get_state()
+
+
+class PositionedGenerators:
+    """Generators for a replay that skips the dead draws it can: every draw gets a generator
+    standing where eager's stream stands at that draw, computed by a jump-ahead
+    (:class:`~initrecipe.generator_positions.GeneratorPositions`) when the draws before it did not
+    run; a draw that follows the previous draw of its generator reuses that generator."""
+
+    def __init__(self, program: list[Instruction], facts: ProgramFacts, count: int) -> None:
+        self.positions = GeneratorPositions(program, facts, count)
+        self._live: dict[int, tuple[torch.Generator, Position]] = {}  # gen -> a generator and where it stands
+        self._handed_out: dict[int, torch.Generator] = {}
+
+    def for_draw(self, index: int, gen: int) -> torch.Generator:
+        start = self.positions.before(index)
+        live = self._live.pop(gen, None)
+        generator = live[0] if live is not None and live[1] == start else self.positions.generator(start)
+        self._handed_out[index] = generator
+        return generator
+
+    def after_draw(self, index: int, gen: int) -> None:
+        generator = self._handed_out.pop(index)
+        if not self.positions.modelled(index):
+            self.positions.settle(index, generator.get_state())
+        self._live[gen] = (generator, self.positions.after(index))
+
+    def position(self, index: int, ins: RngSeed | RngSetState | RngRestore) -> None:
+        self.positions.walk(index + 1)
+
+    def drawn_elsewhere(self, index: int, gen: int) -> Position:
+        """Where draw ``index`` starts, for a caller that runs it on generators of its own (its
+        effect must be modelled); the bank moves past it."""
+        start = self.positions.before(index)
+        if not self.positions.modelled(index):  # pragma: no cover - callers check `modelled`
+            raise AssertionError(f"program[{index}] is not modelled")
+        self._live.pop(gen, None)
+        return start
 
 
 def literal_tensor(ins: Literal) -> torch.Tensor:
@@ -223,6 +264,7 @@ def execute(
     release: dict[int, list[int]] | None = None,
     pool: ScratchPool | None = None,
     portable: PortableContext | None = None,
+    parallel: ParallelDraws | None = None,
 ) -> Iterator[int]:
     """Run ``program`` as ``actions`` say, binding tensor values in ``env``.
 
@@ -233,6 +275,10 @@ def execute(
         release: instruction index -> value ids to drop from ``env`` after it (frees memory early).
         portable: for ``rng="portable"`` recipes: keyed draws and substituted operators get their
             portable meaning (:mod:`initrecipe.portable`).
+        parallel: split large random fills whose generator effect ``generators`` (a
+            :class:`PositionedGenerators`) computes, and run the pieces on its worker threads
+            (:mod:`initrecipe.parallel_draws`); the caller waits for a tensor's storage with
+            ``parallel.wait`` before it uses the tensor.
     """
     pool = pool if pool is not None else ScratchPool()
     for i, action in enumerate(actions):
@@ -241,6 +287,11 @@ def execute(
         ins = program[i]
         if isinstance(ins, Call):
             info = facts.infos[i]
+            if parallel is not None and parallel.enabled:
+                parallel.wait(_storages_touched(ins, info, facts))
+                if action == Action.RUN and _draw_in_pieces(i, ins, info, facts, env, generators, parallel, portable):
+                    yield i
+                    continue
             if action == Action.ALLOC:
                 for o in ins.outs:
                     if o is not None:
@@ -286,6 +337,47 @@ def execute(
             for v in release.get(i, ()):
                 env.pop(v, None)
         yield i
+
+
+def _storages_touched(ins: Call, info: Any, facts: ProgramFacts) -> list[int]:
+    """The storages whose contents a call may read or write (none for a view)."""
+    if not info.written_args and info.aliased_outputs and all(a is not None for a in info.aliased_outputs):
+        return []
+    refs = call_refs(ins)
+    refs.extend(o for o in ins.outs if o is not None)
+    return [facts.values[r].storage for r in refs]
+
+
+def _draw_in_pieces(i: int, ins: Call, info: Any, facts: ProgramFacts, env: dict[int, torch.Tensor],
+                    generators: GeneratorBank, parallel: ParallelDraws, portable: PortableContext | None) -> bool:
+    """Hand a large in-place fill from a torch generator to ``parallel``, piece by piece; False
+    when it must run here (not splittable, not modelled, or off the CPU)."""
+    if not (info.is_random and info.overwrites_self and isinstance(generators, PositionedGenerators)):
+        return False
+    if portable is not None and (portable.off_host or portable_key_of(ins, info) is not None):
+        return False
+    target = ins.args[0] if ins.args else None
+    if not isinstance(target, Ref) or call_refs(ins) != [target.id]:
+        return False
+    tensor = env[target.id]
+    pieces = parallel.pieces(ins.op, tensor)
+    if pieces is None or not generators.positions.modelled(i):
+        return False
+    gen = generator_of(ins, info)
+    start = generators.drawn_elsewhere(i, gen)
+    per_element = 2 if tensor.dtype == torch.float64 else 1
+    flat = tensor.view(-1)
+    positions = generators.positions
+    where = f"program[{i}]"
+
+    def piece(lo: int, hi: int) -> None:
+        generator = positions.generator(Position(start.segment, start.outputs + lo * per_element, start.cached))
+        args = [flat[lo:hi], *(_resolve(a, env, generator) for a in ins.args[1:])]
+        kwargs = {k: _resolve(v, env, generator) for k, v in ins.kwargs.items()}
+        call_op(ins, info, args, kwargs, generator, where)
+
+    parallel.submit(facts.values[target.id].storage, [lambda lo=lo, hi=hi: piece(lo, hi) for lo, hi in pieces])
+    return True
 
 
 def _run_portable(ins: Call, info: Any, env: dict[int, torch.Tensor], facts: ProgramFacts,

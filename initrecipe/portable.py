@@ -242,16 +242,43 @@ def _linalg_qr(args: list[Any], kwargs: dict[str, Any]) -> tuple[torch.Tensor, t
     return qr(args[0], mode=mode)
 
 
+def _geqrf(args: list[Any], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    from .fixed_qr import geqrf
+
+    return geqrf(args[0] if args else kwargs["self"])
+
+
+def _householder_product(args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
+    from .fixed_qr import householder_product
+
+    names = ("input", "tau")
+    values = [args[i] if i < len(args) else kwargs.get(n, kwargs.get("self")) for i, n in enumerate(names)]
+    return householder_product(values[0], values[1])
+
+
 SUBSTITUTED_OPERATORS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
     "aten.erfinv.default": _erfinv,
     "aten.erfinv_.default": _erfinv_,
     "aten.linalg_qr.default": _linalg_qr,
+    "aten.geqrf.default": _geqrf,
+    "aten.linalg_householder_product.default": _householder_product,
+    "aten.orgqr.default": _householder_product,
 }
 """Deterministic operators whose portable meaning is initrecipe's own implementation."""
 
 
 def check_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> str | None:
     """Why a substituted operator cannot run on these (meta) arguments, or None."""
+    if ins.op in ("aten.geqrf.default", "aten.linalg_householder_product.default", "aten.orgqr.default"):
+        tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+        if not tensors or tensors[0].dim() < 2 or tensors[0].dtype not in (torch.float32, torch.float64):
+            return "the portable QR factors float32 or float64 matrices"
+        if ins.op != "aten.geqrf.default":
+            a, tau = tensors[0], tensors[1] if len(tensors) > 1 else None
+            *batch, m, n = a.shape
+            if tau is None or tau.dtype != a.dtype or tuple(tau.shape[:-1]) != tuple(batch) or not tau.shape[-1] <= n <= m:
+                return "tau must have shape (..., k) with k <= n <= m and the matrices' dtype"
+        return None
     if ins.op != "aten.linalg_qr.default":
         return None
     a = args[0] if args else kwargs.get("A")

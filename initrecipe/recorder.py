@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 
 from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
-from .interpreter import execute
+from .interpreter import PortableContext, execute
 from .ops import OpInfo, check_recordable, generator_overload, op_info
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
@@ -36,6 +36,13 @@ _NO_RECORD = frozenset({"prim.device.default"})
 
 
 _DETACH = torch.ops.aten.detach.default
+_SET_SOURCE_TENSOR = torch.ops.aten.set_.source_Tensor
+_CPU = torch.device("cpu")
+_META_DEVICE = torch.device("meta")
+_FACTORIES = frozenset({
+    torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default, torch.ops.aten.zeros.default,
+    torch.ops.aten.ones.default, torch.ops.aten.full.default,
+})
 _METADATA_INPLACE = frozenset("t_ transpose_ squeeze_ unsqueeze_ as_strided_ swapdims_ swapaxes_".split())
 _FILLS = frozenset(
     getattr(getattr(torch.ops.aten, packet), overload)
@@ -63,8 +70,15 @@ def _returns_tensor(func: torch._ops.OpOverload) -> bool:
 class _Recorder:
     """Builds the program while the constructor runs under fake tensors."""
 
-    def __init__(self, rng: str) -> None:
+    def __init__(self, rng: str, seed: int | None = None, known_keys: list[PortableKey | None] | None = None) -> None:
         self.rng = rng
+        self.seed = seed
+        # rng="portable": the keys of the unpinned draws by ordinal, from an earlier recording of
+        # the same constructor, so that values the constructor reads can be computed as replay
+        # will compute them (see `record`); None in a first recording.
+        self.known_keys = known_keys
+        self.read_portable_values = False  # a first recording gave user code provisional values
+        self.draw_ordinal: dict[int, int] = {}  # unpinned draw index -> its ordinal among them
         self.program: list[Instruction] = []
         self.facts = ProgramFacts()
         self.rng_instructions: list[list[int]] = []
@@ -240,6 +254,12 @@ class _Recorder:
                 return func(*args, **kwargs)
             except (DataDependentOutputException, DynamicOutputShapeException):
                 return self._run_for_real(func, args, kwargs, None)
+        if func is _SET_SOURCE_TENSOR and isinstance(args[0], FakeTensor) and isinstance(args[1], FakeTensor):
+            # `dest.set_(src)` (parametrizations do it): `dest` now views `src`'s storage.  Nothing
+            # is computed, so nothing is recorded; the next use of `dest` re-views that storage
+            # (see `_alias`), as after `dest.data = src`.
+            self.ref(args[1])
+            return func(*args, **kwargs)
         if func._schema.name.split("::")[-1] not in _METADATA_INPLACE:
             check_recordable(func)
         if func is _DETACH and isinstance(args[0], FakeTensor) and not kwargs:
@@ -249,6 +269,15 @@ class _Recorder:
             with in_kernel_invocation_manager(self.fake_mode):
                 alias = func(args[0])
             out = FakeTensor(self.fake_mode, alias, args[0].device)
+            self._commit(pending, args, kwargs, out)
+            return out
+        if func in _FACTORIES and kwargs.get("device") in (None, _CPU) and not _has_tensor(args, kwargs):
+            # A factory of a CPU tensor: make its meta tensor directly and wrap it, as FakeTensorMode
+            # would, at a fraction of the cost of its dispatch.
+            pending = self._prepare(func, name, args, kwargs)
+            with in_kernel_invocation_manager(self.fake_mode):
+                meta = func(*args, **dict(kwargs, device=_META_DEVICE))
+            out = FakeTensor(self.fake_mode, meta, _CPU)
             self._commit(pending, args, kwargs, out)
             return out
         if func in _FILLS and isinstance(args[0], FakeTensor) and not _has_tensor(args[1:], kwargs):
@@ -336,6 +365,8 @@ class _Recorder:
         if gid is not None:
             self.rng_instructions[gid].append(index)
             self.pinned_at[index] = self.pinned[gid]
+            if self.rng == "portable" and not self.pinned[gid]:
+                self.draw_ordinal[index] = len(self.draw_ordinal)
             with _disable_current_modes():
                 self.tracker.after_draw(gid, index)
         return index
@@ -345,27 +376,43 @@ class _Recorder:
         """The real value ``tensor`` holds at this point of the constructor."""
         if not isinstance(tensor, FakeTensor):
             return tensor
-        vid = self.ref(tensor).id
-        end = len(self.program)
-        available = {s: as_of for s, (_, as_of) in self.cache.items()}
+        return self._materialize_value(self.ref(tensor).id, len(self.program))
+
+    def _materialize_value(self, vid: int, end: int) -> torch.Tensor:
+        """The real value of value ``vid`` right after instruction ``end - 1``."""
+        available = {s: as_of for s, (_, as_of) in self.cache.items() if as_of < end}
         offered = dict(available)
         actions = plan_execution(self.program, self.facts, [vid], end=end, advance_dead_draws=False, available=available)
+        program: list[Instruction] = self.program
+        portable: PortableContext | None = None
         if self.rng == "portable":
-            read = next((i for i, a in enumerate(actions) if a == Action.RUN and self.is_portable_draw(i)), None)
-            if read is not None:
-                raise RecordError(
-                    f"the constructor reads the values of a random tensor (drawn by `{self.program[read].op}`) "
-                    "while it runs (`.item()`, `.tolist()`, `bool(...)`, a boolean mask ...). With "
-                    "rng='portable' those values depend on tensor names, known only once the model is "
-                    "built. Record with rng='torch', or draw these values from a seeded `torch.Generator`"
-                )
+            reads = [i for i, a in enumerate(actions) if a == Action.RUN and self.is_portable_draw(i)]
+            if reads and self.known_keys is None:
+                # A portable draw's values depend on the name of the tensor they end up in, known
+                # only once the model is built: go on with provisional values (torch's), and let
+                # `record` record again with the keys this recording finds.
+                self.read_portable_values = True
+            elif reads:
+                assert self.seed is not None
+                program = list(self.program)
+                for i in reads:
+                    program[i] = _with_key(program[i], self._known_key(i))
+                portable = PortableContext(self.seed)
         env: dict[int, torch.Tensor] = {s: self.cache[s][0] for s in available}
         with _disable_current_modes(), torch.no_grad():
-            for _ in execute(self.program, self.facts, actions, env, self.shadow):
+            for _ in execute(program, self.facts, actions, env, self.shadow, portable=portable):
                 pass
         result = env[vid]
         self._update_cache(env, actions, offered, available, end)
         return result
+
+    def _known_key(self, index: int) -> PortableKey:
+        """The stream of unpinned draw ``index`` as the previous recording keyed it (a stand-in
+        for a draw that recording found dead: any fixed key does, its values reach no tensor)."""
+        ordinal = self.draw_ordinal[index]
+        known = self.known_keys or []
+        key = known[ordinal] if ordinal < len(known) else None
+        return key if key is not None else PortableKey(f"initrecipe.unkeyed.{ordinal}", 0)
 
     def _update_cache(
         self,
@@ -395,10 +442,13 @@ class _Recorder:
             self.cache_bytes -= tensor.untyped_storage().nbytes()
 
     def _run_value_dependent(self, index: int) -> None:
-        raise RecordError(
-            f"random operator `{self.program[index].op}` draws a number of values that depends on data, "
-            "and its inputs were never needed; initrecipe cannot position the generator after it"
-        )
+        """Run random call ``index``, whose draw count depends on the values of its inputs
+        (``poisson``), for real: compute its inputs and draw, so later generator states are known."""
+        ins = self.program[index]
+        out = next((o for o in ins.outs if o is not None), None)
+        if out is None:  # pragma: no cover - value-dependent random operators return a tensor
+            raise RecordError(f"random operator `{ins.op}` returns no tensor; initrecipe cannot run it")
+        self._materialize_value(out, index + 1)
 
     def _run_for_real(
         self,
@@ -597,9 +647,9 @@ def record(
             ``model_fn()`` would have produced right now.
         rng: ``"torch"``: replay reproduces eager PyTorch on CPU bit for bit.
         sync_rng: leave torch's generators exactly where ``model_fn()`` would have left them, so
-            code that draws afterwards is unaffected (this replays the draws' effect on the
-            generator, which costs about the time eager spends drawing).  With False, the
-            generators are put back where they were before ``record``.
+            code that draws afterwards is unaffected.  The final states are computed, not drawn
+            (``schema/TORCH_RNG.md``): a few milliseconds even for a 7B-parameter model.  With
+            False, the generators are put back where they were before ``record``.
 
     Returns:
         The :class:`Recipe`.
@@ -628,7 +678,38 @@ def record(
         raise RecordError("`initrecipe.record` was called inside another `record`; nested recording is not supported")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
-    recorder = _Recorder(rng)
+    known_keys: list[PortableKey | None] | None = None
+    for attempt in range(_PORTABLE_RECORDINGS):
+        recorder, program, entries, keys, final_states = _record_once(model_fn, rng, seed, sync_rng, known_keys)
+        if not recorder.read_portable_values and (known_keys is None or keys == known_keys):
+            for generator, state in final_states:
+                generator.set_state(state)
+            break
+        known_keys = keys  # user code read provisional values: record again, computing them with these keys
+    else:
+        raise RecordError(
+            "the constructor reads the values of random tensors while it runs (`.item()`, `bool(...)`, a "
+            "boolean mask ...), and with rng='portable' what it reads changes which tensors those values "
+            f"end up in, recording after recording ({_PORTABLE_RECORDINGS} tried). Record with rng='torch', "
+            "or draw these values from a seeded `torch.Generator`"
+        )
+    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+
+
+_PORTABLE_RECORDINGS = 4
+"""rng="portable": how many times `record` runs a constructor that reads random values before it
+gives up (twice is the rule: once to learn the keys, once to compute what it reads with them)."""
+
+
+def _record_once(
+    model_fn: Callable[[], torch.nn.Module], rng: str, seed: int | None, sync_rng: bool,
+    known_keys: list[PortableKey | None] | None,
+) -> tuple[_Recorder, list[Instruction], list[TensorEntry], list[PortableKey | None],
+           list[tuple[torch.Generator, torch.Tensor]]]:
+    """One recording: the recorder, the compacted program and entries, the keys of the unpinned
+    draws by ordinal (rng="portable"; None for a dead draw), and (with ``sync_rng``) the state each
+    tracked generator must be left in.  The generators are left as they were before."""
+    recorder = _Recorder(rng, seed, known_keys)
     _ACTIVE.recording = True
     finished = False
     try:
@@ -640,10 +721,8 @@ def record(
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
             entries = _collect(recorder, model)
-        if sync_rng:
-            _sync_generators(recorder)
-        else:
-            recorder.tracker.restore_originals()
+        final_states = _final_states(recorder) if sync_rng and not recorder.read_portable_values else []
+        recorder.tracker.restore_originals()
         finished = True
     finally:
         _ACTIVE.recording = False
@@ -655,19 +734,27 @@ def record(
         program[i] = _with_key(program[i], PortableKey("", 0))
     actions = plan_execution(program, recorder.facts, {e.value for e in entries}, advance_dead_draws=True)
     drop = _key_portable_draws(recorder, program, entries, portable, actions) if rng == "portable" else set()
+    keys = [_key_of(program[i]) if actions[i] == Action.RUN else None for i in portable]
     program, entries = _compact(program, recorder.facts, entries, actions, drop)
-    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+    return recorder, program, entries, keys, final_states
 
 
-def _sync_generators(recorder: _Recorder) -> None:
-    """Set every tracked generator to the state eager execution would have left it in."""
+def _key_of(ins: Call) -> PortableKey | None:
+    return next((a for a in [*ins.args, *ins.kwargs.values()] if isinstance(a, PortableKey)), None)
+
+
+def _final_states(recorder: _Recorder) -> list[tuple[torch.Generator, torch.Tensor]]:
+    """The state eager execution would have left each tracked generator in."""
+    out = []
     for gid, generator in enumerate(recorder.tracker.objects):
         position = recorder.tracker.position_of(gid)
         if position is None:
-            continue  # user code set this generator after its last draw: that state is eager's too
+            # User code set this generator after its last draw: that state is eager's too.
+            out.append((generator, generator.get_state()))
+            continue
         with _disable_current_modes():
-            state = recorder.shadow.state_after(gid, position)
-        generator.set_state(state)
+            out.append((generator, recorder.shadow.state_after(gid, position)))
+    return out
 
 
 def _with_key(ins: Call, key: PortableKey) -> Call:

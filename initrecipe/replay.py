@@ -12,6 +12,7 @@ import torch
 
 from .analysis import (
     Action,
+    is_rng_instruction,
     MemoryLimitError,
     ProgramFacts,
     call_refs,
@@ -21,10 +22,13 @@ from .analysis import (
     repeat_interleave_output_size,
 )
 from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
-from .interpreter import PortableContext, SequentialGenerators, execute
+from . import cpu_generator
+from .generator_positions import modelled_draws
+from .interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
+from .parallel_draws import ParallelDraws
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
-from .sharding import Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
+from .sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
 from .work import CHECK_SECONDS, WorkEstimate, cost_seconds, estimate, portable_rate, refuse, work_budget
 
 __all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
@@ -119,6 +123,7 @@ def iter_replay(
     draw_in_place: bool = True,
     shards: ShardRequest = None,
     max_work: float | None = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """Materialize a recipe's tensors one after another, as soon as each is final.
 
@@ -138,14 +143,18 @@ def iter_replay(
             of the tensor they target, as eager does: fastest, but that tensor then occupies memory
             from its first draw on.  False draws them into a small reused buffer instead, so each
             tensor occupies memory only from its final initialization to its yield (streaming).
-        shards: yield only a slice of some tensors: a mapping name -> :class:`Shard`, or a
-            callable ``(name, shape) -> Shard | None``.  A slice equals the same slice of the
+        shards: yield only a slice of some tensors: a mapping name -> :class:`Shard` (or
+            :class:`Box`, a block over several dimensions), or a callable ``(name, shape) -> Shard |
+            Box | None``.  A slice equals the same slice of the
             whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
             :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
         max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
             replay estimated at more than this many seconds of work on the reference CPU
             (:mod:`initrecipe.work`).  Default: a minute, plus 0.1 µs per element of the tensors
             it returns; ``math.inf`` for no limit.
+        threads: worker threads for large random fills drawn from torch generators (default: one
+            per core, as torch uses).  Any count gives the same bits: each piece of a fill is drawn
+            from its own generator, positioned where eager's stream stands at that piece.
 
     Example:
         >>> import initrecipe, torch
@@ -155,18 +164,22 @@ def iter_replay(
     """
     if shards is not None:
         return _iter_sharded(_as_recipe(recipe), torch.device(device), names, max_bytes, draw_in_place, shards,
-                             max_work)
+                             max_work, threads)
     plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes, draw_in_place=draw_in_place,
-                          max_work=max_work)
+                          max_work=max_work, threads=threads)
     return _run_plan(plan)
 
 
-def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Shard | None:
+def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Box | None:
     shard = shards(entry.name, entry.shape) if callable(shards) else shards.get(entry.name)  # type: ignore[union-attr]
     if shard is None:
         return None
-    if not isinstance(shard, Shard):
-        raise TypeError(f"shards must give initrecipe.Shard values, found {type(shard).__name__} for `{entry.name}`")
+    if isinstance(shard, Shard):
+        return Box.of(shard.checked(entry.name, entry.shape), entry.shape)
+    if not isinstance(shard, Box):
+        raise TypeError(
+            f"shards must give initrecipe.Shard or initrecipe.Box values, found {type(shard).__name__} for `{entry.name}`"
+        )
     return shard.checked(entry.name, entry.shape)
 
 
@@ -196,7 +209,8 @@ def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) ->
 
 def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,
                   draw_in_place: bool, shards: ShardRequest,
-                  max_work: float | None = None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+                  max_work: float | None = None,
+                  threads: int | None = None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """:func:`iter_replay` with shard requests: slice-only tensors first, then the rest."""
     if not (callable(shards) or isinstance(shards, Mapping)):
         raise TypeError(f"shards must be a mapping name -> Shard or a callable, not {type(shards).__name__}")
@@ -209,7 +223,7 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
     _precheck_work(recipe, selected, max_work)
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
-    sliced: dict[tuple[int, Shard], list[TensorEntry]] = {}
+    sliced: dict[tuple[int, Box], list[TensorEntry]] = {}
     whole: list[TensorEntry] = []
     plans = {}
     dependencies = Dependencies(recipe.program, facts) if recipe.rng == "portable" else None
@@ -235,13 +249,13 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
     # The tensors built whole are planned now, so that every check runs before the first slice.
     wanted = {e.name for e in whole}
     whole_plan = prepare_replay(recipe, device=device, names=lambda n: n in wanted, max_bytes=max_bytes,
-                                draw_in_place=draw_in_place, max_work=math.inf) if whole else None
+                                draw_in_place=draw_in_place, max_work=math.inf, threads=threads) if whole else None
     _check_sharded_work(recipe, facts, device, sliced, plans, whole_plan, max_work)
     return _run_sharded(recipe, facts, device, sliced, plans, whole_plan, requests)
 
 
 def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.device,
-                        sliced: dict[tuple[int, Shard], list[TensorEntry]], plans: dict,
+                        sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict,
                         whole_plan: "ReplayPlan | None", max_work: float | None) -> WorkEstimate:
     """The work of a sharded replay: each slice's share of its tensor's program, and the tensors
     built whole; :class:`~initrecipe.work.WorkLimitError` when over the budget."""
@@ -269,8 +283,8 @@ def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.devic
 
 
 def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
-                 sliced: dict[tuple[int, Shard], list[TensorEntry]], plans: dict, whole_plan: "ReplayPlan | None",
-                 requests: dict[str, Shard | None]) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+                 sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict, whole_plan: "ReplayPlan | None",
+                 requests: dict[str, Box | None]) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     context = PortableContext(recipe.seed, device) if sliced else None
     for (value, shard), entries in sliced.items():
         assert context is not None
@@ -281,14 +295,14 @@ def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
     if whole_plan is None:
         return
     for entries, tensor in _run_plan(whole_plan):
-        groups: dict[Shard | None, list[TensorEntry]] = {}
+        groups: dict[Box | None, list[TensorEntry]] = {}
         for entry in entries:
             groups.setdefault(requests[entry.name], []).append(entry)
-        for shard, members in groups.items():
-            if shard is None:
+        for box, members in groups.items():
+            if box is None:
                 yield members, tensor
             else:
-                yield members, tensor.narrow(shard.dim, shard.start, shard.stop - shard.start).clone()
+                yield members, box.take(tensor).clone()
         del tensor
 
 
@@ -308,7 +322,7 @@ class ReplayPlan:
     def __init__(self, recipe: Recipe, device: torch.device, facts: ProgramFacts, actions: list[Action],
                  by_value: dict[int, list[TensorEntry]], program: list[Instruction],
                  release: dict[int, list[int]], final: dict[int, int], needed_bytes: int,
-                 work: WorkEstimate | None = None) -> None:
+                 computed_draws: set[int], work: WorkEstimate | None = None) -> None:
         self.recipe = recipe
         self.device = device
         self.facts = facts
@@ -319,6 +333,8 @@ class ReplayPlan:
         self.final = final
         self.needed_bytes = needed_bytes
         self.work = work  # the estimated work, against its budget (initrecipe.work)
+        self.computed_draws = computed_draws  # dead draws skipped: the generator bank positions the live ones
+        self.threads: int | None = None  # worker threads for large random fills (None: one per core)
 
 
 def prepare_replay(
@@ -329,6 +345,7 @@ def prepare_replay(
     max_bytes: int | None = None,
     draw_in_place: bool = True,
     max_work: float | None = None,
+    threads: int | None = None,
 ) -> ReplayPlan:
     """Check a recipe completely and plan its replay, allocating nothing real.
 
@@ -360,8 +377,10 @@ def prepare_replay(
         raise ResourceLimitError(f"{exc} ({_limit_source(max_bytes)})") from None
     check_entries(recipe, facts)
     outputs = set(by_value)
+    computed = modelled_draws(recipe.program, facts) if cpu_generator.available() else set()
     actions = plan_execution(
-        recipe.program, facts, outputs, advance_dead_draws=True, draw_in_place=draw_in_place
+        recipe.program, facts, outputs, advance_dead_draws=True, draw_in_place=draw_in_place,
+        computed_draws=computed,
     )
     needed = _check_memory(recipe, facts, actions, by_value, device, limit, max_bytes is not None, value_names)
     work = estimate(recipe.program, facts.costs, (i for i, a in enumerate(actions) if a != Action.SKIP),
@@ -369,7 +388,8 @@ def prepare_replay(
     if work.seconds > work.budget:
         raise refuse(work, recipe.program)
     for i, ins in enumerate(recipe.program):
-        if isinstance(ins, RngRestore) and actions[i] != Action.SKIP and actions[ins.after] == Action.SKIP:
+        if (isinstance(ins, RngRestore) and actions[i] != Action.SKIP and actions[ins.after] == Action.SKIP
+                and ins.after not in computed and not is_rng_instruction(recipe.program[ins.after])):
             raise ReplayError(
                 f"program[{i}]: restores generator {ins.gen} to its state after program[{ins.after}], "
                 f"a random draw this replay skips (rng={recipe.rng!r} recipes do not advance dead draws)"
@@ -385,7 +405,11 @@ def prepare_replay(
             f"tensor `{by_value[early[0]][0].name}` is never built by the program"
         )
     program = _bounded_program(recipe.program, facts, actions)
-    return ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, work)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise TypeError(f"threads must be a positive int or None, not {threads!r}")
+    plan = ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, computed, work)
+    plan.threads = threads
+    return plan
 
 
 def _precheck_work(recipe: Recipe, selected: list[TensorEntry], max_work: float | None) -> None:
@@ -426,38 +450,44 @@ def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tenso
         finishing.setdefault(i, []).append(v)
     order = {v: k for k, v in enumerate(by_value)}
     env: dict[int, torch.Tensor] = {}
-    bank = SequentialGenerators(recipe.program, recipe.generators)
+    bank: GeneratorBank
+    if cpu_generator.available():
+        bank = PositionedGenerators(plan.program, facts, recipe.generators)
+    else:  # pragma: no cover - without the C extension generators advance by drawing, as eager
+        bank = SequentialGenerators(recipe.program, recipe.generators)
     pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
     last = -1
     portable = PortableContext(recipe.seed, device) if recipe.rng == "portable" else None
-    steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable)
-    while True:
-        try:
-            i = next(steps)
-        except StopIteration:
-            break
-        except RecipeError:
-            raise
-        except MemoryError:
-            raise ResourceLimitError(
-                f"ran out of memory after program[{last}] (the replay needs about "
-                f"{format_bytes(plan.needed_bytes)})"
-            ) from None
-        except Exception as exc:  # a safety net: whatever a damaged program makes torch raise
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ReplayError(
-                f"replay failed after program[{last}]: {type(exc).__name__}: {detail}"
-            ) from None
-        last = i
-        for v in sorted(finishing.get(i, ()), key=order.get):
-            pending.append((by_value[v], env[v]))
-        for v in plan.release.get(i, ()):
-            env.pop(v, None)
-        while pending:
-            entries, tensor = pending.pop(0)
-            tensor = _to_device(tensor, device, entries[0].name)
-            yield entries, tensor
-            del tensor
+    with ParallelDraws(plan.threads) as parallel:
+        steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable, parallel=parallel)
+        while True:
+            try:
+                i = next(steps)
+                last = i
+                for v in sorted(finishing.get(i, ()), key=order.get):
+                    parallel.wait([facts.values[v].storage])
+                    pending.append((by_value[v], env[v]))
+            except StopIteration:
+                break
+            except RecipeError:
+                raise
+            except MemoryError:
+                raise ResourceLimitError(
+                    f"ran out of memory after program[{last}] (the replay needs about "
+                    f"{format_bytes(plan.needed_bytes)})"
+                ) from None
+            except Exception as exc:  # a safety net: whatever a damaged program makes torch raise
+                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ReplayError(
+                    f"replay failed after program[{last}]: {type(exc).__name__}: {detail}"
+                ) from None
+            for v in plan.release.get(i, ()):
+                env.pop(v, None)
+            while pending:
+                entries, tensor = pending.pop(0)
+                tensor = _to_device(tensor, device, entries[0].name)
+                yield entries, tensor
+                del tensor
 
 
 def available_memory(device: str | torch.device | None = None) -> int | None:
@@ -607,6 +637,7 @@ def replay(
     max_bytes: int | None = None,
     shards: ShardRequest = None,
     max_work: float | None = None,
+    threads: int | None = None,
 ) -> dict[str, torch.Tensor] | M:
     """Materialize a recipe's parameters and buffers, or only some of them, or slices of them.
 
@@ -625,6 +656,8 @@ def replay(
             replay estimated at more than this many seconds of work on the reference CPU.
             Default: a minute, plus 0.1 µs per element of the tensors it returns (see
             :mod:`initrecipe.work`); ``math.inf`` for no limit.
+        threads: worker threads for large random fills (default: one per core); the bits do not
+            depend on it.
 
     Returns:
         Without ``into``: every fully qualified name mapped to its tensor; parameters are
@@ -648,7 +681,7 @@ def replay(
     result: dict[str, torch.Tensor] = {}
     with _gc_paused():
         for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes, shards=shards,
-                                           max_work=max_work):
+                                           max_work=max_work, threads=threads):
             first = entries[0]
             obj = torch.nn.Parameter(tensor, requires_grad=first.requires_grad) if first.kind == "parameter" else tensor
             for entry in entries:

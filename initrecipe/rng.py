@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .interpreter import ScratchPool, draw_on_scratch, set_generator_state
+from .generator_positions import GeneratorPositions
+from .interpreter import ScratchPool, draw_on_scratch
 from .program import Call, Instruction, RngRestore, RngSeed, RngSetState, tensor_bytes
 
 if TYPE_CHECKING:
@@ -144,84 +145,68 @@ class GeneratorTracker:
 
 
 class ShadowGenerators:
-    """Generator states of a program under construction, computed lazily and remembered.
+    """Generator states of a program under construction, computed when asked and remembered.
 
-    Each generator has a cursor: RNG instructions before it have been run (random draws on scratch
-    memory), and the state after each of them is kept, so that any earlier draw can be re-run
-    exactly when the recorder needs its values.
+    Draws the consumption model covers (:mod:`initrecipe.draw_costs`) only move a generator's
+    position, and a state is computed from a position by a jump-ahead
+    (:class:`~initrecipe.generator_positions.GeneratorPositions`), so leaving the generators where
+    eager would after a 7-billion-parameter constructor costs milliseconds.  Draws outside the
+    model run for real, once, when a later state is first asked for: on scratch memory, or, for a
+    draw whose consumption depends on the values of its inputs (``poisson``), by computing those
+    inputs with ``materialize_inputs(index)``.
     """
 
     def __init__(
         self,
         program: list[Instruction],
         facts: "ProgramFacts",
-        rng_instructions: list[list[int]],
+        rng_instructions: list[list[int]] | None = None,
         materialize_inputs: Callable[[int], None] | None = None,
     ) -> None:
         self._program = program
         self._facts = facts
-        self._rng_instructions = rng_instructions  # gen id -> indices of instructions positioning/drawing
-        self._generators: list[torch.Generator] = []
-        self._cursor: list[int] = []  # gen id -> position in rng_instructions[gen]
-        self._after: dict[int, torch.Tensor] = {}  # instruction index -> state after it
-        self._previous: dict[int, int] = {}  # draw index -> index of the gen's previous RNG instruction
+        self._positions = GeneratorPositions(program, facts, 0)
         self._run_value_dependent = materialize_inputs
         self._pool = ScratchPool()
+        self._settled = 0  # every unmodelled draw before this instruction has run
+        self._handed_out: dict[int, torch.Generator] = {}  # draw index -> generator from for_draw
 
-    def _ensure(self, gid: int) -> None:
-        while len(self._generators) <= gid:
-            self._generators.append(torch.Generator(device="cpu"))
-            self._cursor.append(0)
+    def _settle(self, upto: int) -> None:
+        """Run the unmodelled draws before ``upto``, so that every position before it is known."""
+        from .portable import draws_from_generator
 
-    def advance(self, gid: int, upto: int) -> None:
-        """Run generator ``gid``'s RNG instructions with index < ``upto``."""
-        self._ensure(gid)
-        indices = self._rng_instructions[gid]
-        gen = self._generators[gid]
-        while self._cursor[gid] < len(indices) and indices[self._cursor[gid]] < upto:
-            pos = self._cursor[gid]
-            j = indices[pos]
-            if pos > 0:
-                self._previous[j] = indices[pos - 1]
-            ins = self._program[j]
-            if isinstance(ins, RngSeed):
-                gen.manual_seed(ins.seed)
-            elif isinstance(ins, RngSetState):
-                set_generator_state(gen, ins.state, f"program[{j}]")
-            elif isinstance(ins, RngRestore):
-                gen.set_state(self._after[ins.after])
-            else:
-                assert isinstance(ins, Call)
-                info = self._facts.infos[j]
-                if info.value_dependent_random and self._run_value_dependent is not None:
-                    self._run_value_dependent(j)
-                else:
-                    draw_on_scratch(ins, info, self._facts, gen, f"program[{j}]", self._pool)
-            self._after[j] = gen.get_state()
-            self._cursor[gid] = pos + 1
+        while self._settled < min(upto, len(self._program)):
+            i = self._settled
+            self._settled += 1
+            ins = self._program[i]
+            info = self._facts.infos[i]
+            if not (isinstance(ins, Call) and draws_from_generator(ins, info)) or self._positions.modelled(i):
+                continue
+            if info.value_dependent_random and self._run_value_dependent is not None:
+                self._run_value_dependent(i)  # runs the draw through for_draw/after_draw
+                if not self._positions.modelled(i):  # pragma: no cover - materialization ran it
+                    raise AssertionError(f"program[{i}] was not run by its materialization")
+                continue
+            generator = self._positions.generator(self._positions.before(i))
+            draw_on_scratch(ins, info, self._facts, generator, f"program[{i}]", self._pool)
+            self._positions.settle(i, generator.get_state())
 
     def state_after(self, gid: int, index: int) -> torch.Tensor:
-        """Generator ``gid``'s state right after instruction ``index``."""
-        self.advance(gid, index + 1)
-        return self._after[index]
+        """Generator ``gid``'s state right after instruction ``index`` (an RNG instruction)."""
+        self._settle(index + 1)
+        return self._positions.state(self._positions.after(index))
 
     # GeneratorBank protocol -------------------------------------------------------------
     def for_draw(self, index: int, gen: int) -> torch.Generator:
-        self.advance(gen, index)
-        indices = self._rng_instructions[gen]
-        if self._cursor[gen] < len(indices) and indices[self._cursor[gen]] == index:
-            self._previous[index] = indices[self._cursor[gen] - 1]
-            return self._generators[gen]
-        replica = torch.Generator(device="cpu")
-        replica.set_state(self._after[self._previous[index]])
-        return replica
+        self._settle(index)
+        generator = self._positions.generator(self._positions.before(index))
+        self._handed_out[index] = generator
+        return generator
 
     def after_draw(self, index: int, gen: int) -> None:
-        indices = self._rng_instructions[gen]
-        if self._cursor[gen] < len(indices) and indices[self._cursor[gen]] == index:
-            self._after[index] = self._generators[gen].get_state()
-            self._cursor[gen] += 1
+        generator = self._handed_out.pop(index)
+        if not self._positions.modelled(index):
+            self._positions.settle(index, generator.get_state())
 
     def position(self, index: int, ins: RngSeed | RngSetState | RngRestore) -> None:
-        """Nothing to do: :meth:`advance` applies positioning instructions when a draw needs them."""
-
+        """Nothing to do: positions are computed as draws ask for them."""

@@ -169,6 +169,19 @@ def _pwrite(fd: int, data: memoryview, offset: int) -> int:
     return os.write(fd, data)  # pragma: no cover - Windows
 
 
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to write these bytes to disk now (and drop them from the page cache once
+    written), so the disk works while the next tensor is built and the final fsync finds little
+    left to do; without it, writeback starts only when dirty pages pile up to the kernel's
+    threshold, gigabytes later.  A hint: no-op where the platform has no ``posix_fadvise``."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None and length > 0:
+        try:
+            advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+        except OSError:  # pragma: no cover - a file system that refuses the hint
+            pass
+
+
 def _tensor_bytes(tensor: torch.Tensor) -> tuple[memoryview, torch.Tensor]:
     """A zero-copy byte view of a contiguous CPU tensor (little-endian), and the tensor that owns it."""
     if sys.byteorder != "little" and tensor.element_size() > 1:
@@ -228,6 +241,7 @@ class StreamingSafetensorsWriter:
             written = _pwrite(self._fd, view[pos : pos + _CHUNK], offset + pos)
             if written <= 0:  # pragma: no cover - the kernel reports errors as exceptions
                 raise OSError(errno.EIO, "short write")
+            _start_writeback(self._fd, offset + pos, written)
             pos += written
             if on_bytes is not None:
                 on_bytes(written)

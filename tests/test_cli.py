@@ -53,10 +53,12 @@ def test_show_json_is_one_document(user_module, capsys):
     assert main(["show", "m.recipe", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [t["name"] for t in doc["tensors"]] == ["0.weight", "0.bias", "1.weight", "1.bias", "steps"]
+    assert doc["schema"] == "initrecipe.show/1"
     assert doc["tensors"][4] == {
         "name": "steps", "kind": "buffer", "shape": [], "dtype": "int64",
-        "requires_grad": False, "persistent": False,
+        "requires_grad": False, "persistent": False, "tied_to": None, "init": "zeros", "group": 4,
     }
+    assert doc["tensors"][0]["init"] == "kaiming_uniform_(a=sqrt(5))"
     assert doc["content_hash"] == initrecipe.load("m.recipe").content_hash
 
 
@@ -65,7 +67,8 @@ def test_show_text_lists_tensors(user_module, capsys):
     capsys.readouterr()
     assert main(["show", "m.recipe"]) == 0
     out = capsys.readouterr().out
-    assert "0.weight" in out and "[3, 4]" in out and "buffer (non-persistent)" in out
+    assert "0.weight  (3, 4) float32  kaiming_uniform_(a=sqrt(5))\n" in out
+    assert "steps  () int64 [buffer, non-persistent]  zeros\n" in out
 
 
 def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
@@ -117,9 +120,10 @@ def test_show_portable_recipe_reports_draws_and_sliceable_tensors(capsys):
     golden = str(Path(__file__).resolve().parent / "golden" / "portable-v1.1.recipe")
     assert main(["show", golden, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert (info["portable_draws"], info["pinned_draws"]) == (14, 1)
-    assert set(info["sliceable"]) == {t["name"] for t in info["tensors"]} - {"orthogonal", "sparse", "pinned"}
+    portable = info["portable"]
+    assert (portable["portable_draws"], portable["pinned_draws"]) == (14, 1)
+    assert set(portable["sliceable"]) == {t["name"] for t in info["tensors"]} - {"orthogonal", "sparse", "pinned"}
     assert main(["show", golden]) == 0
     out = capsys.readouterr().out
-    assert "portable draws: 14   pinned draws (torch's stream): 1   sliceable tensors: 12/15" in out
-    assert "trunc             [12, 10]           float32   parameter, slice-only shards" in out
+    assert "portable draws: 14   pinned draws (torch's stream): 1   sliceable: 12/15" in out
+    assert "trunc  (12, 10) float32  trunc_normal_(mean=0.0, std=0.02, a=-2.0, b=2.0)\n" in out

@@ -533,7 +533,7 @@ def test_a_recipe_promising_1e15_elements_fails_fast_naming_the_tensor():
         list(initrecipe.iter_replay(huge))
 
 
-def test_max_bytes_overrides_the_default_limit():
+def test_max_bytes_overrides_the_default_limit(monkeypatch):
     recipe = initrecipe.record(lambda: nn.Linear(64, 64), seed=0)
     need = 64 * 64 * 4 + 64 * 4
     raises(initrecipe.ResourceLimitError, "program[4]: `aten.empty.memory_format` would allocate 256 bytes "
@@ -544,8 +544,13 @@ def test_max_bytes_overrides_the_default_limit():
     weights = initrecipe.replay(recipe, max_bytes=need)
     torch.manual_seed(0)
     assert torch.equal(weights["weight"], nn.Linear(64, 64).weight)
-    # A partial replay still draws the weight's numbers (on scratch memory) to position the generator.
-    assert initrecipe.replay(recipe, names=["bias"], max_bytes=need)["bias"].shape == (64,)
+    # A partial replay skips the weight's draw (the generator is positioned by arithmetic) and
+    # needs only the bias's memory.
+    bias = initrecipe.replay(recipe, names=["bias"], max_bytes=64 * 4)["bias"]
+    assert torch.equal(bias, weights["bias"])
+    # Without the jump-ahead it draws the weight's numbers on scratch memory, which counts too.
+    monkeypatch.setattr(initrecipe.cpu_generator, "available", lambda: False)
+    assert torch.equal(initrecipe.replay(recipe, names=["bias"], max_bytes=need)["bias"], weights["bias"])
     raises(initrecipe.ResourceLimitError, "replaying this recipe needs 16.2 KiB, more than the limit of 256 bytes; "
            "the largest is scratch memory for program[7], a random draw into `weight` that this replay needs only "
            "to advance the generator (16.0 KiB) (max_bytes=256)",

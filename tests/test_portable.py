@@ -158,17 +158,74 @@ def test_unsupported_random_operator_is_refused_while_recording() -> None:
         initrecipe.record(model, seed=0, rng="portable")
 
 
-def test_reading_random_values_while_recording_is_refused() -> None:
+def test_reading_random_values_while_recording_records_again_with_the_keys() -> None:
+    # Control flow on an unpinned draw: a portable draw's values depend on the name of the tensor
+    # they end up in, known only at the end, so `record` records twice: the second time the
+    # constructor reads the values replay will compute.
+    class Reads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(33))
+            self.register_buffer("sign", torch.tensor(1.0 if self.w.sum().item() > 0 else -1.0))
+            self.register_buffer("above", (self.w > 0).nonzero().flatten())  # a data-dependent shape
+
+    seen = set()
+    for seed in range(6):
+        recipe = initrecipe.record(Reads, seed=seed, rng="portable")
+        weights = initrecipe.replay(recipe)
+        w = weights["w"]
+        assert weights["sign"].item() == (1.0 if w.sum().item() > 0 else -1.0)
+        assert torch.equal(weights["above"], (w > 0).nonzero().flatten())
+        seen.add(weights["sign"].item())
+    assert seen == {1.0, -1.0}  # both branches were exercised
+
+
+def test_reading_random_values_is_refused_when_recording_does_not_settle(monkeypatch) -> None:
+    import initrecipe.recorder as recorder
+
+    monkeypatch.setattr(recorder, "_PORTABLE_RECORDINGS", 1)
+
     def model() -> nn.Module:
         m = nn.Linear(4, 4)
         if m.weight.sum() > 0:  # data-dependent control flow on an unpinned draw
             m.bias.data.zero_()
         return m
 
-    with pytest.raises(initrecipe.RecordError, match="reads the values of a random tensor"):
+    with pytest.raises(initrecipe.RecordError, match="reads the values of random tensors while it runs"):
         initrecipe.record(model, seed=0, rng="portable")
     # With rng='torch' the same constructor records (values come from torch's stream).
     initrecipe.record(model, seed=0)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: nn.utils.parametrizations.spectral_norm(nn.Linear(24, 16)),
+    lambda: nn.utils.parametrizations.orthogonal(nn.Linear(16, 16)),
+    lambda: nn.utils.parametrizations.orthogonal(nn.Linear(24, 8)),
+    lambda: nn.utils.parametrizations.orthogonal(nn.Linear(8, 8), orthogonal_map="householder"),
+], ids=["spectral_norm", "orthogonal", "orthogonal_rect", "householder"])
+def test_parametrizations_are_portable(build) -> None:
+    # spectral_norm draws `_u`/`_v` and runs power iterations; orthogonal reads its weight to test
+    # orthogonality (so `record` records twice) and runs a QR, which portable recipes run as
+    # initrecipe's fixed-order QR: the bits do not depend on threads or shards.
+    recipe = initrecipe.load(initrecipe.record(build, seed=2, rng="portable").to_bytes())
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = initrecipe.replay(recipe)
+        torch.set_num_threads(2)
+        two = initrecipe.replay(recipe)
+    finally:
+        torch.set_num_threads(threads)
+    assert_same(one, two)
+    for name, tensor in one.items():
+        shard = Shard.of(tensor.shape[0], 1, 2) if tensor.dim() else None
+        if shard is not None:
+            part = initrecipe.replay(recipe, names=[name], shards={name: shard})[name]
+            assert bits(part) == bits(tensor.narrow(0, shard.start, shard.stop - shard.start)), name
+    base = one.get("parametrizations.weight.0.base")
+    if base is not None:  # orthogonal: the stored base is orthogonal
+        eye = torch.eye(base.shape[-1])
+        assert (base.mT @ base - eye).abs().max() < 1e-5
 
 
 # ------------------------------------------------------------------------------------ pinned streams
@@ -404,12 +461,29 @@ def test_shard_requests_are_checked() -> None:
         initrecipe.replay(recipe, shards={"nope": Shard(0, 0, 1)})
     with pytest.raises(TypeError, match="cannot be combined with `into`"):
         initrecipe.replay(recipe, into=Mixed(), shards={"lin.bias": Shard(0, 0, 1)})
-    with pytest.raises(TypeError, match="shards must give initrecipe.Shard values"):
+    with pytest.raises(TypeError, match="shards must give initrecipe.Shard or initrecipe.Box values, found tuple"):
         initrecipe.replay(recipe, shards={"lin.bias": (0, 0, 1)})
+    with pytest.raises(initrecipe.ReplayError, match=r"box of `lin.weight`: \[2:1\] is not a slice of dimension 1"):
+        initrecipe.replay(recipe, shards={"lin.weight": initrecipe.Box((0, 2), (4, 1))})
+    with pytest.raises(initrecipe.ReplayError, match="box of `lin.bias`: 2 starts and 2 stops for a tensor of shape"):
+        initrecipe.replay(recipe, shards={"lin.bias": initrecipe.Box((0, 0), (1, 1))})
     with pytest.raises(ValueError, match="rank must be in 0 … world_size-1"):
         Shard.of(10, 4, 4)
     assert [Shard.of(10, r, 4) for r in range(4)] == [Shard(0, 0, 3), Shard(0, 3, 6), Shard(0, 6, 9), Shard(0, 9, 10)]
     assert Shard.of(2, 3, 4) == Shard(0, 2, 2)  # torch.chunk leaves late ranks empty
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_box_equals_the_block_of_the_full_replay(data: st.DataObject) -> None:
+    recipe, full = mixed_recipe(), mixed_weights()
+    name = data.draw(st.sampled_from(sorted(full)))
+    shape = tuple(full[name].shape)
+    starts = tuple(data.draw(st.integers(0, size)) for size in shape)
+    stops = tuple(data.draw(st.integers(start, size)) for start, size in zip(starts, shape))
+    box = initrecipe.Box(starts, stops)
+    part = initrecipe.replay(recipe, names=[name], shards={name: box})[name]
+    assert bits(part) == bits(box.take(full[name]).contiguous()), (name, box)
 
 
 def test_torch_recipes_take_shards_by_slicing() -> None:
