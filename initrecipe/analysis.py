@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import enum
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 
 from .errors import RecipeError, RecipeFormatError, ResourceLimitError
 from . import ops as _ops_module
 from .ops import OpInfo, op_info
-from .portable import check_draw, check_substitute, draws_from_generator, portable_key_of
+from .portable import SUBSTITUTED_OPERATORS, check_draw, check_substitute, draws_from_generator, portable_key_of
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
+from .work import RNG_COST, Cost, call_cost, literal_cost
 
 __all__ = ["TensorMeta", "ProgramFacts", "Action", "infer_facts", "plan_execution", "is_rng_instruction"]
 
@@ -84,6 +85,7 @@ class ProgramFacts:
         self.storage_creator: dict[int, int] = {}  # storage id -> index of the instruction creating it
         self.value_def: dict[int, int] = {}  # value id -> index of the instruction defining it
         self.storage_grown: dict[int, int] = {}  # storage id -> bytes after a resize_ or out= call grew it
+        self.costs: list[Cost] = []  # per instruction: what executing it costs (initrecipe.work), from infer_facts
 
     def define(self, index: int, value: int, meta: TensorMeta, storage_nbytes: int | None) -> None:
         """Record that instruction ``index`` binds ``value`` (a new storage when ``storage_nbytes`` is given)."""
@@ -142,11 +144,13 @@ def call_refs(ins: Call) -> list[int]:
 _META = torch.device("meta")
 
 
-def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: str) -> Any:
+def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: Any) -> Any:
+    """``where``: the location for messages, or a callable returning it (built only on error)."""
     if isinstance(value, Ref):
         try:
             return env[value.id]
         except KeyError:
+            where = where() if callable(where) else where
             raise RecipeFormatError(f"{where}: reference to undefined tensor {value.id}") from None
     if isinstance(value, (GenRef, PortableKey)):
         return None
@@ -179,12 +183,14 @@ def infer_facts(
 
     Raises:
         RecipeFormatError: naming the first instruction that is inconsistent.
-        ResourceLimitError: the program needs more than ``max_bytes``, or its operators would touch
-            more than :data:`WORK_FACTOR` times the bytes it allocates (hours of work in no memory).
+        ResourceLimitError: the program needs more than ``max_bytes``.
+
+    The facts include each instruction's cost (``facts.costs``, see :mod:`initrecipe.work`), from
+    which a replay estimates its work before it runs.
     """
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
-    storages: dict[StorageWeakRef, int] = {}
+    storages: dict[int, int] = {}  # StorageImpl address -> storage id (env keeps every storage alive)
     rng_indices: dict[int, set[int]] = {}
     budget = _Budget(program, facts, max_bytes, names)
     for i, ins in enumerate(program):
@@ -200,8 +206,10 @@ def infer_facts(
                     )
                 _bind(facts, storages, env, i, ins.out, tensor)
                 budget.created(i, ins.out, tensor.untyped_storage().nbytes(), "a literal")
+                facts.costs.append(literal_cost(len(ins.data)))
             elif isinstance(ins, (RngSeed, RngSetState, RngRestore)):
                 facts.infos.append(None)
+                facts.costs.append(RNG_COST)
                 if not 0 <= ins.gen < generators:
                     raise RecipeFormatError(
                         f"program[{i}]: generator {ins.gen} is not declared (the recipe declares {generators})"
@@ -230,18 +238,12 @@ class MemoryLimitError(ResourceLimitError):
     """The memory a program allocates is over ``max_bytes`` (raised by :func:`infer_facts`)."""
 
 
-WORK_FACTOR = 64
-"""A replay may touch (read or write, summed over its operators) at most this many times the bytes
-it allocates, or :data:`WORK_FLOOR` bytes: a view of a few bytes stretched to a trillion elements
-and then filled or summed would otherwise run for hours in no memory."""
-WORK_FLOOR = 4 << 30
-
-
 class _Budget:
-    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``; adds up the
-    bytes its operators touch, and stops at :data:`WORK_FACTOR` times the former."""
+    """Adds up the bytes of the storages a program creates, and stops at ``max_bytes``.  (The work
+    a replay may do is bounded after planning, from the costs in ``facts.costs``: see
+    :mod:`initrecipe.work`.)"""
 
-    __slots__ = ("program", "facts", "max_bytes", "names", "total", "work")
+    __slots__ = ("program", "facts", "max_bytes", "names", "total")
 
     def __init__(self, program: list[Instruction], facts: ProgramFacts, max_bytes: int | None,
                  names: dict[int, str] | None) -> None:
@@ -250,23 +252,6 @@ class _Budget:
         self.max_bytes = max_bytes
         self.names = names or {}
         self.total = 0
-        self.work = 0
-
-    def touched(self, index: int, ins: Call, nbytes: int, largest: torch.Tensor | None) -> None:
-        self.work += nbytes
-        allowed = max(WORK_FLOOR, WORK_FACTOR * self.total)
-        if self.work > allowed:
-            what = ""
-            if largest is not None:
-                what = f" (one of its tensors has shape {list(largest.shape)}: {largest.numel()} elements)"
-            err = ResourceLimitError(
-                f"program[{index}]: `{ins.op}` touches {format_bytes(nbytes)} of data{what}; the recipe's "
-                f"operators would touch {format_bytes(self.work)} in all, more than {WORK_FACTOR} times the "
-                f"{format_bytes(self.total)} it allocates (or {format_bytes(WORK_FLOOR)}): replaying it would "
-                "take hours, not seconds"
-            )
-            err.index = index  # type: ignore[attr-defined]
-            raise err
 
     def precheck(self, index: int, ins: Call, info: OpInfo, base: Any = None) -> None:
         """Refuse a factory call whose requested size alone is over the limit, before running it on meta."""
@@ -403,6 +388,15 @@ _ENUM_VALUES = (torch.dtype, torch.layout, torch.memory_format, torch.device, Ge
 
 
 _SIGNATURES: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
+_PACKETS: dict[str, str] = {}
+
+
+def _packet(op: str) -> str:
+    """The operator name of an ``aten.<name>.<overload>`` string (cached)."""
+    packet = _PACKETS.get(op)
+    if packet is None:
+        packet = _PACKETS[op] = op.split(".")[1]
+    return packet
 
 
 def _signature(info: OpInfo) -> tuple[str | None, tuple[tuple[str, str], ...]]:
@@ -421,6 +415,9 @@ def _signature(info: OpInfo) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     return cached
 
 
+_CALL_SHAPES: dict[str, tuple[int, dict[str, str]]] = {}
+
+
 def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
     """Refuse overloads that are not tensor operators, and arguments of the wrong kind where torch
     would take them on trust (an integer where an enum is expected reaches C++ unchecked)."""
@@ -431,37 +428,43 @@ def _check_call_types(i: int, ins: Call, info: OpInfo) -> None:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` takes at most {len(arguments)} arguments, the recipe passes {len(ins.args)}"
         )
-    positional = sum(1 for a in info.schema.arguments if not a.kwarg_only)
+    shape = _CALL_SHAPES.get(info.name)
+    if shape is None:
+        shape = _CALL_SHAPES[info.name] = (sum(1 for a in info.schema.arguments if not a.kwarg_only), dict(arguments))
+    positional, by_name = shape
     if len(ins.args) > positional:
         name = arguments[positional][0]
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` takes {positional} positional arguments, the recipe passes "
             f"{len(ins.args)}; `{name}` is keyword-only and belongs in kwargs"
         )
-    provided = [(pos, arguments[pos], value) for pos, value in enumerate(ins.args)]
-    if ins.kwargs:
-        by_name = dict(arguments)
-        for name, value in ins.kwargs.items():
-            if name not in by_name:
-                raise RecipeFormatError(f"program[{i}].kwargs.{name}: `{ins.op}` has no argument `{name}`")
-            provided.append((name, (name, by_name[name]), value))
-    for where, (arg_name, kind), value in provided:
-        if kind not in _ENUM_KINDS:
-            if isinstance(value, _ENUM_VALUES):
-                raise RecipeFormatError(
-                    f"program[{i}].{_where(where)}: `{ins.op}` expects a {kind} for `{arg_name}`, found "
-                    f"{type(value).__name__}"
-                )
-            continue
-        optional = kind.startswith("Optional[")
-        if value is None and optional:
-            continue
-        base = kind[len("Optional["):-1] if optional else kind
-        if not isinstance(value, _ENUM_ARGS[base]):
+    for name in ins.kwargs:
+        if name not in by_name:
+            raise RecipeFormatError(f"program[{i}].kwargs.{name}: `{ins.op}` has no argument `{name}`")
+    for pos, value in enumerate(ins.args):
+        arg_name, kind = arguments[pos]
+        _check_argument_kind(i, ins, pos, arg_name, kind, value)
+    for name, value in ins.kwargs.items():
+        _check_argument_kind(i, ins, name, name, by_name[name], value)
+
+
+def _check_argument_kind(i: int, ins: Call, where: int | str, arg_name: str, kind: str, value: Any) -> None:
+    if kind not in _ENUM_KINDS:
+        if isinstance(value, _ENUM_VALUES):
             raise RecipeFormatError(
-                f"program[{i}].{_where(where)}: `{ins.op}` expects a {base} for `{arg_name}`, found "
-                f"{type(value).__name__} {value!r:.40}"
+                f"program[{i}].{_where(where)}: `{ins.op}` expects a {kind} for `{arg_name}`, found "
+                f"{type(value).__name__}"
             )
+        return
+    optional = kind.startswith("Optional[")
+    if value is None and optional:
+        return
+    base = kind[len("Optional["):-1] if optional else kind
+    if not isinstance(value, _ENUM_ARGS[base]):
+        raise RecipeFormatError(
+            f"program[{i}].{_where(where)}: `{ins.op}` expects a {base} for `{arg_name}`, found "
+            f"{type(value).__name__} {value!r:.40}"
+        )
 
 
 def _weight_norm_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
@@ -517,6 +520,100 @@ _PRECONDITIONS = {
 }
 
 
+# ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly.  Up to
+# _PROBE_RANDPERM_N the probe finds that itself (int8, uint8, int16 and float16 stop below it).
+_PROBE_RANDPERM_N = 65537
+_RANDPERM_LIMITS = {torch.float32: 2**24 + 1, torch.float64: 2**53 + 1, torch.int32: 2**31}
+_PROBE_GENERATOR: list[torch.Generator] = []
+
+
+def _probe_value(value: Any) -> Any:
+    """A meta argument as a tiny CPU stand-in: a tensor of ones with one element (none if it is
+    empty; ones are valid probabilities, rates and scales), the CPU device."""
+    if isinstance(value, torch.Tensor):
+        return torch.ones(tuple(min(d, 1) for d in value.shape), dtype=value.dtype)
+    if isinstance(value, torch.device):
+        return torch.device("cpu")
+    return value
+
+
+def _random_call_problem(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why torch's CPU kernel would refuse this random call's scalar arguments, found by running the
+    call on one-element CPU stand-ins of its tensors (with a private generator), or None.
+
+    Meta kernels check few of them (``uniform_`` with ``from > to``, ``bernoulli_`` with ``p = 2``,
+    ``randint`` bounds outside the dtype, ``rand`` into an integer dtype pass on meta), so without
+    the probe ``check`` would accept what replay then refuses.  Tensor *values* (the probabilities
+    of ``bernoulli(p)``, the rates of ``poisson``) exist only at replay, which checks them; the
+    probe passes ones.  ``multinomial``'s counts depend on the shape, so it is checked by rule."""
+    packet = info.name.split(".")[1]
+    if packet == "multinomial":
+        return _multinomial_problem(info, args, kwargs)
+    names = info.arg_names
+    probe_args = [_probe_value(a) for a in args]
+    probe_kwargs = {k: _probe_value(v) for k, v in kwargs.items()}
+    if "size" in names:
+        pos = names.index("size")
+        size = probe_args[pos] if pos < len(probe_args) else probe_kwargs.get("size")
+        if isinstance(size, (list, tuple)) and all(type(d) is int for d in size):
+            small = [min(d, 1) for d in size]
+            if pos < len(probe_args):
+                probe_args[pos] = small
+            else:
+                probe_kwargs["size"] = small
+    if packet == "randperm":
+        n = probe_args[0] if probe_args else probe_kwargs.get("n")
+        dtype = kwargs.get("dtype") or (args[names.index("dtype")] if "dtype" in names and names.index("dtype") < len(args) else None)
+        dtype = dtype if isinstance(dtype, torch.dtype) else torch.int64
+        if type(n) is int and n > _PROBE_RANDPERM_N:
+            limit = _RANDPERM_LIMITS.get(dtype)
+            if limit is not None and n > limit:
+                return f"randperm of {n} values cannot be represented exactly in {dtype}"
+            n = _PROBE_RANDPERM_N
+        if probe_args:
+            probe_args[0] = n
+        else:
+            probe_kwargs["n"] = n
+    if not _PROBE_GENERATOR:
+        _PROBE_GENERATOR.append(torch.Generator(device="cpu"))
+    generator = _PROBE_GENERATOR[0]
+    gen_pos = names.index(info.generator_arg)
+    if gen_pos < len(probe_args):
+        probe_args[gen_pos] = generator
+    else:
+        probe_kwargs[info.generator_arg] = generator
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            info.op(*probe_args, **probe_kwargs)
+    except Exception as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def _multinomial_problem(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """The shape and count checks of torch's CPU ``multinomial`` (its probabilities are data)."""
+    values = dict(zip(info.arg_names, args))
+    values.update(kwargs)
+    probs, n, replacement = values.get("self"), values.get("num_samples"), values.get("replacement", False)
+    if not isinstance(probs, torch.Tensor) or type(n) is not int:
+        return None  # torch's own checks (run on meta) answer these
+    if probs.dim() not in (1, 2):
+        return f"prob_dist must be 1 or 2 dim, found {probs.dim()} dimensions"
+    if not probs.dtype.is_floating_point:
+        return f"multinomial only supports floating-point dtypes for input, found {probs.dtype}"
+    categories = probs.shape[-1]
+    if categories == 0 or (probs.dim() == 2 and probs.shape[0] == 0):
+        return "cannot sample from an empty distribution"
+    if categories > 2**24:
+        return "number of categories cannot exceed 2^24"
+    if n <= 0:
+        return "cannot sample n_sample <= 0 samples"
+    if not replacement and n > categories:
+        return "cannot sample n_sample > prob_dist.size(-1) samples without replacement"
+    return None
+
+
 def _list_output_count(packet: str, info: OpInfo, ins: Call, args: list[Any], kwargs: dict[str, Any]) -> int | None:
     """How many tensors a list-returning view operator returns, computed without running it (a
     zero-byte tensor of shape [2**40, 0] unbinds into 2**40 tensors, even on meta)."""
@@ -566,7 +663,7 @@ def _strided_extent(shape: Any, stride: Any, offset: int) -> int | None:
 
 def _infer_call(
     facts: ProgramFacts,
-    storages: dict[StorageWeakRef, int],
+    storages: dict[int, int],
     env: dict[int, torch.Tensor],
     rng_indices: dict[int, set[int]],
     budget: _Budget,
@@ -581,9 +678,10 @@ def _infer_call(
         raise RecipeFormatError(f"program[{i}]: {exc}") from None
     facts.infos.append(info)
     _check_call_types(i, ins, info)
-    for pos_value in list(ins.args) + list(ins.kwargs.values()):
-        _check_generators(pos_value, generators, f"program[{i}]")
-    if not info.is_random and ins.op.split(".")[1] in _RANDOM_PACKETS:
+    for pos_value in (*ins.args, *ins.kwargs.values()):
+        if isinstance(pos_value, (GenRef, list, tuple)):
+            _check_generators(pos_value, generators, f"program[{i}]")
+    if not info.is_random and _packet(ins.op) in _RANDOM_PACKETS:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
             "that takes a `generator` argument"
@@ -605,15 +703,15 @@ def _infer_call(
                 f"program[{i}]: `{ins.op}` draws from generator {gen}, which is not declared "
                 f"(the recipe declares {generators})"
             )
-    args = [_to_meta_arg(a, env, f"program[{i}].args") for a in ins.args]
-    kwargs = {k: _to_meta_arg(v, env, f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
+    args = [_to_meta_arg(a, env, lambda: f"program[{i}].args") for a in ins.args]
+    kwargs = {k: _to_meta_arg(v, env, lambda k=k: f"program[{i}].kwargs.{k}") for k, v in ins.kwargs.items()}
     _force_meta_device(info, args, kwargs)
     budget.precheck(i, ins, info, args[0] if args else None)
     if info.data_dependent_shape and ins.out_meta is None:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
         )
-    packet = ins.op.split(".")[1]
+    packet = _packet(ins.op)
     if packet.startswith("as_strided") and args and isinstance(args[0], torch.Tensor):
         _check_as_strided(i, ins, info, args, kwargs)
     count = _list_output_count(packet, info, ins, args, kwargs)
@@ -672,6 +770,10 @@ def _infer_call(
         if outs is None:
             # Shapes that depend on data were recorded; replay checks them.
             outs = [torch.empty(shape, dtype=dtype, device=_META) for dtype, shape in ins.out_meta]
+    if info.is_random and key is None:
+        problem = _random_call_problem(info, args, kwargs)
+        if problem is not None:
+            raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     if len(outs) != len(ins.outs):
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` returns {len(outs)} values, the program binds {len(ins.outs)}"
@@ -683,7 +785,7 @@ def _infer_call(
             raise RecipeFormatError(f"program[{i}]: output bound to tensor {value} is not a tensor")
         if out.device.type != "meta":  # pragma: no cover - every input and device is meta
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` produced a tensor outside the meta device")
-        known = StorageWeakRef(out.untyped_storage()) in storages
+        known = out.untyped_storage()._cdata in storages
         _bind(facts, storages, env, i, value, out)
         meta = facts.values[value]
         if known:
@@ -700,7 +802,8 @@ def _infer_call(
             if now > before:
                 facts.storage_grown[sid] = now
                 budget.created(i, ref.id, now - before)
-    _account_work(budget, i, ins, info, args, kwargs, outs)
+    facts.costs.append(call_cost(info, args, kwargs, outs, portable_draw=key is not None,
+                                 substituted=portable and ins.op in SUBSTITUTED_OPERATORS))
     if key is not None and not info.overwrites_self:
         out = outs[0] if outs else None
         if not isinstance(out, torch.Tensor):  # pragma: no cover - every portable factory returns a tensor
@@ -815,33 +918,12 @@ def _pointwise_on_meta(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) ->
     return [torch.empty(shape, dtype=o.dtype, device=_META) for o in outs]
 
 
-def _tensors_in(values: Any, out: list[torch.Tensor]) -> None:
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            _tensors_in(v, out)
-
-
-def _account_work(budget: _Budget, i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[str, Any],
-                  outs: list[Any]) -> None:
-    """Add the bytes a call reads and writes (its tensor arguments and fresh outputs) to the work."""
-    if not info.written_args and all(a is not None for a in info.aliased_outputs):
-        return  # a view: no data touched
-    tensors: list[torch.Tensor] = []
-    _tensors_in(args, tensors)
-    _tensors_in(kwargs.values(), tensors)
-    for pos, out in zip(info.aliased_outputs or [None] * len(outs), outs):
-        if pos is None and isinstance(out, torch.Tensor):
-            tensors.append(out)
-    if not tensors:
-        return
-    nbytes = sum(t.numel() * t.dtype.itemsize for t in tensors)
-    budget.touched(i, ins, nbytes, max(tensors, key=lambda t: t.numel()))
-
-
 def _check_view_bounds(i: int, ins: Call, value: int, out: torch.Tensor) -> None:
     """A view must lie inside its storage: torch does not check every view operator on every device."""
+    offset = out.storage_offset()
+    dense_end = (offset + out.numel()) * out.dtype.itemsize
+    if out.is_contiguous() and offset >= 0 and dense_end <= out.untyped_storage().nbytes():
+        return  # the common case: a dense view inside its storage
     extent = _strided_extent(tuple(out.shape), tuple(out.stride()), out.storage_offset())
     if extent is None or extent == 0:
         return
@@ -948,14 +1030,14 @@ def flatten_outputs(result: Any) -> list[Any]:
 
 def _bind(
     facts: ProgramFacts,
-    storages: dict[StorageWeakRef, int],
+    storages: dict[int, int],
     env: dict[int, torch.Tensor],
     index: int,
     value: int,
     tensor: torch.Tensor,
 ) -> None:
     storage = tensor.untyped_storage()
-    key = StorageWeakRef(storage)
+    key = storage._cdata
     sid = storages.get(key)
     nbytes = None
     if sid is None:

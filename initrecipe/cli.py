@@ -83,7 +83,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         rank, world = _parse_shard(args.shard)
         shards = lambda name, shape: Shard.of(shape[0], rank, world) if shape else None  # noqa: E731
     start = time.perf_counter()
-    weights = replay(recipe, device=args.device, names=args.names.split(",") if args.names else None, shards=shards)
+    weights = replay(recipe, device=args.device, names=args.names.split(",") if args.names else None, shards=shards,
+                     max_work=args.max_work)
     elapsed = time.perf_counter() - start
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -201,6 +202,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         force=args.force,
         progress=False if args.quiet else None,
         config=args.config,
+        max_work=args.max_work,
     )
     if not args.quiet:
         weights = [p for p in paths if p.name.endswith(".safetensors")]
@@ -214,18 +216,30 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .validate import check
+    from .validate import check_report
 
-    findings = check(args.recipe, max_bytes=args.max_bytes)
+    report = check_report(args.recipe, max_bytes=args.max_bytes, max_work=args.max_work)
+    findings = report.findings
     if args.json:
-        json.dump({"recipe": args.recipe, "valid": not findings, "findings": findings}, sys.stdout, indent=2)
+        doc = {"recipe": args.recipe, "valid": not findings, "findings": findings,
+               "work": report.work.as_dict() if report.work is not None else None}
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif findings:
         for finding in findings:
             print(f"{_safe(args.recipe)}: {_safe(finding)}")
     else:
-        print(f"{_safe(args.recipe)}: ok")
+        assert report.work is not None
+        print(f"{_safe(args.recipe)}: ok ({report.work.describe()})")
     return 1 if findings else 0
+
+
+def _add_max_work(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-work", type=float, default=None, metavar="SECONDS",
+        help="refuse a replay estimated at more than this many seconds of work on the reference CPU "
+             "(default: 60 plus 1e-7 per element returned; inf: no limit)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
              "(slice-only for elementwise programs of portable recipes)",
     )
     p.add_argument("-o", "--output", required=True, help="OUT.safetensors")
+    _add_max_work(p)
     p.set_defaults(run=_cmd_replay)
 
     p = sub.add_parser("show", help="print a recipe's settings and how each tensor is initialized")
@@ -291,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-bytes", type=int, default=None, metavar="N",
         help="memory a replay may allocate (default: the memory available now)",
     )
+    _add_max_work(p)
     p.set_defaults(run=_cmd_check)
 
     p = sub.add_parser("convert", help="replay a recipe into a Hugging Face safetensors checkpoint folder")
@@ -302,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="replay on this device (default cpu)")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in OUT_DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    _add_max_work(p)
     p.set_defaults(run=_cmd_convert)
     return parser
 

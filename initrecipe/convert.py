@@ -296,6 +296,7 @@ def to_safetensors(
     force: bool = False,
     progress: bool | None = None,
     config: str | os.PathLike | None = None,
+    max_work: float | None = None,
 ) -> list[Path]:
     """Replay a recipe straight into a safetensors checkpoint folder, one tensor at a time.
 
@@ -312,6 +313,9 @@ def to_safetensors(
         config: a ``transformers`` ``config.json`` (or a folder holding one) to copy beside the
             weights, so that ``from_pretrained(out_dir)`` works.  With ``dtype`` its ``dtype``
             field is set to the cast dtype.
+        max_work: refuse a replay estimated at more than this many seconds of work on the
+            reference CPU (default: a minute plus an allowance for the tensors written; see
+            :func:`initrecipe.replay`).
 
     Returns:
         The files written: the weight files, then the index (if sharded), then ``config.json``.
@@ -364,6 +368,10 @@ def to_safetensors(
             f"`{out_dir}` already holds `{existing[0]}`{more}; pass --force (force=True) to overwrite"
         )
 
+    # Check and plan the replay (memory, work) before anything is created on disk.
+    persistent = {t.name for t in recipe.tensors if t.persistent}
+    stream = iter_replay(recipe, device=device, names=lambda n: n in persistent, draw_in_place=False,
+                         max_work=max_work)
     _return_freed_memory_to_the_os()
     writers: dict[str, StreamingSafetensorsWriter] = {}
     temps: list[Path] = []
@@ -376,15 +384,13 @@ def to_safetensors(
             writers[fname] = StreamingSafetensorsWriter(out_dir / fname, layout)
         bar = _progress_bar(progress, plan.total_size, len(stored))
         on_bytes = bar.update if bar is not None else None
-        persistent = {t.name for t in recipe.tensors if t.persistent}
         done = 0
         # One tensor is written on a background thread while the replay builds the next one: at
         # most two tensors are held at a time, and disk writes overlap generation.
         io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write")
         try:
             writing: Future[None] | None = None
-            for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in persistent,
-                                               draw_in_place=False):
+            for entries, tensor in stream:
                 target = by_value.get(entries[0].value)
                 if target is None:  # pragma: no cover - iter_replay yields only what was asked for
                     raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")

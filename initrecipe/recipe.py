@@ -18,6 +18,7 @@ from . import __version__
 from .errors import RecipeError, RecipeFormatError, RecipeIntegrityError, UnsupportedVersionError
 from .ops import ALLOWED_OPERATORS
 from .program import (
+    DTYPES,
     Call,
     GenRef,
     PortableKey,
@@ -473,11 +474,19 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
             raise _not_a_recipe(
                 data, "the recipe is truncated (its data ends early): download or copy it again"
             ) from None
+        if "max_ext_len" in message:
+            raise _not_a_recipe(
+                data, "the recipe holds a msgpack extension type (an ext or timestamp value), which recipes never "
+                "contain: the file is corrupt or hostile",
+            ) from None
         if "exceeds max_" in message:
             raise _not_a_recipe(
                 data,
                 f"the recipe declares an oversized value ({message}): the file is corrupt or hostile",
             ) from None
+        if "is not allowed for map key" in message:
+            kind = message.split(" is not allowed", 1)[0]
+            raise _not_a_recipe(data, _MapKeyError.non_string(_KEY_TYPE_NAMES.get(kind, kind))) from None
         raise _not_a_recipe(
             data, f"the recipe is not valid msgpack ({message or type(exc).__name__}): the file is corrupt"
         ) from None
@@ -487,7 +496,48 @@ def load(source: Source, *, verify_hash: bool = True) -> Recipe:
         kind = _sniff(data)
         what = kind or f"a msgpack {type(doc).__name__}"
         raise RecipeFormatError(f"this is {what}, not an init recipe (expected a msgpack map)")
-    return decode_document(doc, verify_hash=verify_hash)
+    return decode_document(doc, verify_hash=verify_hash, encoded=data)
+
+
+def _check_map_keys(data: bytes) -> None:
+    """Decode ``data`` again, refusing maps with a repeated key or a key that is not a string."""
+    try:
+        msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True, object_pairs_hook=_map_from_pairs,
+                        **_MSGPACK_LIMITS)
+    except _MapKeyError as exc:
+        raise _not_a_recipe(data, str(exc)) from None
+
+
+class _MapKeyError(Exception):
+    """A map with a repeated or non-string key, found while decoding (becomes a RecipeFormatError)."""
+
+    @staticmethod
+    def non_string(kind: str) -> str:
+        return (f"the recipe has a map key of type {kind}; recipe maps have string keys only: the file is "
+                "corrupt or was not written by initrecipe")
+
+
+_KEY_TYPE_NAMES = {"int": "integer", "NoneType": "nil", "float": "float", "bool": "bool", "list": "array",
+                   "dict": "map", "bytes": "bytes"}
+
+
+def _map_from_pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A decoded msgpack map, refusing repeated keys (msgpack would silently keep the last value,
+    while another reader may keep the first: one file, two meanings) and keys that are bytes."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[Any] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _MapKeyError(
+                    f"the recipe has a map with the key {_short(key)} twice; keys must be unique (readers could "
+                    "disagree on which value counts): the file is corrupt or hostile"
+                )
+            seen.add(key)
+    for key in result:
+        if type(key) is not str:
+            raise _MapKeyError(_MapKeyError.non_string(_KEY_TYPE_NAMES.get(type(key).__name__, type(key).__name__)))
+    return result
 
 
 def _type_name(value: Any) -> str:
@@ -662,7 +712,64 @@ def _check_gen(value: Any, where: str, generators: int) -> int:
     return gid
 
 
+def _fast_call(item: list, i: int, ops: list[str], dec: _ArgDecoder) -> Call | None:
+    """A CALL whose every field is of the common, plainly valid kinds (tensor references to
+    defined values, numbers, shapes, short strings; keyword values of any kind), decoded without
+    building location strings; None for anything else, which :func:`_decode_instruction` then
+    decodes carefully and reports."""
+    if len(item) != 5:
+        return None
+    _, op_idx, outs_raw, args, kwargs = item
+    if (type(op_idx) is not int or not 0 <= op_idx < len(ops) or type(outs_raw) is not list
+            or type(args) is not list or type(kwargs) is not dict or len(outs_raw) > MAX_LIST_ITEMS):
+        return None
+    defined = dec.defined
+    decoded: list[Any] = []
+    for a in args:
+        kind = type(a)
+        if kind is dict:
+            ref = a.get("t") if len(a) == 1 else None
+            if type(ref) is not int or ref not in defined:
+                return None
+            decoded.append(Ref(ref))
+        elif a is None or kind is int or kind is float or kind is bool:
+            decoded.append(a)
+        elif kind is list:
+            if len(a) > MAX_LIST_ITEMS or not all(type(v) is int for v in a):
+                return None
+            decoded.append(a)
+        elif kind is str and len(a) <= MAX_STRING_CHARS:
+            decoded.append(a)
+        else:
+            return None
+    dec_kwargs = {}
+    if kwargs:
+        where = f"program[{i}]"
+        for k, v in kwargs.items():
+            if type(k) is not str or len(k) > MAX_STRING_CHARS:
+                return None
+            dec_kwargs[k] = dec.arg(v, f"{where}.kwargs.{k}")
+    outs: list[int | None] = []
+    for o in outs_raw:
+        if o is None:
+            outs.append(None)
+        elif type(o) is int and 0 <= o <= MAX_ID and o not in defined:
+            outs.append(o)
+        else:
+            return None
+    fresh = [o for o in outs if o is not None]
+    if len(set(fresh)) != len(fresh):
+        return None
+    for o in fresh:
+        defined[o] = i
+    return Call(ops[op_idx], tuple(outs), tuple(decoded), dec_kwargs, None)
+
+
 def _decode_instruction(item: Any, i: int, ops: list[str], dec: _ArgDecoder) -> Instruction:
+    if type(item) is list and item and item[0] == 0 and type(item[0]) is int:
+        call = _fast_call(item, i, ops, dec)
+        if call is not None:
+            return call
     where = f"program[{i}]"
     _expect(item, list, where, "an instruction (a list)")
     if not item:
@@ -740,11 +847,23 @@ def _decode_instruction(item: Any, i: int, ops: list[str], dec: _ArgDecoder) -> 
 
 def compute_hash(doc: dict[str, Any]) -> str:
     """The content hash of a decoded recipe document (``sha256:<hex>`` of its body's canonical msgpack)."""
+    return "sha256:" + hashlib.sha256(_packed_body(doc)).hexdigest()
+
+
+def _packed_body(doc: dict[str, Any]) -> bytes:
+    """The canonical msgpack of the nine fields the content hash covers."""
     try:
-        packed = _pack({k: doc[k] for k in _TOP_LEVEL_KEYS})
+        return _pack({k: doc[k] for k in _TOP_LEVEL_KEYS})
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise RecipeFormatError(f"the recipe cannot be re-encoded ({exc}): the file is corrupt or hostile") from None
-    return "sha256:" + hashlib.sha256(packed).hexdigest()
+
+
+def _is_canonical(encoded: bytes, body: bytes, stored_hash: str) -> bool:
+    """Whether ``encoded`` is the canonical encoding of the document whose body packs to ``body``:
+    its bytes are then exactly those (``schema/FORMAT.md`` section 8), so no map in it repeats a key."""
+    tail = _pack("hash") + _pack(stored_hash)
+    return (len(encoded) == len(body) + len(tail) and encoded[:1] == b"\x8a" and body[:1] == b"\x89"
+            and encoded[1:len(body)] == body[1:] and encoded[len(body):] == tail)
 
 
 def _looks_like_recipe(doc: dict[str, Any]) -> bool:
@@ -810,12 +929,14 @@ def _check_envelope(doc: dict[str, Any], verify_hash: bool) -> None:
             raise RecipeFormatError(f"missing required field `{key}`: the recipe is incomplete or corrupt")
 
 
-def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
+def decode_document(doc: dict[str, Any], *, verify_hash: bool = True, encoded: bytes | None = None) -> Recipe:
     """Turn a decoded msgpack map into a :class:`Recipe`, checking structure, version and hash.
 
     The order of the checks makes every message point at the real problem: the envelope (format,
     version, fields), then the content hash (so a damaged file is reported as corrupt, never as a
     strange instruction), then the structure of every field, instruction and tensor entry.
+    ``encoded``: the bytes ``doc`` was decoded from, to refuse maps that repeat a key (which the
+    decoded map no longer shows).
     """
     _check_envelope(doc, verify_hash)
     content_hash = None
@@ -823,12 +944,17 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True) -> Recipe:
         stored = doc.get("hash")
         if not isinstance(stored, str):
             raise RecipeFormatError("hash: missing or not a string; the recipe is incomplete or corrupt")
-        content_hash = compute_hash(doc)
+        body = _packed_body(doc)
+        content_hash = "sha256:" + hashlib.sha256(body).hexdigest()
+        if encoded is not None and not _is_canonical(encoded, body, stored):
+            _check_map_keys(encoded)  # a canonical file repeats no key; another may
         if stored != content_hash:
             raise RecipeIntegrityError(
                 "the recipe's content hash does not match its content: the file is corrupt or was edited. "
                 "Download or copy it again"
             )
+    elif encoded is not None:
+        _check_map_keys(encoded)
     rng = doc["rng"]
     if not isinstance(rng, str) or rng not in RNG_MODES:
         raise RecipeFormatError(f"rng: expected one of {list(RNG_MODES)}, found {_short(rng)}")
@@ -890,6 +1016,12 @@ def _decode_tensors(raw: Any, dec: _ArgDecoder) -> list[TensorEntry]:
     by_name: dict[str, int] = {}
     by_value: dict[int, int] = {}
     for i, item in enumerate(tensors_raw):
+        entry = _fast_entry(item, dec, by_name, by_value, tensors)
+        if entry is not None:
+            by_name[entry.name] = i
+            by_value.setdefault(entry.value, i)
+            tensors.append(entry)
+            continue
         where = f"tensors[{i}]"
         _expect(item, list, where, "a tensor entry (a list)")
         if len(item) != 7:
@@ -938,6 +1070,45 @@ def _decode_tensors(raw: Any, dec: _ArgDecoder) -> list[TensorEntry]:
             by_value[value] = i
         tensors.append(entry)
     return tensors
+
+
+def _fast_entry(item: Any, dec: _ArgDecoder, by_name: dict[str, int], by_value: dict[int, int],
+                tensors: list[TensorEntry]) -> TensorEntry | None:
+    """A tensor entry that is plainly valid, decoded without building location strings; None for
+    anything else, which :func:`_decode_tensors` then checks field by field and reports."""
+    if type(item) is not list or len(item) != 7:
+        return None
+    name, value, kind, shape, dtype_name_, requires_grad, persistent = item
+    if (type(name) is not str or not name or len(name) > MAX_STRING_CHARS or name in by_name
+            or type(value) is not int or value not in dec.defined or type(shape) is not list
+            or len(shape) > MAX_DIMS or type(requires_grad) is not bool or type(persistent) is not bool
+            or type(dtype_name_) is not str or dtype_name_ not in DTYPES):
+        return None
+    if kind == "parameter":
+        dtype = DTYPES[dtype_name_]
+        if not persistent or (requires_grad and not (dtype.is_floating_point or dtype.is_complex)):
+            return None
+    elif kind == "buffer":
+        if requires_grad:
+            return None
+        dtype = DTYPES[dtype_name_]
+    else:
+        return None
+    numel = 1
+    for d in shape:
+        if type(d) is not int or d < 0:
+            return None
+        numel *= d
+    if numel * dtype.itemsize > _MAX_BYTES_PER_TENSOR:
+        return None
+    entry = TensorEntry(name, value, kind, tuple(shape), dtype, requires_grad, persistent)
+    first = by_value.get(value)
+    if first is not None:
+        other = tensors[first]
+        if (other.kind != kind or other.shape != entry.shape or other.dtype != dtype
+                or (kind == "parameter" and other.requires_grad != requires_grad)):
+            return None
+    return entry
 
 
 def encode_for_schema(recipe: Recipe) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from .parallel_draws import ParallelDraws
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
 from .sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
+from .work import CHECK_SECONDS, WorkEstimate, cost_seconds, estimate, portable_rate, refuse, work_budget
 
 __all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
 
@@ -121,6 +122,7 @@ def iter_replay(
     max_bytes: int | None = None,
     draw_in_place: bool = True,
     shards: ShardRequest = None,
+    max_work: float | None = None,
     threads: int | None = None,
 ) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """Materialize a recipe's tensors one after another, as soon as each is final.
@@ -146,6 +148,10 @@ def iter_replay(
             Box | None``.  A slice equals the same slice of the
             whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
             :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
+        max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
+            replay estimated at more than this many seconds of work on the reference CPU
+            (:mod:`initrecipe.work`).  Default: a minute, plus 0.1 µs per element of the tensors
+            it returns; ``math.inf`` for no limit.
         threads: worker threads for large random fills drawn from torch generators (default: one
             per core, as torch uses).  Any count gives the same bits: each piece of a fill is drawn
             from its own generator, positioned where eager's stream stands at that piece.
@@ -158,9 +164,9 @@ def iter_replay(
     """
     if shards is not None:
         return _iter_sharded(_as_recipe(recipe), torch.device(device), names, max_bytes, draw_in_place, shards,
-                             threads)
+                             max_work, threads)
     plan = prepare_replay(recipe, device=device, names=names, max_bytes=max_bytes, draw_in_place=draw_in_place,
-                          threads=threads)
+                          max_work=max_work, threads=threads)
     return _run_plan(plan)
 
 
@@ -203,6 +209,7 @@ def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) ->
 
 def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,
                   draw_in_place: bool, shards: ShardRequest,
+                  max_work: float | None = None,
                   threads: int | None = None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """:func:`iter_replay` with shard requests: slice-only tensors first, then the rest."""
     if not (callable(shards) or isinstance(shards, Mapping)):
@@ -213,6 +220,7 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
         if unknown:
             raise ReplayError(f"a shard is requested for `{unknown[0]}`, which is not a tensor this replay yields")
     requests = {e.name: _shard_of(shards, e) for e in selected}
+    _precheck_work(recipe, selected, max_work)
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
     sliced: dict[tuple[int, Box], list[TensorEntry]] = {}
@@ -238,13 +246,45 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
             f"replaying these shards needs about {format_bytes(need)}, more than the limit of "
             f"{format_bytes(limit)} ({_limit_source(max_bytes)})"
         )
-    return _run_sharded(recipe, facts, device, sliced, plans, whole, requests, max_bytes, draw_in_place, threads)
+    # The tensors built whole are planned now, so that every check runs before the first slice.
+    wanted = {e.name for e in whole}
+    whole_plan = prepare_replay(recipe, device=device, names=lambda n: n in wanted, max_bytes=max_bytes,
+                                draw_in_place=draw_in_place, max_work=math.inf, threads=threads) if whole else None
+    _check_sharded_work(recipe, facts, device, sliced, plans, whole_plan, max_work)
+    return _run_sharded(recipe, facts, device, sliced, plans, whole_plan, requests)
+
+
+def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.device,
+                        sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict,
+                        whole_plan: "ReplayPlan | None", max_work: float | None) -> WorkEstimate:
+    """The work of a sharded replay: each slice's share of its tensor's program, and the tensors
+    built whole; :class:`~initrecipe.work.WorkLimitError` when over the budget."""
+    program_seconds: dict[int, float] = {}  # id of a slice plan -> reference seconds of its whole program
+    sliced_seconds = 0.0
+    elements = 0
+    costs = facts.costs
+    rate = portable_rate(device)
+    for (value, shard), entries in sliced.items():
+        plan = plans[value]
+        if id(plan) not in program_seconds:
+            program_seconds[id(plan)] = sum(cost_seconds(costs[i], rate) for i in plan.indices)
+        full = math.prod(entries[0].shape)
+        part = math.prod(shard.shape(entries[0].shape))
+        sliced_seconds += program_seconds[id(plan)] * (part / full if full else 0.0)
+        elements += part
+    executed: list[int] = []
+    if whole_plan is not None:
+        executed = [i for i, a in enumerate(whole_plan.actions) if a != Action.SKIP]
+        elements += _output_elements(facts, whole_plan.by_value)
+    work = estimate(recipe.program, costs, executed, elements, max_work, device, extra=sliced_seconds)
+    if work.seconds > work.budget:
+        raise refuse(work, recipe.program, "replaying these shards")
+    return work
 
 
 def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
-                 sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict, whole: list[TensorEntry],
-                 requests: dict[str, Box | None], max_bytes: int | None,
-                 draw_in_place: bool, threads: int | None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
+                 sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict, whole_plan: "ReplayPlan | None",
+                 requests: dict[str, Box | None]) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     context = PortableContext(recipe.seed, device) if sliced else None
     for (value, shard), entries in sliced.items():
         assert context is not None
@@ -252,11 +292,9 @@ def _run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
         flat = run_slice(plans[value], recipe.program, facts, segments, context.seed, context.device,
                          context.split_devices)
         yield entries, _to_device(flat.reshape(shard.shape(entries[0].shape)), device, entries[0].name)
-    if not whole:
+    if whole_plan is None:
         return
-    wanted = {e.name for e in whole}
-    for entries, tensor in iter_replay(recipe, device=device, names=lambda n: n in wanted, max_bytes=max_bytes,
-                                       draw_in_place=draw_in_place, threads=threads):
+    for entries, tensor in _run_plan(whole_plan):
         groups: dict[Box | None, list[TensorEntry]] = {}
         for entry in entries:
             groups.setdefault(requests[entry.name], []).append(entry)
@@ -284,7 +322,7 @@ class ReplayPlan:
     def __init__(self, recipe: Recipe, device: torch.device, facts: ProgramFacts, actions: list[Action],
                  by_value: dict[int, list[TensorEntry]], program: list[Instruction],
                  release: dict[int, list[int]], final: dict[int, int], needed_bytes: int,
-                 computed_draws: set[int]) -> None:
+                 computed_draws: set[int], work: WorkEstimate | None = None) -> None:
         self.recipe = recipe
         self.device = device
         self.facts = facts
@@ -294,6 +332,7 @@ class ReplayPlan:
         self.release = release
         self.final = final
         self.needed_bytes = needed_bytes
+        self.work = work  # the estimated work, against its budget (initrecipe.work)
         self.computed_draws = computed_draws  # dead draws skipped: the generator bank positions the live ones
         self.threads: int | None = None  # worker threads for large random fills (None: one per core)
 
@@ -305,13 +344,16 @@ def prepare_replay(
     names: NameFilter = None,
     max_bytes: int | None = None,
     draw_in_place: bool = True,
+    max_work: float | None = None,
     threads: int | None = None,
 ) -> ReplayPlan:
     """Check a recipe completely and plan its replay, allocating nothing real.
 
     Shape-propagates the program on the meta device, checks the tensor entries against it, plans
-    the execution and checks the memory it needs against ``max_bytes`` (default: what is
-    available).  Raises the :class:`RecipeError` a replay would raise before its first allocation.
+    the execution, checks the memory it needs against ``max_bytes`` (default: what is available)
+    and its estimated work against ``max_work`` (default: a minute plus an allowance for the
+    tensors it returns, :mod:`initrecipe.work`; the estimate is ``plan.work``).  Raises the
+    :class:`RecipeError` a replay would raise before its first allocation.
     """
     recipe = _as_recipe(recipe)
     device = torch.device(device)
@@ -323,6 +365,7 @@ def prepare_replay(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise TypeError(f"max_bytes must be a non-negative int, not {limit!r}")
     value_names = {t.value: t.name for t in reversed(recipe.tensors)}
+    _precheck_work(recipe, selected, max_work)
     # The whole program's storages bound what a full replay allocates: stop at the first
     # instruction over the limit, before even finishing the (meta) shape propagation.
     try:
@@ -340,6 +383,10 @@ def prepare_replay(
         computed_draws=computed,
     )
     needed = _check_memory(recipe, facts, actions, by_value, device, limit, max_bytes is not None, value_names)
+    work = estimate(recipe.program, facts.costs, (i for i, a in enumerate(actions) if a != Action.SKIP),
+                    _output_elements(facts, by_value), max_work, device)
+    if work.seconds > work.budget:
+        raise refuse(work, recipe.program)
     for i, ins in enumerate(recipe.program):
         if (isinstance(ins, RngRestore) and actions[i] != Action.SKIP and actions[ins.after] == Action.SKIP
                 and ins.after not in computed and not is_rng_instruction(recipe.program[ins.after])):
@@ -360,9 +407,40 @@ def prepare_replay(
     program = _bounded_program(recipe.program, facts, actions)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise TypeError(f"threads must be a positive int or None, not {threads!r}")
-    plan = ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, computed)
+    plan = ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, computed, work)
     plan.threads = threads
     return plan
+
+
+def _precheck_work(recipe: Recipe, selected: list[TensorEntry], max_work: float | None) -> None:
+    """Refuse, before analysing it, a program whose analysis alone would exceed the work budget
+    (the budget taken as large as the selected tensors could make it)."""
+    elements = sum({e.value: e.numel for e in selected}.values())
+    budget, explicit = work_budget(max_work, elements)
+    seconds = len(recipe.program) * CHECK_SECONDS
+    if seconds > budget:
+        n = len(recipe.program)
+        raise refuse(WorkEstimate(seconds, 0.0, 0.0, 0, n, (-1, 0.0), elements, budget, explicit), recipe.program,
+                     f"checking this recipe's {n} instructions")
+
+
+def _output_elements(facts: ProgramFacts, values: Iterable[int]) -> int:
+    """Elements of the tensors ``values`` as the memory holding them counts them: once per storage,
+    however many values view it, and never more than the storage holds."""
+    per_storage: dict[int, list[int]] = {}  # storage -> [elements of its values, smallest itemsize]
+    for v in values:
+        meta = facts.values[v]
+        entry = per_storage.get(meta.storage)
+        if entry is None:
+            per_storage[meta.storage] = [meta.numel, meta.dtype.itemsize]
+        else:
+            entry[0] += meta.numel
+            entry[1] = min(entry[1], meta.dtype.itemsize)
+    total = 0
+    for storage, (elements, itemsize) in per_storage.items():
+        nbytes = max(facts.storage_nbytes.get(storage, 0), facts.storage_grown.get(storage, 0))
+        total += min(elements, nbytes // max(itemsize, 1))
+    return total
 
 
 def _run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
@@ -558,6 +636,7 @@ def replay(
     names: NameFilter = None,
     max_bytes: int | None = None,
     shards: ShardRequest = None,
+    max_work: float | None = None,
     threads: int | None = None,
 ) -> dict[str, torch.Tensor] | M:
     """Materialize a recipe's parameters and buffers, or only some of them, or slices of them.
@@ -573,6 +652,10 @@ def replay(
             (``MemAvailable`` from ``/proc/meminfo``; for a CUDA ``device`` the tensors must also
             fit the free memory ``torch.cuda.mem_get_info`` reports).
         shards: only a slice of some tensors (see :func:`iter_replay`); not with ``into``.
+        max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
+            replay estimated at more than this many seconds of work on the reference CPU.
+            Default: a minute, plus 0.1 µs per element of the tensors it returns (see
+            :mod:`initrecipe.work`); ``math.inf`` for no limit.
         threads: worker threads for large random fills (default: one per core); the bits do not
             depend on it.
 
@@ -598,7 +681,7 @@ def replay(
     result: dict[str, torch.Tensor] = {}
     with _gc_paused():
         for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes, shards=shards,
-                                           threads=threads):
+                                           max_work=max_work, threads=threads):
             first = entries[0]
             obj = torch.nn.Parameter(tensor, requires_grad=first.requires_grad) if first.kind == "parameter" else tensor
             for entry in entries:

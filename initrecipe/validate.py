@@ -14,8 +14,9 @@ anything real is allocated:
    (arguments each operator accepts, views inside their storage, tensor entries matching what the
    program builds), generator states torch accepts;
 6. resources: the memory a replay would allocate, against ``max_bytes`` (default: what is available),
-   and the data its operators would touch, against a multiple of that memory (no hours of work in
-   a few bytes).
+   and the work it would do, estimated from the shapes, against ``max_work`` (default: a minute
+   plus an allowance for the tensors it returns; :mod:`initrecipe.work`): no hours of work in a
+   few bytes.  :func:`check_report` also gives the estimate.
 
 Example:
     >>> import initrecipe, torch
@@ -28,17 +29,33 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .errors import RecipeError
 from .interpreter import state_tensor
 from .program import RngSetState
 from .recipe import Recipe, Source, load
+from .work import WorkEstimate, WorkLimitError
 
-__all__ = ["check"]
+__all__ = ["check", "check_report", "CheckReport"]
 
 
-def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash: bool = True) -> list[str]:
+@dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check_report` found: the problems, and the estimated work of a full replay."""
+
+    findings: list[str]
+    work: WorkEstimate | None  # None when the recipe could not be planned (see ``findings``)
+
+    @property
+    def valid(self) -> bool:
+        return not self.findings
+
+
+def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash: bool = True,
+          max_work: float | None = None) -> list[str]:
     """Every problem found in a recipe, without replaying it; an empty list when it is valid.
 
     Each finding is one message naming the location of the problem (``program[12].args[0]:
@@ -50,6 +67,22 @@ def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash:
         max_bytes: the memory a replay may allocate (default: the memory available now, as
             :func:`initrecipe.replay` uses).
         verify_hash: check the stored content hash.
+        max_work: the work a replay may take, in seconds on the reference CPU (default: as
+            :func:`initrecipe.replay`, a minute plus an allowance for the tensors it returns).
+    """
+    return check_report(source, max_bytes=max_bytes, verify_hash=verify_hash, max_work=max_work).findings
+
+
+def check_report(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash: bool = True,
+                 max_work: float | None = None) -> CheckReport:
+    """:func:`check`, with the estimated work of a full replay (``report.work``, see
+    :mod:`initrecipe.work`): what ``initrecipe check`` prints.
+
+    Example:
+        >>> import initrecipe, torch
+        >>> report = check_report(initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0))
+        >>> report.findings, report.work.seconds < report.work.budget
+        ([], True)
     """
     if isinstance(source, Recipe):
         recipe = source
@@ -57,7 +90,7 @@ def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash:
         try:
             recipe = load(source, verify_hash=verify_hash)
         except RecipeError as exc:
-            return [str(exc)]
+            return CheckReport([str(exc)], None)
     findings: list[str] = []
     probe = torch.Generator(device="cpu")
     for i, ins in enumerate(recipe.program):
@@ -69,8 +102,11 @@ def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash:
                 break
     from .replay import prepare_replay
 
+    work = None
     try:
-        prepare_replay(recipe, max_bytes=max_bytes)
+        work = prepare_replay(recipe, max_bytes=max_bytes, max_work=max_work).work
     except RecipeError as exc:
         findings.append(str(exc))
-    return findings
+        if isinstance(exc, WorkLimitError):
+            work = exc.estimate
+    return CheckReport(findings, work)

@@ -1,10 +1,8 @@
 #!/usr/bin/env python3
 """Stand-alone reader of init-recipe files (schema/FORMAT.md, formats 1.0 and 1.1): checks one and
-prints its tensor table.
-
-Needs only msgpack and the standard library; it does not import initrecipe and does not replay
-(building the tensors means running the program with PyTorch).  Usage:
-    python reference_reader.py MODEL.recipe
+prints its tensor table.  Needs only msgpack and the standard library; it does not import
+initrecipe and does not replay (building the tensors means running the program with PyTorch).
+Usage: python reference_reader.py MODEL.recipe
 """
 import hashlib
 import sys
@@ -15,8 +13,14 @@ READS = (1, 1)  # the newest format version this reader implements (and every ol
 BODY = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 
 
-def read(data: bytes) -> dict:
-    doc = msgpack.unpackb(data, raw=False, strict_map_key=True)  # trailing bytes raise ExtraData
+def unique_keys(pairs: list) -> dict:  # a repeated key would let two readers read one file two ways
+    if len({k for k, _ in pairs}) != len(pairs) or not all(type(k) is str for k, _ in pairs):
+        raise ValueError("a map has a repeated or non-string key")
+    return dict(pairs)
+
+
+def read(data: bytes) -> dict:  # trailing bytes raise ExtraData, ext types exceed max_ext_len
+    doc = msgpack.unpackb(data, raw=False, strict_map_key=True, object_pairs_hook=unique_keys, max_ext_len=0)
     if not isinstance(doc, dict) or doc.get("format") != "initrecipe":
         raise ValueError("not an init recipe")
     version = doc.get("version")

@@ -23,6 +23,7 @@ from initrecipe.cli import main as cli_main
 from initrecipe.program import Call, GenRef, Literal, Ref
 from initrecipe.recipe import Recipe, TensorEntry
 from initrecipe.validate import check
+from initrecipe.work import WorkLimitError
 
 KEYS = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 MiB = 1 << 20
@@ -588,12 +589,14 @@ def test_a_few_bytes_stretched_to_a_trillion_elements_is_refused_as_hours_of_wor
         [TensorEntry("z", 0, "buffer", (1,), torch.float32, False, True)],
     )
     start = time.perf_counter()
-    raises(initrecipe.ResourceLimitError,
-           "program[2]: `aten.fill_.Scalar` touches 3.6 TiB of data (one of its tensors has shape [1000000, 1000000]: "
-           "1000000000000 elements); the recipe's operators would touch 3.6 TiB in all, more than 64 times the "
-           "4 bytes it allocates (or 4.0 GiB): replaying it would take hours, not seconds",
-           initrecipe.replay, bomb)
-    assert "take hours" in check(bomb)[0]
+    err = raises(WorkLimitError,
+                 "replaying this recipe is estimated at 33.3 min of work on the reference CPU (it runs 3 of its 3 "
+                 "instructions; 3.6 TiB of memory traffic), more than the default budget of 60 s (60 s, plus 0.1 µs "
+                 "for the 1 element it returns); the costliest instruction is program[2], `aten.fill_.Scalar` "
+                 "(33.3 min). Pass a larger `max_work` (seconds; CLI: --max-work) to replay it anyway",
+                 initrecipe.replay, bomb)
+    assert isinstance(err, initrecipe.ResourceLimitError)
+    assert "estimated at 33.3 min of work" in check(bomb)[0]
     assert time.perf_counter() - start < 1
 
 
@@ -646,7 +649,7 @@ def test_the_package_has_no_way_to_run_code_from_a_file():
 def test_only_the_allowlist_resolves_names_read_from_a_file():
     # On the path from a file to tensors, `getattr` appears only in ops.py, after the allowlist check.
     replay_path = ["recipe.py", "program.py", "analysis.py", "interpreter.py", "replay.py", "validate.py",
-                   "errors.py", "rng.py"]
+                   "errors.py", "rng.py", "work.py"]
     for name in replay_path:
         text = (PACKAGE / name).read_text()
         assert "getattr(" not in text and "__dict__" not in text and "globals()" not in text, name
@@ -678,7 +681,9 @@ def test_cli_check(tmp_path, base, capsys):
     bad = tmp_path / "bad.recipe"
     bad.write_bytes(edited(base, _set(("program", 2, 3, 0, "t"), 99)))
     assert cli_main(["check", str(good)]) == 0
-    assert capsys.readouterr().out == f"{good}: ok\n"
+    assert re.fullmatch(re.escape(f"{good}: ok (replay estimated at ") + r"\d+(\.\d+)? µs" + re.escape(
+        " of work (it runs 9 of its 9 instructions; 32 bytes of memory traffic), budget 60 s)\n"),
+        capsys.readouterr().out)
     assert cli_main(["check", str(bad)]) == 1
     assert capsys.readouterr().out == (
         f"{bad}: program[2].args[0].t: reference to undefined tensor 99 "
@@ -688,7 +693,11 @@ def test_cli_check(tmp_path, base, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["valid"] is False and doc["findings"][0].startswith("program[2].args[0].t: reference")
     assert cli_main(["check", str(good), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"recipe": str(good), "valid": True, "findings": []}
+    doc = json.loads(capsys.readouterr().out)
+    work = doc.pop("work")
+    assert doc == {"recipe": str(good), "valid": True, "findings": []}
+    assert work["instructions"] == work["checked_instructions"] == 9 and work["bytes"] == 32
+    assert 0 < work["seconds"] < 0.01 and work["budget_seconds"] == pytest.approx(60 + 8e-7)
     assert cli_main(["check", str(tmp_path / "missing.recipe")]) == 1
     assert "does not exist" in capsys.readouterr().out
     assert cli_main(["check", str(good), "--max-bytes", "10"]) == 1
