@@ -232,27 +232,17 @@ def randperm_many() -> bytes:
     return p.file()
 
 
-def _fill_program(count: int, numel: int) -> bytes:
-    p = Program()
-    x = p.zeros([numel])
-    op = p.op("aten.fill_.Scalar")
-    ref = x
-    p.program.extend([0, op, [None], [ref, 1], {}] for _ in range(count))
-    p.entry("x", x, [numel])
-    return p.file()
-
-
 @attack
 def million_instructions() -> bytes:
-    """10^6 instructions, each a ``fill_`` of 10^6 floats (4 MiB): 10^6 x 1.6 ms of memory traffic."""
-    return _fill_program(1_000_000, 1_000_000)
-
-
-@attack
-def million_cheap_instructions() -> bytes:
-    """10^6 instructions of ``fill_`` into one float: seconds of work, under the budget, but ~12 MB:
-    refused by a caller-given ``max_work`` without analysing the program (the table's variant)."""
-    return _fill_program(1_000_000, 1)
+    """10^6 instructions (12 MB), each a ``fill_`` of one float: half a minute of checking on the
+    reference CPU, under the default budget, so it replays (the last fill is the only live one);
+    a caller's ``max_work=10`` refuses it from its length alone, before any analysis."""
+    p = Program()
+    x = p.zeros([1])
+    op = p.op("aten.fill_.Scalar")
+    p.program.extend([0, op, [None], [x, 1], {}] for _ in range(1_000_000))
+    p.entry("x", x, [1])
+    return p.file()
 
 
 @attack
@@ -294,6 +284,34 @@ def views_of_one_storage() -> bytes:
         views.append(v)
     for k, v in enumerate(views):
         p.entry(f"v.{k}", v, [])
+    return p.file()
+
+
+@attack
+def tied_entries_portable() -> bytes:
+    """rng='portable': one [1024] storage drawn with ``uniform_`` under one key, named by 25 000 tied
+    entries (~1 MB): sliceable, so each shard request plans a slice-only program."""
+    p = Program(rng="portable", seed=0, generators=0)
+    x = p.call("aten.empty.memory_format", [[1024]], {"dtype": F32, **CPU})
+    p.call("aten.uniform_.default", [x, -1.0, 1.0], {"generator": {"key": ["layers.0.w", 0]}}, outs=0)
+    for k in range(25_000):
+        p.entry(f"layers.{k}.w", x, [1024])
+    return p.file()
+
+
+@attack
+def views_of_one_storage_portable() -> bytes:
+    """rng='portable': 8 000 row views ([8]) of one [8000, 8] storage, each drawn under its own key
+    and named (~1 MB)."""
+    p = Program(rng="portable", seed=0, generators=0)
+    x = p.call("aten.empty.memory_format", [[8000, 8]], {"dtype": F32, **CPU})
+    views = []
+    for k in range(8000):
+        v = p.call("aten.select.int", [x, 0, k])
+        p.call("aten.uniform_.default", [v, -1.0, 1.0], {"generator": {"key": [f"rows.{k}", 0]}}, outs=0)
+        views.append(v)
+    for k, v in enumerate(views):
+        p.entry(f"rows.{k}", v, [8])
     return p.file()
 
 
