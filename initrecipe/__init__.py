@@ -24,6 +24,7 @@ from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E40
 from .sharding import Box, Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
 from .diff import RecipeDiff, diff  # noqa: E402
+from .work import WorkLimitError  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ __all__ = [
     "UnsupportedVersionError",
     "RecipeIntegrityError",
     "ResourceLimitError",
+    "WorkLimitError",
     "RecordError",
     "ReplayError",
     "__version__",

@@ -520,10 +520,24 @@ _PRECONDITIONS = {
 }
 
 
-# ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly.  Up to
-# _PROBE_RANDPERM_N the probe finds that itself (int8, uint8, int16 and float16 stop below it).
-_PROBE_RANDPERM_N = 65537
-_RANDPERM_LIMITS = {torch.float32: 2**24 + 1, torch.float64: 2**53 + 1, torch.int32: 2**31}
+# ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly: integer
+# dtypes need ``n - 1 <= max``, float16/float32/float64 ``n <= 2**(mantissa bits + 1) + 1``
+# (bfloat16 is not checked by torch).  Checked by rule, so that the probe draws at most
+# _PROBE_RANDPERM_N values however large ``n`` is: a recipe of 10**4 randperm calls must not cost
+# 10**4 real permutations to check.
+_PROBE_RANDPERM_N = 2
+_RANDPERM_FLOAT_LIMITS = {torch.float16: 2**11 + 1, torch.float32: 2**24 + 1, torch.float64: 2**53 + 1}
+
+
+def _randperm_limit(dtype: torch.dtype) -> int | None:
+    """The largest ``n`` torch's CPU ``randperm`` accepts for ``dtype`` (None: not limited by it)."""
+    if dtype in _RANDPERM_FLOAT_LIMITS:
+        return _RANDPERM_FLOAT_LIMITS[dtype]
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        return None  # bfloat16 is unchecked; the probe finds the dtypes randperm does not implement
+    return torch.iinfo(dtype).max + 1
+
+
 _PROBE_GENERATOR: list[torch.Generator] = []
 
 
@@ -566,9 +580,9 @@ def _random_call_problem(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) 
         dtype = kwargs.get("dtype") or (args[names.index("dtype")] if "dtype" in names and names.index("dtype") < len(args) else None)
         dtype = dtype if isinstance(dtype, torch.dtype) else torch.int64
         if type(n) is int and n > _PROBE_RANDPERM_N:
-            limit = _RANDPERM_LIMITS.get(dtype)
+            limit = _randperm_limit(dtype)
             if limit is not None and n > limit:
-                return f"randperm of {n} values cannot be represented exactly in {dtype}"
+                return f"randperm of {n} values cannot be represented exactly in {dtype} (at most {limit})"
             n = _PROBE_RANDPERM_N
         if probe_args:
             probe_args[0] = n

@@ -16,6 +16,7 @@ import torch
 
 from . import __version__
 from .errors import RecipeError, RecipeFormatError, RecipeIntegrityError, UnsupportedVersionError
+from .gcpause import pausing_gc
 from .ops import ALLOWED_OPERATORS
 from .program import (
     DTYPES,
@@ -429,6 +430,7 @@ def _not_a_recipe(data: bytes, detail: str) -> RecipeFormatError:
     return RecipeFormatError(detail)
 
 
+@pausing_gc
 def load(source: Source, *, verify_hash: bool = True) -> Recipe:
     """Read a recipe from a path, bytes, or a binary file object.
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 import os
 from typing import Callable, Iterable, Iterator, Mapping, TypeVar, Union
@@ -22,6 +20,7 @@ from .analysis import (
     repeat_interleave_output_size,
 )
 from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
+from .gcpause import gc_paused, pausing_gc
 from . import cpu_generator
 from .generator_positions import modelled_draws
 from .interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
@@ -192,6 +191,7 @@ def sliceable(recipe: RecipeSource, name: str) -> bool:
     return name in sliceable_names(recipe, [name])
 
 
+@pausing_gc
 def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) -> set[str]:
     """The names (of ``names``, default all) whose shards are generated slice-only (see :func:`sliceable`)."""
     recipe = _as_recipe(recipe)
@@ -337,6 +337,7 @@ class ReplayPlan:
         self.threads: int | None = None  # worker threads for large random fills (None: one per core)
 
 
+@pausing_gc
 def prepare_replay(
     recipe: RecipeSource,
     *,
@@ -615,19 +616,6 @@ def _bounded_program(program: list[Instruction], facts: ProgramFacts, actions: l
     return patched if patched is not None else program
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector: replay makes no reference cycles, and a full
-    collection over a process's objects (torch's and the user's) costs tens of milliseconds."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def replay(
     recipe: RecipeSource,
     *,
@@ -679,7 +667,7 @@ def replay(
     if into is not None:
         _check_module_names(recipe, into)
     result: dict[str, torch.Tensor] = {}
-    with _gc_paused():
+    with gc_paused():
         for entries, tensor in iter_replay(recipe, device=device, names=names, max_bytes=max_bytes, shards=shards,
                                            max_work=max_work, threads=threads):
             first = entries[0]

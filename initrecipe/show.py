@@ -16,6 +16,7 @@ from typing import Any
 
 from .describe import Describer, Init
 from .display import count_text, dtype_text, pack, safe, shape_text, size_text
+from .gcpause import pausing_gc
 from .lineage import Interner, Lineage, analyse
 from .namegroups import collapse
 from .program import Call, GenRef, PortableKey
@@ -286,6 +287,7 @@ def checked_lineage(recipe: Recipe, interner: Interner | None = None) -> Lineage
     return analyse(recipe, interner=interner, facts=facts)
 
 
+@pausing_gc
 def summarize(recipe: Recipe, *, label: str | None = None, interner: Interner | None = None,
               describer: Describer | None = None) -> RecipeSummary:
     """Describe a recipe for ``show``: settings, counts, and how every tensor is initialized.

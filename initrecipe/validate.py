@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import RecipeError
+from .gcpause import pausing_gc
 from .interpreter import state_tensor
 from .program import RngSetState
 from .recipe import Recipe, Source, load
@@ -73,6 +74,7 @@ def check(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash:
     return check_report(source, max_bytes=max_bytes, verify_hash=verify_hash, max_work=max_work).findings
 
 
+@pausing_gc
 def check_report(source: Source | Recipe, *, max_bytes: int | None = None, verify_hash: bool = True,
                  max_work: float | None = None) -> CheckReport:
     """:func:`check`, with the estimated work of a full replay (``report.work``, see
