@@ -40,6 +40,23 @@ from initrecipe.convert import OutputExistsError, OutputWriteError, to_safetenso
 from initrecipe.recipe import compute_hash
 
 
+@pytest.fixture(autouse=True)
+def _signals_as_in_a_terminal():
+    """Give SIGINT, SIGTERM and SIGHUP the dispositions of a terminal session.  A test run started
+    in the background (`cmd &`, `nohup`) inherits them ignored, and initrecipe rightly leaves
+    ignored signals alone; these tests are about a user's Ctrl-C and kill.  Child processes inherit
+    the defaults."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 # --------------------------------------------------------------------------- helpers
 def small_recipe(n: int = 3) -> initrecipe.Recipe:
     def build() -> nn.Module:
