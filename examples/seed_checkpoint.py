@@ -48,8 +48,12 @@ def rank_main(rank: int, world_size: int, folder: str) -> None:
     loss.backward()
     if rank == 0:
         print(f"{world_size} ranks filled {sum(1 for _ in model.parameters())} sharded parameters from the recipe; "
-              f"gathered weights equal the replay; loss {loss.item():.4f}")
+              f"gathered weights equal the replay; loss {loss.item():.4f}", flush=True)
+    dist.barrier()  # no rank tears down while another still talks to it
     dist.destroy_process_group()
+    # The work is done: skip interpreter finalization, where gloo's worker threads now and then
+    # abort the process ("terminate called without an active exception").
+    os._exit(0)
 
 
 def main() -> int:

@@ -101,6 +101,7 @@ def rank_main(rank: int, world: int, folder: str, config: str, system: str) -> N
         json.dump(result, f)
     dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)  # skip finalization: gloo's threads can abort it ("terminate called without an active exception")
 
 
 def run(world: int, folder: str, config: str, system: str) -> list[dict[str, Any]]:

@@ -91,7 +91,9 @@ def rank_main(rank: int, world: int, folder: str) -> None:
         }
     with open(f"{folder}/rank{rank}.json", "w") as f:
         json.dump(report, f)
+    dist.barrier()
     dist.destroy_process_group()
+    os._exit(0)  # skip finalization: gloo's threads can abort it ("terminate called without an active exception")
 
 
 def main() -> int:
