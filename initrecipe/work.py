@@ -8,8 +8,8 @@ the meta-device analysis computes, what every instruction it would execute costs
 budget.
 
 Work is counted in **reference seconds**: the time the operators take on the machine the rates
-below were measured on (``tools/calibrate_work.py``; the numbers and the command are in
-``schema/FORMAT.md``, section 10.2).  Each instruction that runs costs :data:`INSTRUCTION_SECONDS`
+below were measured on (``tools/calibrate_work.py``; the method, the command and the attack
+corpus are in ``docs/SAFETY.md``).  Each instruction that runs costs :data:`INSTRUCTION_SECONDS`
 plus its data: bytes read and written at :data:`MEMORY_BYTES_PER_SECOND`, elements of random
 fills, transcendental functions and indexing at their own rates, ``2·m·n·k`` floating-point
 operations per matrix product, ``n·log2(n)`` comparisons per sort, ``m·n·min(m, n)`` per QR,
@@ -70,7 +70,7 @@ draws per element, several times what initializing a real model's weights takes.
 
 # --------------------------------------------------------------------------- the rates
 # Measured with `tools/calibrate_work.py` on the reference machine (2 cores, torch 2.13.0, 2
-# threads) and rounded down; schema/FORMAT.md section 10.2 lists them with the measurements.
+# threads) and rounded down; docs/SAFETY.md describes the method.
 INSTRUCTION_SECONDS = 5e-6
 """Executing one instruction, beyond the data it touches."""
 CHECK_SECONDS = 3e-5

@@ -260,25 +260,25 @@ def dead_empty_100gib() -> bytes:
 
 # --------------------------------------------------------------------------- super-linear passes
 @attack
-def tied_entries() -> bytes:
+def tied_entries(n: int = 28_000) -> bytes:
     """One storage written by 100 ``fill_`` and named by 28 000 tied entries (~1 MB)."""
     p = Program()
     x = p.zeros([16])
     for k in range(100):
         p.call("aten.fill_.Scalar", [x, float(k)], outs=0)
-    for k in range(28_000):
+    for k in range(n):
         p.entry(f"layers.{k}.w", x, [16])
     return p.file()
 
 
 @attack
-def views_of_one_storage() -> bytes:
+def views_of_one_storage(n: int = 16_000) -> bytes:
     """16 000 views of one storage, each written in place (``fill_``) and each named (~1 MB): every
     name's program is every write into the storage."""
     p = Program()
-    x = p.zeros([16_000])
+    x = p.zeros([n])
     views = []
-    for k in range(16_000):
+    for k in range(n):
         v = p.call("aten.select.int", [x, 0, k])
         p.call("aten.fill_.Scalar", [v, k], outs=0)
         views.append(v)
@@ -288,25 +288,25 @@ def views_of_one_storage() -> bytes:
 
 
 @attack
-def tied_entries_portable() -> bytes:
+def tied_entries_portable(n: int = 25_000) -> bytes:
     """rng='portable': one [1024] storage drawn with ``uniform_`` under one key, named by 25 000 tied
     entries (~1 MB): sliceable, so each shard request plans a slice-only program."""
     p = Program(rng="portable", seed=0, generators=0)
     x = p.call("aten.empty.memory_format", [[1024]], {"dtype": F32, **CPU})
     p.call("aten.uniform_.default", [x, -1.0, 1.0], {"generator": {"key": ["layers.0.w", 0]}}, outs=0)
-    for k in range(25_000):
+    for k in range(n):
         p.entry(f"layers.{k}.w", x, [1024])
     return p.file()
 
 
 @attack
-def views_of_one_storage_portable() -> bytes:
+def views_of_one_storage_portable(n: int = 8_000) -> bytes:
     """rng='portable': 8 000 row views ([8]) of one [8000, 8] storage, each drawn under its own key
     and named (~1 MB)."""
     p = Program(rng="portable", seed=0, generators=0)
-    x = p.call("aten.empty.memory_format", [[8000, 8]], {"dtype": F32, **CPU})
+    x = p.call("aten.empty.memory_format", [[n, 8]], {"dtype": F32, **CPU})
     views = []
-    for k in range(8000):
+    for k in range(n):
         v = p.call("aten.select.int", [x, 0, k])
         p.call("aten.uniform_.default", [v, -1.0, 1.0], {"generator": {"key": [f"rows.{k}", 0]}}, outs=0)
         views.append(v)
