@@ -102,6 +102,9 @@ class _Recorder:
         self.pinned: list[bool] = []  # gen id -> its current stream is pinned
         self.pinned_at: dict[int, bool] = {}  # RNG instruction index -> pinned when it ran
         self.origin: int | None = None  # the instruction that positions the default generator first
+        # Calls replay cannot execute (outside the allowlist), by index -> the refusal to raise if
+        # their result is ever needed: its values read while recording, or reaching a model tensor.
+        self.unreplayable: dict[int, str] = {}
 
     # ------------------------------------------------------------------ emitting
     def _emit_rng(self, ins: Instruction) -> int:
@@ -264,7 +267,10 @@ class _Recorder:
             self.ref(args[1])
             return func(*args, **kwargs)
         if func._schema.name.split("::")[-1] not in _METADATA_INPLACE:
-            check_recordable(func, lambda: _call_context(args, kwargs))
+            try:
+                check_recordable(func, lambda: _call_context(args, kwargs))
+            except RecordError as refusal:
+                return self._record_unreplayable(func, name, args, kwargs, refusal)
         if func is _DETACH and isinstance(args[0], FakeTensor) and not kwargs:
             # `nn.Parameter(...)` and `.data` detach every tensor: build the alias directly, which
             # is several times cheaper than a FakeTensorMode dispatch.
@@ -295,6 +301,34 @@ class _Recorder:
             return self._run_for_real(func, args, kwargs, pending)
         self._commit(pending, args, kwargs, out)
         return out
+
+    def _record_unreplayable(
+        self, func: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict, refusal: RecordError
+    ) -> Any:
+        """Record a call replay cannot execute, on shapes only, and defer its refusal.
+
+        Constructors run such calls for their shapes (torchvision's SSDLite runs its backbone on
+        a dummy image to count output channels).  The call is recorded like any other; if replay
+        would ever need it (its values are read while recording, or reach a model tensor), the
+        recording is refused with ``refusal`` then.  A random operator is refused at once: its
+        draws move the generator every later draw starts from.
+        """
+        info = OpInfo(name, func)
+        if info.is_random or generator_overload(func) is not None:
+            raise refusal
+        pending = (info, [self.encode(a) for a in args], {k: self.encode(v) for k, v in kwargs.items()}, None)
+        try:
+            out = func(*args, **kwargs)
+        except (DataDependentOutputException, DynamicOutputShapeException):
+            raise refusal from None  # its output's shape depends on its values: replay must run it
+        self.unreplayable[self._commit(pending, args, kwargs, out)] = str(refusal)
+        return out
+
+    def refuse_if_unreplayable(self, needed: Iterator[int], why: str) -> None:
+        """Raise the deferred refusal of the first unreplayable call among ``needed``."""
+        for index in needed:
+            if index in self.unreplayable:
+                raise RecordError(f"{self.unreplayable[index]} ({why})")
 
     def _prepare(
         self, func: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict
@@ -386,6 +420,9 @@ class _Recorder:
         available = {s: as_of for s, (_, as_of) in self.cache.items() if as_of < end}
         offered = dict(available)
         actions = plan_execution(self.program, self.facts, [vid], end=end, advance_dead_draws=False, available=available)
+        if self.unreplayable:
+            self.refuse_if_unreplayable((i for i, a in enumerate(actions) if a == Action.RUN),
+                                        "the constructor reads values computed from its result while it runs")
         program: list[Instruction] = self.program
         portable: PortableContext | None = None
         if self.rng == "portable":
@@ -863,6 +900,12 @@ def _record_once(
     for i in portable:  # planned as draws that advance no generator; their keys come below
         program[i] = _with_key(program[i], PortableKey("", 0))
     actions = plan_execution(program, recorder.facts, {e.value for e in entries}, advance_dead_draws=True)
+    if recorder.unreplayable:
+        recorder.refuse_if_unreplayable((i for i in recorder.unreplayable if actions[i] != Action.SKIP),
+                                        "its result reaches the model's parameters or buffers")
+        needed = _needed_instructions(program, actions, set())
+        recorder.refuse_if_unreplayable((i for i in recorder.unreplayable if needed[i]),
+                                        "a discarded random draw on its result moves the generator for the draws after it")
     drop = _key_portable_draws(recorder, program, entries, portable, actions) if rng == "portable" else set()
     keys = [_key_of(program[i]) if actions[i] == Action.RUN else None for i in portable]
     program, entries = _compact(program, recorder.facts, entries, actions, drop)
@@ -982,16 +1025,7 @@ def _compact(
 ) -> tuple[list[Instruction], list[TensorEntry]]:
     """Drop instructions the outputs do not need (SKIP in ``actions``, a plan for all outputs, and
     those in ``drop``) and renumber values densely in definition order."""
-    keep = [a != Action.SKIP and i not in drop for i, a in enumerate(actions)]
-    # Dead draws run on scratch copies of their arguments' shapes: keep what defines those values.
-    wanted: set[int] = set()
-    for i in range(len(program) - 1, -1, -1):
-        ins = program[i]
-        defines = [ins.out] if isinstance(ins, Literal) else list(getattr(ins, "outs", ()))
-        if not keep[i] and any(v in wanted for v in defines if v is not None):
-            keep[i] = True
-        if keep[i] and isinstance(ins, Call):
-            wanted.update(call_refs(ins))
+    keep = _needed_instructions(program, actions, drop)
     new_index: dict[int, int] = {}
     renumber: dict[int, int] = {}
     compacted: list[Instruction] = []
@@ -1028,6 +1062,21 @@ def _compact(
         for e in entries
     ]
     return compacted, new_entries
+
+
+def _needed_instructions(program: list[Instruction], actions: list[Action], drop: set[int]) -> list[bool]:
+    """Which instructions a recipe keeps: those ``actions`` runs or advances (less ``drop``), and
+    what defines the values they use (dead draws run on scratch copies of their arguments' shapes)."""
+    keep = [a != Action.SKIP and i not in drop for i, a in enumerate(actions)]
+    wanted: set[int] = set()
+    for i in range(len(program) - 1, -1, -1):
+        ins = program[i]
+        defines = [ins.out] if isinstance(ins, Literal) else list(getattr(ins, "outs", ()))
+        if not keep[i] and any(v in wanted for v in defines if v is not None):
+            keep[i] = True
+        if keep[i] and isinstance(ins, Call):
+            wanted.update(call_refs(ins))
+    return keep
 
 
 def _renumber(value: Any, renumber: dict[int, int]) -> Any:

@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import initrecipe  # noqa: E402
+from initrecipe.validate import check  # noqa: E402
 from zoo_check import check_portable, check_torch_mode  # noqa: E402
 from zoo_vision_models import TIMM_CI, TORCHVISION_CI, timm_zoo, torchvision_zoo  # noqa: E402
 
@@ -45,21 +46,10 @@ def test_vision_portable_replay(label: str) -> None:
     check_portable(label, _model_fn(label), samples=3)
 
 
-def test_ssdlite_forward_pass_in_the_constructor_is_refused_clearly() -> None:
-    """torchvision's SSDLite measures its backbone's channels by running it on a dummy image
-    (``retrieve_out_channels``): a convolution, which replay cannot run.  The refusal names it,
-    the tensors it ran on, where it was called from and what to do."""
-    model_fn = torchvision_zoo()["ssdlite320_mobilenet_v3_large"]
-    for rng in ("torch", "portable"):
-        with pytest.raises(initrecipe.RecordError) as info:
-            initrecipe.record(model_fn, seed=0, rng=rng)
-        message = str(info.value)
-        assert message.startswith(
-            "unsupported operator `aten.convolution.default` called while recording (on tensors of shape "
-            "[1, 3, 320, 320] float32, [16, 3, 3, 3] float32, called from `"
-        ), message
-        assert "torch/nn/modules/conv.py:" in message and "in `_conv_forward`, reached from `" in message
-        assert "torchvision/models/detection/ssdlite.py:" in message
-        assert "in `forward`): initrecipe cannot replay it. " in message
-        assert message.endswith("Build this part of the model outside the recorded constructor, or open an issue "
-                                "asking for the operator to be added to the allowlist")
+def test_ssdlite_records_although_its_constructor_runs_the_backbone() -> None:
+    """torchvision's SSDLite counts its backbone's output channels by running it on a dummy
+    320x320 image (``retrieve_out_channels``): convolutions, which replay cannot run.  Only the
+    shapes are used, so the recipe holds none of it (the other checks of this model are above)."""
+    recipe = initrecipe.record(torchvision_zoo()["ssdlite320_mobilenet_v3_large"], seed=0)
+    assert not any(getattr(ins, "op", "").startswith("aten.convolution") for ins in recipe.program)
+    assert check(recipe.to_bytes()) == []
