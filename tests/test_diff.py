@@ -482,8 +482,10 @@ def test_git_diff_with_the_readme_textconv_names_the_changed_tensor(recipes, tmp
     config = next(line for line in readme.splitlines() if line.startswith("git config diff.initrecipe.textconv"))
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path), "PATH": str(Path(shutil.which("initrecipe")).parent)
-           + ":/usr/bin:/bin"}
+    # The `initrecipe` command of this interpreter's environment, activated or not.
+    scripts = Path(sys.executable).parent
+    assert (scripts / "initrecipe").exists(), f"no `initrecipe` command beside {sys.executable}: pip install -e ."
+    env = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(tmp_path), "PATH": f"{scripts}:/usr/bin:/bin"}
 
     def sh(command: str) -> str:
         return subprocess.run(command, shell=True, cwd=repo, env=env, check=True, capture_output=True,
