@@ -150,3 +150,23 @@ def test_later_draws_keep_eager_bits_after_an_unused_unreplayable_call():
             self.b = nn.Parameter(torch.randn(5))
 
     assert_replay_matches_eager(Model)
+
+
+def test_an_out_argument_that_is_a_parameter_is_refused():
+    def build(m):
+        m.w = nn.Parameter(torch.ones(6))
+        with torch.no_grad():
+            torch.special.i0e(torch.randn(6), out=m.w)
+
+    assert _refusal(build).startswith("unsupported operator `aten.special_i0e.out` called while recording")
+
+
+def test_a_result_copied_into_a_view_of_a_parameter_is_refused():
+    def build(m):
+        m.w = nn.Parameter(torch.ones(6))
+        with torch.no_grad():
+            m.w[::2].copy_(F.hardswish(torch.randn(3)))
+
+    message = _refusal(build)
+    assert message.startswith("unsupported operator `aten.hardswish.default` called while recording")
+    assert message.endswith("(its result reaches the model's parameters or buffers)")
