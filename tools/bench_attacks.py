@@ -21,7 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,18 +32,10 @@ from initrecipe import Shard  # noqa: E402
 from initrecipe.replay import iter_replay, prepare_replay, sliceable_names  # noqa: E402
 from initrecipe.show import summarize  # noqa: E402
 from initrecipe.validate import check  # noqa: E402
+from timing import best_seconds  # noqa: E402  (tools/ is the script's folder)
 
 MAX_BYTES = 4 << 30
 PASS_FILES = ["tied_entries", "views_of_one_storage", "tied_entries_portable", "views_of_one_storage_portable"]
-
-
-def best(fn: Callable[[], Any], repeats: int = 3) -> float:
-    out = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - start)
-    return out
 
 
 def passes(data: bytes) -> dict[str, float]:
@@ -56,14 +48,14 @@ def passes(data: bytes) -> dict[str, float]:
         summary.to_json()
 
     timings = {
-        "load": best(lambda: initrecipe.load(data)),
-        "check": best(lambda: check(data, max_bytes=MAX_BYTES)),
-        "show": best(show),
-        "sliceable_names": best(lambda: sliceable_names(recipe)),
-        "plan": best(lambda: prepare_replay(recipe, max_bytes=MAX_BYTES)),
+        "load": best_seconds(lambda: initrecipe.load(data)),
+        "check": best_seconds(lambda: check(data, max_bytes=MAX_BYTES)),
+        "show": best_seconds(show),
+        "sliceable_names": best_seconds(lambda: sliceable_names(recipe)),
+        "plan": best_seconds(lambda: prepare_replay(recipe, max_bytes=MAX_BYTES)),
     }
     if shards:
-        timings["sharded plan"] = best(lambda: iter_replay(recipe, shards=shards, max_bytes=MAX_BYTES))
+        timings["sharded plan"] = best_seconds(lambda: iter_replay(recipe, shards=shards, max_bytes=MAX_BYTES))
     return timings
 
 
@@ -84,7 +76,7 @@ def refusals() -> dict[str, float]:
                 return
             raise AssertionError(f"{name} replayed")
 
-        out[name] = best(refuse, repeats=1)
+        out[name] = best_seconds(refuse, repeats=1)
     return out
 
 

@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -30,19 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from initrecipe import samplers  # noqa: E402
 from initrecipe.samplers import KERNEL_AVAILABLE, sample_  # noqa: E402
+from timing import best_seconds  # noqa: E402  (tools/ is the script's folder)
 
 TARGET_NORMAL = 2e9
 KEY = (0x12345678, 0x9ABCDEF0)
 PARAMS = {"normal": (0.0, 0.02), "uniform": (-0.1, 0.1)}
-
-
-def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def measure(n: int, repeats: int) -> dict[str, Any]:
