@@ -30,11 +30,11 @@ from typing import Any, Hashable
 import torch
 
 from .display import dtype_text, number, shape_text, shortest_in
-from .lineage import Input, Step, TensorLineage, View
+from .lineage import Input, Lineage, Step, TensorLineage, View
 from .ops import op_info
 from .program import Call, GenRef, Literal, PortableKey, Ref
 
-__all__ = ["Param", "Init", "Describer", "index_text"]
+__all__ = ["Param", "Init", "Describer", "Uninitialized", "uninitialized_tensors", "index_text"]
 
 _CHAIN_LIMIT = 64  # steps of one storage looked at; longer histories are shown as their last steps
 _TEXT_LIMIT = 240  # characters of an operator-chain description
@@ -66,6 +66,11 @@ class Init:
     @property
     def recognised(self) -> bool:
         return self.function != "ops"
+
+    @property
+    def uninitialized(self) -> bool:
+        """Whether these are values no instruction wrote (an ``empty`` allocation, or a copy of one)."""
+        return self.function == "uninitialized"
 
 
 def _key_float(value: Any) -> Hashable:
@@ -280,6 +285,47 @@ class Describer:
             return Init(init.function, init.params, text, ("view", init.key, lineage.view))
         return init
 
+    def uninitialized_elements(self, lineage: TensorLineage) -> int | None:
+        """How many of the tensor's elements hold values no instruction wrote: 0 when none, its
+        ``numel`` when all; ``None`` for "some, not counted" (see :func:`uninitialized_tensors`).
+
+        The storage version's history since its creation or last full write is replayed on a
+        mask of the storage's elements: the first step sets it (uninitialized when
+        :meth:`version` describes that step alone as ``uninitialized``), each later write that
+        overwrites a view (``fill_``, ``copy_``, ``normal_``, out= arguments...) marks that view
+        written, or unwritten when it copies values no instruction wrote; read-modify-write steps
+        (``add_``, ``index_put_``...) leave the marks as they are.
+        """
+        total = lineage.view.numel
+        if lineage.step is None:
+            return total
+        chain: list[Step] = []
+        s: Step | None = lineage.step
+        while s is not None:
+            chain.append(s)
+            s = s.prev
+        chain.reverse()
+        base = chain[0]
+        marks: list[tuple[View, bool]] = []
+        for s in chain[1:]:
+            written = self._overwrite_mark(s)
+            if written is not None:
+                marks.append((s.view, written))
+        start = not self.version(base).uninitialized
+        if all(written == start for _, written in marks):
+            return 0 if start else total
+        return _count_unwritten(lineage.view, base.storage_view, start, marks)
+
+    def _overwrite_mark(self, step: Step) -> bool | None:
+        """For a write to part of a storage: True when it overwrites its view with values some
+        instruction wrote, False when with values none wrote, None when it reads what it writes."""
+        if not isinstance(step.ins, Call):
+            return True
+        if step.out == 0 and not op_info(step.ins.op).overwrites_self:
+            return None
+        as_init = self._base(_as_covering(step), step.storage_view.dtype)
+        return not (as_init is not None and as_init.uninitialized)
+
     def version(self, step: Step | None) -> Init:
         """The initialization of a storage version (None: never written)."""
         if step is None:
@@ -485,6 +531,115 @@ class Describer:
             if text is not None:
                 shown.append(f"{name}={text}")
         return _shorten(f"{packet}({', '.join(shown)})")
+
+
+_MASK_LIMIT = 1 << 27
+"""Largest mask (bytes, one per storage element or byte) :meth:`Describer.uninitialized_elements`
+builds to count the unwritten elements of a partly written storage; larger ones are not counted."""
+
+
+def _count_unwritten(tensor: View, storage: View, start: bool, marks: list[tuple[View, bool]]) -> int | None:
+    """Replay ``marks`` (view, written) on a mask of the storage (initially ``start``) and count
+    the tensor's unwritten elements; None when the mask would exceed :data:`_MASK_LIMIT`."""
+    views = [tensor, storage] + [v for v, _ in marks]
+    itemsize = storage.dtype.itemsize
+    by_byte = any(v.dtype.itemsize != itemsize for v in views)
+    geometry = [_mask_geometry(v, by_byte) for v in views]
+    size = max(_extent(*g) for g in geometry)
+    if size > _MASK_LIMIT:
+        return None
+    mask = torch.full((size,), start, dtype=torch.bool)
+    for (shape, stride, offset), (_, written) in zip(geometry[2:], marks):
+        if 0 in shape:
+            continue
+        # Expanded (stride-0) dimensions write the same elements again: write them once.
+        shape = tuple(1 if st == 0 else n for n, st in zip(shape, stride))
+        try:
+            mask.as_strided(shape, stride, offset).fill_(written)
+        except RuntimeError:  # a view whose elements overlap (unfold): write through their offsets
+            where = torch.arange(size).as_strided(shape, stride, offset).reshape(-1)
+            mask[where] = written
+    shape, stride, offset = geometry[0]
+    if 0 in shape:
+        return 0
+    unwritten = ~mask.as_strided(shape, stride, offset)
+    if by_byte:  # an element is unwritten when any of its bytes is
+        unwritten = unwritten.reshape(-1, tensor.dtype.itemsize).any(dim=1)
+    return int(unwritten.sum())
+
+
+def _mask_geometry(view: View, by_byte: bool) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    if not by_byte:
+        return view.shape, view.stride, view.offset
+    size = view.dtype.itemsize
+    return (*view.shape, size), (*(st * size for st in view.stride), 1), view.offset * size
+
+
+def _extent(shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
+    """One past the last element (or byte) a view reaches."""
+    if 0 in shape:
+        return offset
+    return offset + sum((n - 1) * st for n, st in zip(shape, stride)) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Uninitialized:
+    """A tensor replay leaves (fully or partly) uninitialized, as eager does: ``elements`` of its
+    ``numel`` elements hold whatever memory held, because no instruction wrote them (``None``:
+    some of them, not counted; a storage over the counting limit)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    numel: int
+    elements: int | None
+
+    @property
+    def partly(self) -> bool:
+        return self.elements != self.numel
+
+    @property
+    def why(self) -> str:
+        """Why, and what to do, in one sentence."""
+        if not self.partly:
+            return ("uninitialized: written by no instruction; eager gives whatever memory holds: "
+                    "initialize it in the constructor or with init_weights")
+        count = "some" if self.elements is None else f"{self.elements:,} of {self.numel:,}"
+        return (f"partly uninitialized: {count} elements written by no instruction; eager gives whatever "
+                "memory holds there: initialize all of it in the constructor or with init_weights")
+
+    def text(self) -> str:
+        """``name (shape) dtype: why`` (the name as stored: escape it before printing)."""
+        return f"`{self.name}` {shape_text(self.shape)} {dtype_text(self.dtype)} {self.why}"
+
+
+def uninitialized_tensors(lineage: Lineage, describer: Describer | None = None) -> list[Uninitialized]:
+    """Every tensor name of a recipe whose values replay would leave (fully or partly)
+    uninitialized, in recipe order; tied names are listed each.
+
+    The one decision behind ``show``'s ``uninitialized``, ``check``'s warnings, ``record``'s
+    :class:`~initrecipe.errors.UninitializedWarning` and ``diff``'s ``initialized`` changes.
+    Partial writes are counted element by element (a mask of the storage, built only for a
+    storage that is partly written; at most :data:`_MASK_LIMIT` bytes, above which the count is
+    ``None``).  Not traced: values computed *from* partly uninitialized tensors (a ``copy_`` of a
+    half-written buffer counts as written), and read-modify-write ops on uninitialized inputs
+    (``add_(torch.empty(...))``).
+
+    Example:
+        >>> import initrecipe, torch
+        >>> from initrecipe.lineage import analyse
+        >>> fn = lambda: torch.nn.ParameterDict({"w": torch.nn.Parameter(torch.empty(3, 4))})
+        >>> [u.text() for u in uninitialized_tensors(analyse(initrecipe.record(fn, seed=0)))]  # doctest: +SKIP
+        ['`w` (3, 4) float32 uninitialized: written by no instruction; ...']
+    """
+    describer = describer if describer is not None else Describer()
+    out = []
+    for t in lineage:
+        count = describer.uninitialized_elements(t)
+        if count != 0:
+            e = t.entry
+            out.append(Uninitialized(e.name, e.shape, e.dtype, t.view.numel, count))
+    return out
 
 
 def _as_covering(step: Step) -> Step:
