@@ -1,8 +1,9 @@
 """The ``initrecipe`` command line: a thin layer over the library.
 
-Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check or an
-initrecipe error, 2 usage errors (argparse's convention); ``diff`` follows diff(1): 0 identical,
-1 different, 2 trouble (an unreadable input or bad arguments).
+Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check (with
+``check --strict``, also a warning) or an initrecipe error, 2 usage errors (argparse's
+convention); ``diff`` follows diff(1): 0 identical, 1 different, 2 trouble (an unreadable input
+or bad arguments).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from . import __version__
 from .errors import RecipeError
 
 __all__ = ["main"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .describe import Uninitialized
 
 
 def _load_callable(spec: str) -> Callable[[], object]:
@@ -245,12 +250,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if findings or (warned and args.strict) else 0
 
 
-def _warning_json(u: object) -> dict[str, object]:
+def _warning_json(u: Uninitialized) -> dict[str, object]:
     """One ``check --json`` warning: an uninitialized tensor."""
-    from .describe import Uninitialized
     from .display import dtype_text
 
-    assert isinstance(u, Uninitialized)
     return {"kind": "uninitialized", "name": u.name, "shape": list(u.shape), "dtype": dtype_text(u.dtype),
             "numel": u.numel, "uninitialized_elements": u.elements, "message": u.why}
 
@@ -320,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_diff)
     _one_line_usage_errors(p)
 
-    p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings)")
+    p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings; --strict: on warnings too)")
     p.add_argument("recipe")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--strict", action="store_true",
