@@ -285,22 +285,23 @@ class Describer:
             return Init(init.function, init.params, text, ("view", init.key, lineage.view))
         return init
 
-    def uninitialized_elements(self, lineage: TensorLineage) -> int | None:
-        """How many of the tensor's elements hold values no instruction wrote: 0 when none, its
-        ``numel`` when all; ``None`` for "some, not counted" (see :func:`uninitialized_tensors`).
+    def uninitialized_elements(self, step: Step | None, views: list[View]) -> list[int | None]:
+        """For tensors showing ``views`` of one storage version ``step`` (None: never written), how
+        many of each one's elements hold values no instruction wrote: 0 when none, its ``numel``
+        when all; ``None`` for "some, not counted" (see :func:`uninitialized_tensors`).
 
-        The storage version's history since its creation or last full write is replayed on a
-        mask of the storage's elements: the first step sets it (uninitialized when
+        The version's history since its creation or last full write is replayed, once for all
+        the views, on a mask of the storage: the first step sets it (uninitialized when
         :meth:`version` describes that step alone as ``uninitialized``), each later write that
         overwrites a view (``fill_``, ``copy_``, ``normal_``, out= arguments...) marks that view
         written, or unwritten when it copies values no instruction wrote; read-modify-write steps
-        (``add_``, ``index_put_``...) leave the marks as they are.
+        (``add_``, ``index_put_``...) leave the marks as they are.  Time: linear in the history,
+        plus the mask when the history both writes and leaves unwritten.
         """
-        total = lineage.view.numel
-        if lineage.step is None:
-            return total
+        if step is None:
+            return [v.numel for v in views]
         chain: list[Step] = []
-        s: Step | None = lineage.step
+        s: Step | None = step
         while s is not None:
             chain.append(s)
             s = s.prev
@@ -313,8 +314,8 @@ class Describer:
                 marks.append((s.view, written))
         start = not self.version(base).uninitialized
         if all(written == start for _, written in marks):
-            return 0 if start else total
-        return _count_unwritten(lineage.view, base.storage_view, start, marks)
+            return [0 if start else v.numel for v in views]
+        return _count_unwritten(views, base.storage_view, start, marks)
 
     def _overwrite_mark(self, step: Step) -> bool | None:
         """For a write to part of a storage: True when it overwrites its view with values some
@@ -538,18 +539,19 @@ _MASK_LIMIT = 1 << 27
 builds to count the unwritten elements of a partly written storage; larger ones are not counted."""
 
 
-def _count_unwritten(tensor: View, storage: View, start: bool, marks: list[tuple[View, bool]]) -> int | None:
+def _count_unwritten(tensors: list[View], storage: View, start: bool,
+                     marks: list[tuple[View, bool]]) -> list[int | None]:
     """Replay ``marks`` (view, written) on a mask of the storage (initially ``start``) and count
-    the tensor's unwritten elements; None when the mask would exceed :data:`_MASK_LIMIT`."""
-    views = [tensor, storage] + [v for v, _ in marks]
+    each tensor view's unwritten elements; None each when the mask would exceed :data:`_MASK_LIMIT`."""
+    views = [storage] + [v for v, _ in marks] + tensors
     itemsize = storage.dtype.itemsize
     by_byte = any(v.dtype.itemsize != itemsize for v in views)
-    geometry = [_mask_geometry(v, by_byte) for v in views]
-    size = max(_extent(*g) for g in geometry)
+    size = max(_extent(*_mask_geometry(v, by_byte)) for v in views)
     if size > _MASK_LIMIT:
-        return None
+        return [None] * len(tensors)
     mask = torch.full((size,), start, dtype=torch.bool)
-    for (shape, stride, offset), (_, written) in zip(geometry[2:], marks):
+    for view, written in marks:
+        shape, stride, offset = _mask_geometry(view, by_byte)
         if 0 in shape:
             continue
         # Expanded (stride-0) dimensions write the same elements again: write them once.
@@ -559,13 +561,17 @@ def _count_unwritten(tensor: View, storage: View, start: bool, marks: list[tuple
         except RuntimeError:  # a view whose elements overlap (unfold): write through their offsets
             where = torch.arange(size).as_strided(shape, stride, offset).reshape(-1)
             mask[where] = written
-    shape, stride, offset = geometry[0]
-    if 0 in shape:
-        return 0
-    unwritten = ~mask.as_strided(shape, stride, offset)
-    if by_byte:  # an element is unwritten when any of its bytes is
-        unwritten = unwritten.reshape(-1, tensor.dtype.itemsize).any(dim=1)
-    return int(unwritten.sum())
+    counts: list[int | None] = []
+    for view in tensors:
+        shape, stride, offset = _mask_geometry(view, by_byte)
+        if 0 in shape:
+            counts.append(0)
+            continue
+        unwritten = ~mask.as_strided(shape, stride, offset)
+        if by_byte:  # an element is unwritten when any of its bytes is
+            unwritten = unwritten.reshape(-1, view.dtype.itemsize).any(dim=1)
+        counts.append(int(unwritten.sum()))
+    return counts
 
 
 def _mask_geometry(view: View, by_byte: bool) -> tuple[tuple[int, ...], tuple[int, ...], int]:
@@ -633,9 +639,16 @@ def uninitialized_tensors(lineage: Lineage, describer: Describer | None = None) 
         ['`w` (3, 4) float32 uninitialized: written by no instruction; ...']
     """
     describer = describer if describer is not None else Describer()
+    by_version: dict[int, list[TensorLineage]] = {}  # the tensors of one storage share its last version
+    for t in lineage:
+        by_version.setdefault(id(t.step), []).append(t)
+    counts: dict[str, int | None] = {}
+    for tensors in by_version.values():
+        found = describer.uninitialized_elements(tensors[0].step, [t.view for t in tensors])
+        counts.update((t.entry.name, n) for t, n in zip(tensors, found))
     out = []
     for t in lineage:
-        count = describer.uninitialized_elements(t)
+        count = counts[t.entry.name]
         if count != 0:
             e = t.entry
             out.append(Uninitialized(e.name, e.shape, e.dtype, t.view.numel, count))
