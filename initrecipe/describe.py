@@ -627,9 +627,11 @@ def uninitialized_tensors(lineage: Lineage, describer: Describer | None = None) 
     :class:`~initrecipe.errors.UninitializedWarning` and ``diff``'s ``initialized`` changes.
     Partial writes are counted element by element (a mask of the storage, built only for a
     storage that is partly written; at most :data:`_MASK_LIMIT` bytes, above which the count is
-    ``None``).  Not traced: values computed *from* partly uninitialized tensors (a ``copy_`` of a
-    half-written buffer counts as written), and read-modify-write ops on uninitialized inputs
-    (``add_(torch.empty(...))``).
+    ``None``).  Writes through index tensors (``index_put_``, ``scatter_``, ``masked_fill_``:
+    their reach depends on data) count as writing nothing.  Not traced: values computed *from*
+    partly uninitialized tensors (a ``copy_`` of a half-written buffer counts as written),
+    read-modify-write ops on uninitialized inputs (``add_(torch.empty(...))``) and the bytes a
+    ``resize_`` adds to a storage.
 
     Example:
         >>> import initrecipe, torch, warnings

@@ -349,3 +349,18 @@ def test_diff_against_a_checkpoint_lists_the_recipe_side(models, capsys, tmp_pat
     assert [u.name for u in d.uninitialized_a] == ["weight"] and d.uninitialized_b is None
     assert list(DIFF_SCHEMA.iter_errors(d.to_json())) == []
     assert "a: uninitialized: 1 tensor, `weight`\n" in d.text()
+
+
+def test_writes_through_index_tensors_count_as_writing_nothing():
+    # Their reach depends on data: the decision stays on the safe side (documented in the README).
+    def build() -> nn.Module:
+        m = nn.Module()
+        b = torch.empty(3)
+        b[torch.tensor([0, 1, 2])] = 1.0
+        m.register_buffer("b", b)
+        return m
+
+    recipe = quiet_record(build, seed=0)
+    assert recipe.uninitialized == [Uninitialized("b", (3,), torch.float32, 3, 3)]
+    torch.manual_seed(0)
+    assert torch.equal(initrecipe.replay(recipe)["b"], build().b)  # replay is still eager's
