@@ -364,3 +364,24 @@ def test_writes_through_index_tensors_count_as_writing_nothing():
     assert recipe.uninitialized == [Uninitialized("b", (3,), torch.float32, 3, 3)]
     torch.manual_seed(0)
     assert torch.equal(initrecipe.replay(recipe)["b"], build().b)  # replay is still eager's
+
+
+def test_audit_of_a_meta_device_flow_that_forgets_the_bias():
+    def meta_flow() -> nn.Module:
+        with torch.device("meta"):
+            m = nn.Linear(8, 8)
+        m.weight = nn.Parameter(torch.empty_like(m.weight, device="cpu"))
+        m.bias = nn.Parameter(torch.empty_like(m.bias, device="cpu"))
+        nn.init.normal_(m.weight)
+        return m
+
+    with pytest.warns(initrecipe.UninitializedWarning, match="leaves 1 tensor uninitialized, `bias`: "):
+        meta = initrecipe.record(meta_flow, seed=0)
+    d = initrecipe.diff(initrecipe.record(lambda: nn.Linear(8, 8), seed=0), meta)
+    assert d.newly_uninitialized == ["bias"] and not d.identical
+    texts = {c.name: [x.text for x in c.changes] for c in d.changed}
+    assert texts == {
+        "weight": ["init: kaiming_uniform_(a=sqrt(5)) -> normal_(mean=0.0, std=1.0)"],
+        "bias": ["initialized -> uninitialized: b's program never writes it",
+                 "init: uniform_(a=-1/sqrt(8), b=1/sqrt(8)) -> uninitialized"],
+    }
