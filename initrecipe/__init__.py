@@ -14,9 +14,11 @@ from .errors import (  # noqa: E402
     RecipeError,
     RecipeFormatError,
     RecipeIntegrityError,
+    RecipeWarning,
     RecordError,
     ReplayError,
     ResourceLimitError,
+    UninitializedWarning,
     UnsupportedVersionError,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
@@ -29,14 +31,14 @@ from .work import WorkLimitError  # noqa: E402
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .distributed import distribute, materialize
-    from .recorder import record
+    from .findings import record
 
 
 def __getattr__(name: str):
     # The recorder (and torch's fake-tensor machinery) loads only when used: a machine that only
     # replays recipes never imports it.  Likewise torch.distributed for `materialize`/`distribute`.
     if name == "record":
-        from .recorder import record
+        from .findings import record
 
         return record
     if name in ("materialize", "distribute"):
@@ -69,5 +71,7 @@ __all__ = [
     "WorkLimitError",
     "RecordError",
     "ReplayError",
+    "RecipeWarning",
+    "UninitializedWarning",
     "__version__",
 ]

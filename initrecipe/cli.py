@@ -1,8 +1,9 @@
 """The ``initrecipe`` command line: a thin layer over the library.
 
-Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check or an
-initrecipe error, 2 usage errors (argparse's convention); ``diff`` follows diff(1): 0 identical,
-1 different, 2 trouble (an unreadable input or bad arguments).
+Results go to stdout, messages to stderr.  Exit codes: 0 success, 1 a failed check (with
+``check --strict``, also a warning) or an initrecipe error, 2 usage errors (argparse's
+convention); ``diff`` follows diff(1): 0 identical, 1 different, 2 trouble (an unreadable input
+or bad arguments).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from . import __version__
 from .errors import RecipeError
 
 __all__ = ["main"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .describe import Uninitialized
 
 
 def _load_callable(spec: str) -> Callable[[], object]:
@@ -44,6 +49,7 @@ def _load_callable(spec: str) -> Callable[[], object]:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
+    from .findings import uninitialized_message
     from .recorder import record
 
     if args.hf_config:
@@ -64,6 +70,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
         f"into {path} ({size} bytes, {recipe.num_ops} ops) in {time.perf_counter() - start:.2f} s",
         file=sys.stderr,
     )
+    found = recipe.uninitialized
+    if found:
+        listed = f"`initrecipe check {_safe(str(path))}` lists each"
+        print(f"initrecipe: warning: {uninitialized_message(found, listed=listed)}", file=sys.stderr)
     return 0
 
 
@@ -219,9 +229,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .validate import check_report
 
     report = check_report(args.recipe, max_bytes=args.max_bytes, max_work=args.max_work)
-    findings = report.findings
+    findings, warned = report.findings, report.warnings
     if args.json:
         doc = {"recipe": args.recipe, "valid": not findings, "findings": findings,
+               "warnings": [_warning_json(u) for u in warned],
                "work": report.work.as_dict() if report.work is not None else None}
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -230,8 +241,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"{_safe(args.recipe)}: {_safe(finding)}")
     else:
         assert report.work is not None
-        print(f"{_safe(args.recipe)}: ok ({report.work.describe()})")
-    return 1 if findings else 0
+        for u in warned:
+            print(f"{_safe(args.recipe)}: warning: {_safe(u.text())}")
+        status = "ok" if not warned else f"ok with {len(warned)} warning{'s' if len(warned) != 1 else ''}"
+        if warned and args.strict:
+            status = f"failed (--strict) on {len(warned)} warning{'s' if len(warned) != 1 else ''}"
+        print(f"{_safe(args.recipe)}: {status} ({report.work.describe()})")
+    return 1 if findings or (warned and args.strict) else 0
+
+
+def _warning_json(u: Uninitialized) -> dict[str, object]:
+    """One ``check --json`` warning: an uninitialized tensor."""
+    from .display import dtype_text
+
+    return {"kind": "uninitialized", "name": u.name, "shape": list(u.shape), "dtype": dtype_text(u.dtype),
+            "numel": u.numel, "uninitialized_elements": u.elements, "message": u.why}
 
 
 def _add_max_work(p: argparse.ArgumentParser) -> None:
@@ -299,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_diff)
     _one_line_usage_errors(p)
 
-    p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings)")
+    p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings; --strict: on warnings too)")
     p.add_argument("recipe")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit 1 on warnings (tensors replay leaves uninitialized, as eager does)")
     p.add_argument(
         "--max-bytes", type=int, default=None, metavar="N",
         help="memory a replay may allocate (default: the memory available now)",

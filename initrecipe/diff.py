@@ -32,14 +32,14 @@ from typing import Any, Union
 import torch
 
 from .checkpoint import Checkpoint, looks_like_checkpoint, open_checkpoint
-from .describe import Describer, Init
+from .describe import Describer, Init, Uninitialized, uninitialized_tensors
 from .display import count_text, dtype_text, exact_number, number, pack, safe, shape_text
 from .errors import RecipeError
 from .lineage import Interner, Step, TensorLineage
 from .namegroups import collapse
 from .program import PortableKey, RngSeed, RngSetState
 from .recipe import Recipe, format_version_for, load
-from .show import TensorInfo, checked_lineage, group_tensors, tensor_infos
+from .show import TensorInfo, checked_lineage, group_tensors, tensor_infos, uninitialized_line
 
 __all__ = ["Change", "ValueDiff", "TensorChange", "TensorOnly", "Side", "RecipeDiff", "diff", "compare_values",
            "DIFF_SCHEMA"]
@@ -145,7 +145,10 @@ class RecipeDiff:
 
     ``added``: names only ``b`` has; ``removed``: only ``a``; ``changed``: names both have that
     differ; ``unchanged``: names with the same metadata and the same values.  ``settings``: seed,
-    RNG mode, format version and producer changes.  ``str(d)`` is the CLI's text.
+    RNG mode, format version and producer changes.  ``uninitialized_a``/``_b``: the tensors each
+    recipe side leaves fully or partly uninitialized (None for a checkpoint side); a name both
+    sides have whose state differs also gets an ``initialized`` change.  ``str(d)`` is the CLI's
+    text.
     """
 
     a: Side
@@ -158,6 +161,8 @@ class RecipeDiff:
     unchanged: list[str] = field(default_factory=list)
     tolerance: float | None = None
     not_stored: int = 0
+    uninitialized_a: list[Uninitialized] | None = None
+    uninitialized_b: list[Uninitialized] | None = None
     _unchanged_info: dict[str, TensorInfo] = field(default_factory=dict, repr=False)
 
     @property
@@ -186,10 +191,29 @@ class RecipeDiff:
                 lines.extend(pack([change.text], indent="    "))
         if all:
             lines.extend(self._unchanged_lines())
+        lines.extend(self._uninitialized_lines())
         if self.not_stored:
             lines.append(f"not expected in the checkpoint: {count_text(self.not_stored, 'tied or non-persistent name')}")
         lines.append(self.summary())
         return "\n".join(lines) + "\n"
+
+    @property
+    def newly_uninitialized(self) -> list[str]:
+        """Names ``a`` initializes fully and ``b`` leaves fully or partly uninitialized: what a
+        meta-device flow (``b``) misses compared with the eager constructor (``a``)."""
+        return [c.name for c in self.changed for x in c.changes if x.field == "initialized" and x.a == 0]
+
+    @property
+    def newly_initialized(self) -> list[str]:
+        """Names ``a`` leaves fully or partly uninitialized and ``b`` initializes fully."""
+        return [c.name for c in self.changed for x in c.changes if x.field == "initialized" and x.b == 0]
+
+    def _uninitialized_lines(self) -> list[str]:
+        out = []
+        for side, found in (("a", self.uninitialized_a), ("b", self.uninitialized_b)):
+            if found:
+                out.extend(pack([f"{side}: {uninitialized_line(found)}"]))
+        return out
 
     def _only_lines(self, items: list[TensorOnly], sigil: str) -> list[str]:
         out = []
@@ -226,7 +250,12 @@ class RecipeDiff:
             return (f"{len(self.unchanged)} equal, {len(self.changed)} different, {len(only_recipe)} missing "
                     f"from the checkpoint, {len(only_ckpt)} not in the recipe")
         values_only = sum(c.values_only for c in self.changed)
-        detail = f" ({values_only} only in values)" if values_only else ""
+        details = [f"{values_only} only in values"] if values_only else []
+        if self.newly_uninitialized:
+            details.append(f"{len(self.newly_uninitialized)} newly uninitialized")
+        if self.newly_initialized:
+            details.append(f"{len(self.newly_initialized)} newly initialized")
+        detail = f" ({', '.join(details)})" if details else ""
         return (f"{len(self.added)} added, {len(self.removed)} removed, {len(self.changed)} changed{detail}, "
                 f"{len(self.unchanged)} keep their bits")
 
@@ -266,9 +295,40 @@ class RecipeDiff:
                 for c in self.changed
             ],
             "unchanged": list(self.unchanged),
+            "uninitialized": {
+                "a": None if self.uninitialized_a is None else [_uninitialized_json(u) for u in self.uninitialized_a],
+                "b": None if self.uninitialized_b is None else [_uninitialized_json(u) for u in self.uninitialized_b],
+            },
             "summary": {"added": len(self.added), "removed": len(self.removed), "changed": len(self.changed),
-                        "unchanged": len(self.unchanged)},
+                        "unchanged": len(self.unchanged), "newly_uninitialized": len(self.newly_uninitialized),
+                        "newly_initialized": len(self.newly_initialized)},
         }
+
+
+def _uninitialized_json(u: Uninitialized) -> dict[str, Any]:
+    return {"name": u.name, "numel": u.numel, "uninitialized_elements": u.elements}
+
+
+def _state_text(u: Uninitialized | None) -> str:
+    """``initialized``, ``uninitialized``, ``partly uninitialized (6 of 12 elements)``."""
+    if u is None:
+        return "initialized"
+    if not u.partly:
+        return "uninitialized"
+    return "partly uninitialized" + ("" if u.elements is None else f" ({u.elements:,} of {u.numel:,} elements)")
+
+
+def _initialized_change(ua: Uninitialized | None, ub: Uninitialized | None) -> Change | None:
+    """The ``initialized`` change of a name whose uninitialized elements differ between the sides
+    (``a``/``b``: how many are uninitialized, 0 for none, None for some not counted)."""
+    count_a = 0 if ua is None else ua.elements
+    count_b = 0 if ub is None else ub.elements
+    if (ua is None) == (ub is None) and count_a == count_b:
+        return None
+    text = f"{_state_text(ua)} -> {_state_text(ub)}"
+    if ub is not None and (ua is None or ua.partly):
+        text += ": b's program never writes " + ("them" if ub.partly else "it")
+    return Change("initialized", count_a, count_b, text)
 
 
 def _jsonable(value: Any) -> Any:
@@ -497,6 +557,10 @@ def _diff_recipes(ra: Recipe, rb: Recipe, label_a: str, label_b: str, values: bo
     infos_b = {t.name: t for t in tensor_infos(lin_b, describer)}
     result = RecipeDiff(_recipe_side(ra, label_a), _recipe_side(rb, label_b), "values" if values else "recipes",
                         settings=_settings(ra, rb), tolerance=tolerance)
+    result.uninitialized_a = uninitialized_tensors(lin_a, describer)
+    result.uninitialized_b = uninitialized_tensors(lin_b, describer)
+    unset_a = {u.name: u for u in result.uninitialized_a}
+    unset_b = {u.name: u for u in result.uninitialized_b}
     result.removed = [_only(infos_a[n]) for n in infos_a if n not in infos_b]
     result.added = [_only(infos_b[n]) for n in infos_b if n not in infos_a]
     ids: dict[frozenset[str], int] = {}
@@ -523,6 +587,9 @@ def _diff_recipes(ra: Recipe, rb: Recipe, label_a: str, label_b: str, values: bo
             shown = f"tie: {_tie_text(pa, ties_a.size(name) - 1)} -> {_tie_text(pb, ties_b.size(name) - 1)}"
             changes.append(Change("tie", pa, pb, safe(shown)))
         la, lb = lin_a[name], lin_b[name]
+        initialized = _initialized_change(unset_a.get(name), unset_b.get(name))
+        if initialized is not None:
+            changes.append(initialized)
         if ia.init.key != ib.init.key:
             changes.append(Change("init", ia.init.text, ib.init.text, safe("init: " + _init_change(ia.init, ib.init))))
         elif la.value_id != lb.value_id and ea.shape == eb.shape and ea.dtype == eb.dtype:
@@ -653,7 +720,12 @@ def _diff_checkpoint(recipe: Recipe, ckpt: Checkpoint, recipe_first: bool, label
     result = RecipeDiff(side_r if recipe_first else side_c, side_c if recipe_first else side_r, "checkpoint",
                         tolerance=tolerance)
     lineage = checked_lineage(recipe)
-    infos = {t.name: t for t in tensor_infos(lineage, Describer())}
+    describer = Describer()
+    infos = {t.name: t for t in tensor_infos(lineage, describer)}
+    if recipe_first:
+        result.uninitialized_a = uninitialized_tensors(lineage, describer)
+    else:
+        result.uninitialized_b = uninitialized_tensors(lineage, describer)
     groups: dict[int, list[str]] = {}
     for t in recipe.tensors:
         groups.setdefault(t.value, []).append(t.name)

@@ -1,4 +1,9 @@
-"""The one exception tree of initrecipe: catch :class:`RecipeError` to catch them all."""
+"""The one exception tree of initrecipe: catch :class:`RecipeError` to catch them all.
+
+Warnings (something eager does too, but probably not what the model's author meant) derive from
+:class:`RecipeWarning`, so ``warnings.filterwarnings("error", category=initrecipe.RecipeWarning)``
+turns them all into errors.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ __all__ = [
     "ResourceLimitError",
     "RecordError",
     "ReplayError",
+    "RecipeWarning",
+    "UninitializedWarning",
 ]
 
 
@@ -39,3 +46,13 @@ class RecordError(RecipeError, RuntimeError):
 
 class ReplayError(RecipeError, RuntimeError):
     """Executing a recipe failed or diverged from what was recorded."""
+
+
+class RecipeWarning(UserWarning):
+    """Base class of every warning initrecipe issues."""
+
+
+class UninitializedWarning(RecipeWarning):
+    """The recorded constructor leaves tensors (fully or partly) uninitialized: eager gives them
+    whatever memory holds, and so does replay.  ``recipe.uninitialized_names`` lists them;
+    ``initrecipe check --strict`` fails on them."""

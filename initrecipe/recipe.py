@@ -17,6 +17,10 @@ import torch
 from . import __version__
 from .errors import RecipeError, RecipeFormatError, RecipeIntegrityError, UnsupportedVersionError
 from .gcpause import pausing_gc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .describe import Uninitialized
 from .ops import ALLOWED_OPERATORS
 from .program import (
     DTYPES,
@@ -120,6 +124,7 @@ class Recipe:
         }
         self._body: dict[str, Any] | None = None
         self._hash: str | None = None
+        self._uninitialized: list[Uninitialized] | None = None
 
     # ----------------------------------------------------------------- introspection
     @property
@@ -164,6 +169,32 @@ class Recipe:
         for t in self.tensors:
             groups.setdefault(t.value, []).append(t.name)
         return [names for names in groups.values() if len(names) > 1]
+
+    @property
+    def uninitialized(self) -> list[Uninitialized]:
+        """The tensors replay leaves fully or partly uninitialized (whatever memory holds, as in
+        eager), in recipe order: name, shape, dtype and how many elements
+        (:class:`initrecipe.describe.Uninitialized`).  Computed from the program on the meta
+        device, once; ``initrecipe check`` lists them as warnings.
+
+        Example:
+            >>> import initrecipe, torch, warnings
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore", initrecipe.UninitializedWarning)
+            ...     r = initrecipe.record(lambda: torch.nn.ParameterDict({"w": torch.nn.Parameter(torch.empty(3))}))
+            >>> [(u.name, u.elements) for u in r.uninitialized]
+            [('w', 3)]
+        """
+        if self._uninitialized is None:
+            from .show import find_uninitialized
+
+            self._uninitialized = find_uninitialized(self)
+        return list(self._uninitialized)
+
+    @property
+    def uninitialized_names(self) -> list[str]:
+        """Names of the tensors replay leaves fully or partly uninitialized (see :attr:`uninitialized`)."""
+        return [u.name for u in self.uninitialized]
 
     @property
     def num_ops(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .describe import Describer, Init
+from .describe import Describer, Init, Uninitialized, uninitialized_tensors
 from .display import count_text, dtype_text, pack, safe, shape_text, size_text
 from .gcpause import pausing_gc
 from .lineage import Interner, Lineage, analyse
@@ -22,7 +22,8 @@ from .namegroups import collapse
 from .program import Call, GenRef, PortableKey
 from .recipe import Recipe, TensorEntry, format_version_for
 
-__all__ = ["TensorInfo", "TensorGroup", "RecipeSummary", "summarize", "tensor_infos", "SHOW_SCHEMA"]
+__all__ = ["TensorInfo", "TensorGroup", "RecipeSummary", "summarize", "tensor_infos", "find_uninitialized",
+           "uninitialized_line", "SHOW_SCHEMA"]
 
 SHOW_SCHEMA = "initrecipe.show/1"
 """The ``schema`` value of ``show --json`` documents (``schema/SHOW_JSON.md``)."""
@@ -99,12 +100,14 @@ def group_tensors(infos: list[TensorInfo]) -> list[TensorGroup]:
 class RecipeSummary:
     """What ``initrecipe show`` reports about one recipe (see :func:`summarize`)."""
 
-    def __init__(self, recipe: Recipe, label: str, infos: list[TensorInfo], portable: dict[str, Any] | None) -> None:
+    def __init__(self, recipe: Recipe, label: str, infos: list[TensorInfo], portable: dict[str, Any] | None,
+                 uninitialized: list[Uninitialized] | None = None) -> None:
         self.recipe = recipe
         self.label = label
         self.tensors = infos
         self.groups = group_tensors(infos)
         self.portable = portable
+        self.uninitialized = uninitialized if uninitialized is not None else []
 
     # ----------------------------------------------------------------- figures
     @property
@@ -166,6 +169,8 @@ class RecipeSummary:
         for dtype, row in rows.items():
             lines.append(f"  {dtype}: {count_text(row['tensors'], 'tensor')}, {row['elements']:,} elements, "
                          f"{size_text(row['bytes'])}")
+        if self.uninitialized:
+            lines.extend(pack([uninitialized_line(self.uninitialized), "(`initrecipe check` lists them)"]))
         if self.portable is not None:
             p = self.portable
             lines.append(f"portable draws: {p['portable_draws']}   pinned draws (torch's stream): "
@@ -288,6 +293,14 @@ def checked_lineage(recipe: Recipe, interner: Interner | None = None) -> Lineage
 
 
 @pausing_gc
+def find_uninitialized(recipe: Recipe) -> list[Uninitialized]:
+    """The tensors replay would leave fully or partly uninitialized (checked as :func:`summarize`
+    checks; :func:`initrecipe.describe.uninitialized_tensors` decides).  ``recipe.uninitialized``
+    caches it."""
+    return uninitialized_tensors(checked_lineage(recipe))
+
+
+@pausing_gc
 def summarize(recipe: Recipe, *, label: str | None = None, interner: Interner | None = None,
               describer: Describer | None = None) -> RecipeSummary:
     """Describe a recipe for ``show``: settings, counts, and how every tensor is initialized.
@@ -304,7 +317,17 @@ def summarize(recipe: Recipe, *, label: str | None = None, interner: Interner | 
         ['weight  (2, 4) float32  kaiming_uniform_(a=sqrt(5))', 'bias  (2,) float32  uniform_(a=-1/sqrt(4), b=1/sqrt(4))']
     """
     lineage = checked_lineage(recipe, interner)
-    infos = tensor_infos(lineage, describer if describer is not None else Describer())
+    describer = describer if describer is not None else Describer()
+    infos = tensor_infos(lineage, describer)
     portable = _portable_figures(recipe) if recipe.rng == "portable" else None
-    return RecipeSummary(recipe, label if label is not None else "<recipe>", infos, portable)
+    uninitialized = uninitialized_tensors(lineage, describer)
+    return RecipeSummary(recipe, label if label is not None else "<recipe>", infos, portable, uninitialized)
+
+
+def uninitialized_line(found: list[Uninitialized], limit: int = 3) -> str:
+    """``uninitialized: 2 tensors, `w`, `b` (partly)``: the first ``limit`` names and a count of the
+    rest (names escaped for printing)."""
+    shown = [f"`{safe(u.name)}`" + (" (partly)" if u.partly else "") for u in found[:limit]]
+    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    return f"uninitialized: {count_text(len(found), 'tensor')}, {', '.join(shown)}{more}"
 

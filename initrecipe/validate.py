@@ -16,7 +16,10 @@ anything real is allocated:
 6. resources: the memory a replay would allocate, against ``max_bytes`` (default: what is available),
    and the work it would do, estimated from the shapes, against ``max_work`` (default: a minute
    plus an allowance for the tensors it returns; :mod:`initrecipe.work`): no hours of work in a
-   few bytes.  :func:`check_report` also gives the estimate.
+   few bytes.  :func:`check_report` also gives the estimate;
+7. warnings (:func:`check_report` only; they do not make a recipe invalid): each tensor replay
+   would leave fully or partly uninitialized (:func:`initrecipe.describe.uninitialized_tensors`),
+   which ``initrecipe check`` prints and ``initrecipe check --strict`` fails on.
 
 Example:
     >>> import initrecipe, torch
@@ -29,13 +32,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from .describe import Uninitialized, uninitialized_tensors
 from .errors import RecipeError
 from .gcpause import pausing_gc
 from .interpreter import state_tensor
+from .lineage import analyse
 from .program import RngSetState
 from .recipe import Recipe, Source, load
 from .work import WorkEstimate, WorkLimitError
@@ -45,10 +50,12 @@ __all__ = ["check", "check_report", "CheckReport"]
 
 @dataclass(frozen=True)
 class CheckReport:
-    """What :func:`check_report` found: the problems, and the estimated work of a full replay."""
+    """What :func:`check_report` found: the problems, the estimated work of a full replay, and
+    the warnings (tensors replay leaves uninitialized; only looked for in a valid recipe)."""
 
     findings: list[str]
     work: WorkEstimate | None  # None when the recipe could not be planned (see ``findings``)
+    warnings: list[Uninitialized] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -105,10 +112,15 @@ def check_report(source: Source | Recipe, *, max_bytes: int | None = None, verif
     from .replay import prepare_replay
 
     work = None
+    facts = None
     try:
-        work = prepare_replay(recipe, max_bytes=max_bytes, max_work=max_work).work
+        plan = prepare_replay(recipe, max_bytes=max_bytes, max_work=max_work)
+        work, facts = plan.work, plan.facts
     except RecipeError as exc:
         findings.append(str(exc))
         if isinstance(exc, WorkLimitError):
             work = exc.estimate
-    return CheckReport(findings, work)
+    found: list[Uninitialized] = []
+    if not findings and facts is not None:
+        found = uninitialized_tensors(analyse(recipe, facts=facts))
+    return CheckReport(findings, work, found)

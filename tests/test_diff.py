@@ -298,7 +298,9 @@ def test_json_is_one_document_matching_the_schema(recipes, capsys):
         "changes": [{"field": "tie", "a": ["lm_head.weight"], "b": [],
                      "text": "tie: tied to `lm_head.weight` -> not tied"}],
     }
-    assert doc["summary"] == {"added": 0, "removed": 0, "changed": 2, "unchanged": 21}
+    assert doc["summary"] == {"added": 0, "removed": 0, "changed": 2, "unchanged": 21, "newly_uninitialized": 0,
+                              "newly_initialized": 0}
+    assert doc["uninitialized"] == {"a": [], "b": []}
 
 
 def test_library_result_is_typed_and_its_str_is_the_cli_text(recipes, capsys):

@@ -695,7 +695,7 @@ def test_cli_check(tmp_path, base, capsys):
     assert cli_main(["check", str(good), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     work = doc.pop("work")
-    assert doc == {"recipe": str(good), "valid": True, "findings": []}
+    assert doc == {"recipe": str(good), "valid": True, "findings": [], "warnings": []}
     assert work["instructions"] == work["checked_instructions"] == 9 and work["bytes"] == 32
     assert 0 < work["seconds"] < 0.01 and work["budget_seconds"] == pytest.approx(60 + 8e-7)
     assert cli_main(["check", str(tmp_path / "missing.recipe")]) == 1
