@@ -44,7 +44,7 @@ from .show import TensorInfo, checked_lineage, group_tensors, tensor_infos, unin
 __all__ = ["Change", "ValueDiff", "TensorChange", "TensorOnly", "Side", "RecipeDiff", "diff", "compare_values",
            "DIFF_SCHEMA"]
 
-DIFF_SCHEMA = "initrecipe.diff/1"
+DIFF_SCHEMA = "initrecipe.diff/2"
 """The ``schema`` value of ``diff --json`` documents (``schema/DIFF_JSON.md``)."""
 
 Source = Union[Recipe, str, os.PathLike, bytes]
