@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
 from .interpreter import PortableContext, execute
-from .ops import OpInfo, check_recordable, generator_overload, op_info
+from .ops import SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable, generator_overload, op_info
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
@@ -177,8 +177,26 @@ class _Recorder:
         if vid is not None and self._matches(vid, tensor):
             return Ref(vid)
         if isinstance(tensor, FakeTensor):
+            if tensor.fake_device.type == "meta" and tensor.untyped_storage()._cdata not in self.storage_ids:
+                self._meta_placeholder(tensor)
             return Ref(self._alias(tensor))
         return Ref(self._literal(tensor))
+
+    def _meta_placeholder(self, tensor: FakeTensor) -> None:
+        """Give a meta tensor's storage a value: uninitialized memory of its size (``empty``).
+
+        Meta tensors hold no values and nothing done to them is recorded; a meta tensor is
+        recorded only where something else needs it as a tensor — a parameter or buffer left on
+        the meta device, or an argument whose shape an operator reads — and then as storage whose
+        contents are unspecified, as a ``to_empty`` allocation's are.
+        """
+        size = tensor.untyped_storage().nbytes() // tensor.element_size()
+        name = "aten.empty.memory_format"
+        index = len(self.program)
+        self.program.append(Call(name, (None,), ([size],), {"dtype": tensor.dtype, "device": _CPU}))
+        self.facts.infos.append(op_info(name))
+        base = torch.ops.aten.as_strided.default(tensor, [size], [1], 0)
+        self.program[index].outs = (self._bind(index, base),)
 
     def _alias(self, tensor: FakeTensor) -> int:
         """A tensor whose storage is known but whose view is not (``param.data = ...``): re-view it."""
@@ -247,7 +265,7 @@ class _Recorder:
         if isinstance(value, torch.Generator):
             raise AssertionError("generators are encoded by the caller")
         if isinstance(value, torch.device):
-            return torch.device("cpu") if value.type == "cpu" else value
+            return _CPU  # a label while recording: a recipe is device-neutral, replay places every tensor
         if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
             raise RecordError("symbolic sizes are not supported while recording")
         return value
@@ -260,6 +278,8 @@ class _Recorder:
                 return func(*args, **kwargs)
             except (DataDependentOutputException, DynamicOutputShapeException):
                 return self._run_for_real(func, args, kwargs, None)
+        if _touches_meta(args, kwargs):
+            return self._dispatch_meta(func, name, args, kwargs)
         if func is _SET_SOURCE_TENSOR and isinstance(args[0], FakeTensor) and isinstance(args[1], FakeTensor):
             # `dest.set_(src)` (parametrizations do it): `dest` now views `src`'s storage.  Nothing
             # is computed, so nothing is recorded; the next use of `dest` re-views that storage
@@ -300,6 +320,35 @@ class _Recorder:
         except (DataDependentOutputException, DynamicOutputShapeException):
             return self._run_for_real(func, args, kwargs, pending)
         self._commit(pending, args, kwargs, out)
+        return out
+
+    def _dispatch_meta(self, func: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict) -> Any:
+        """An operator that takes or makes meta tensors.
+
+        As in eager, an operator whose results are all on the meta device computes nothing and
+        draws nothing (a random fill of a meta tensor consumes no generator state): it is not
+        recorded.  An operator that reads only the shape of a meta tensor (``empty_like(t,
+        device="cpu")``, which ``Module.to_empty`` calls) is recorded; one that would read a meta
+        tensor's values is refused, where eager raises.
+        """
+        out = func(*args, **kwargs)
+        results = [o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)]
+        if all(isinstance(o, FakeTensor) and o.fake_device.type == "meta" for o in results):
+            return out
+        packet = name.split(".")[1]
+        if packet not in SHAPE_ONLY_OPERATORS:
+            raise RecordError(
+                f"`{name}` reads the values of a meta tensor{_call_context(args, kwargs)}; meta tensors hold "
+                "no values (eager PyTorch raises here too). Allocate the tensor on a real device first "
+                "(`module.to_empty(device=\"cpu\")`, `torch.empty_like(t, device=\"cpu\")`) and initialize it"
+            )
+        if packet in UNINITIALIZED_LIKE:
+            # New uninitialized memory of the result's layout: record it without the meta argument.
+            op = torch.ops.aten.empty_strided.default
+            args, kwargs = (list(out.shape), list(out.stride())), {"dtype": out.dtype, "device": out.device}
+            self._commit(self._prepare(op, "aten.empty_strided.default", args, kwargs), args, kwargs, out)
+            return out
+        self._commit(self._prepare(func, name, args, kwargs), args, kwargs, out)
         return out
 
     def _record_unreplayable(
@@ -523,6 +572,20 @@ class _Recorder:
         return packed
 
 
+def _touches_meta(args: tuple, kwargs: dict) -> bool:
+    """Whether a call takes a fake meta tensor or creates one (``device=meta``)."""
+    device = kwargs.get("device")
+    if isinstance(device, torch.device) and device.type == "meta":
+        return True
+    for a in args:
+        if isinstance(a, FakeTensor):
+            if a.fake_device.type == "meta":
+                return True
+        elif isinstance(a, (list, tuple)) and any(isinstance(t, FakeTensor) and t.fake_device.type == "meta" for t in a):
+            return True
+    return any(isinstance(v, FakeTensor) and v.fake_device.type == "meta" for v in kwargs.values())
+
+
 def _iter_tensors(values: Any) -> Iterator[torch.Tensor]:
     for v in values:
         if isinstance(v, torch.Tensor):
@@ -699,26 +762,73 @@ def _eager_deepcopy() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _eager_module_conversion() -> Iterator[None]:
-    """Make ``Module.to()``/``.half()`` convert fake parameters the way eager converts real ones.
+    """Make ``Module._apply`` (behind ``to_empty``, ``.to()``, ``.cuda()``, ``.half()``) convert fake
+    parameters the way eager converts real ones.
 
-    For fake parameters ``Module._apply`` swaps tensor objects (``torch.utils.swap_tensors``),
-    where for real CPU tensors it assigns ``param.data``; the results agree except that the swap
-    refuses tensors with weak references.  While recording, a swap of fake tensors is done as the
-    eager ``.data`` assignment.
+    For fake parameters torch's ``Module._apply`` always swaps tensor objects
+    (``torch.utils.swap_tensors``), which fails between devices (``to_empty`` from meta).  Eager,
+    for real tensors, assigns ``param.data`` when the two tensors have compatible types (any two
+    dense devices, a dtype change) and otherwise puts a new ``Parameter`` in the module; with
+    ``torch.__future__``'s swap flag set it swaps.  While recording, ``_apply`` makes the same
+    choice on the fake tensors, so object identity (ties) and devices follow eager.
     """
-    original = torch.utils.swap_tensors
+    original_swap = torch.utils.swap_tensors
+    original_apply = torch.nn.Module._apply
 
     def swap_tensors(t1: torch.Tensor, t2: torch.Tensor) -> None:
         if isinstance(t1, FakeTensor) and isinstance(t2, FakeTensor):
-            t1.data = t2.data if isinstance(t2, torch.nn.Parameter) else t2
+            _set_data(t1, t2.data if isinstance(t2, torch.nn.Parameter) else t2)
             return
-        original(t1, t2)
+        original_swap(t1, t2)
+
+    def apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> torch.nn.Module:
+        if not any(isinstance(t, FakeTensor) for t in [*self._parameters.values(), *self._buffers.values()]):
+            return original_apply(self, fn, recurse)
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        for key, param in self._parameters.items():
+            if param is not None:
+                self._parameters[key] = _converted(param, fn)
+        for key, buf in self._buffers.items():
+            if buf is not None:
+                self._buffers[key] = fn(buf)
+        return self
 
     torch.utils.swap_tensors = swap_tensors
+    torch.nn.Module._apply = apply  # type: ignore[method-assign]
     try:
         yield
     finally:
-        torch.utils.swap_tensors = original
+        torch.utils.swap_tensors = original_swap
+        torch.nn.Module._apply = original_apply  # type: ignore[method-assign]
+
+
+def _set_data(param: torch.Tensor, data: torch.Tensor) -> None:
+    """``param.data = data``, moving a fake parameter's device label with its data as eager does."""
+    param.data = data
+    if isinstance(param, FakeTensor) and isinstance(data, FakeTensor):
+        param.fake_device = data.fake_device
+
+
+def _converted(param: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The parameter ``Module._apply(fn)`` leaves in a module, decided as eager decides it."""
+    with torch.no_grad():
+        applied = fn(param)
+    grad = param.grad
+    keep = torch.__future__.get_swap_module_params_on_conversion() or (
+        torch._has_compatible_shallow_copy_type(param, applied)
+        and not torch.__future__.get_overwrite_module_params_on_conversion()
+    )
+    if keep and torch._has_compatible_shallow_copy_type(param, applied):
+        _set_data(param, applied)
+        out = param
+    else:
+        out = torch.nn.Parameter(applied, param.requires_grad) if isinstance(param, torch.nn.Parameter) else applied
+    if grad is not None:
+        with torch.no_grad():
+            out.grad = fn(grad).requires_grad_(grad.requires_grad)
+    return out
 
 
 @contextlib.contextmanager
