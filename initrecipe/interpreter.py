@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 import torch
 
-from .analysis import Action, ProgramFacts, call_refs, flatten_outputs, generator_of
+from .analysis import Action, ProgramFacts, call_refs, flatten_outputs, generator_of, recipe_defaults
 from .generator_positions import GeneratorPositions, Position
 from .parallel_draws import ParallelDraws
 from .errors import RecipeError, ReplayError
@@ -191,6 +192,9 @@ def call_op(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], gener
         if info.arg_names.index(info.generator_arg) >= len(args):
             kwargs[info.generator_arg] = generator
     try:
+        if torch.get_default_dtype() is not torch.float32:
+            with recipe_defaults():
+                return info.op(*args, **kwargs)
         return info.op(*args, **kwargs)
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

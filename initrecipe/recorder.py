@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -432,6 +433,8 @@ class _Recorder:
     ) -> int:
         """Append a prepared call and bind its outputs."""
         info, enc_args, enc_kwargs, gid = pending
+        if torch.get_default_dtype() is not torch.float32:
+            enc_kwargs = _explicit_dtype(info, enc_args, enc_kwargs, out)
         index = len(self.program)
         call = Call(info.name, (), tuple(enc_args), enc_kwargs, out_meta)
         self.program.append(call)
@@ -488,7 +491,7 @@ class _Recorder:
                     program[i] = _with_key(program[i], self._known_key(i))
                 portable = PortableContext(self.seed)
         env: dict[int, torch.Tensor] = {s: self.cache[s][0] for s in available}
-        with _disable_current_modes(), torch.no_grad():
+        with _disable_current_modes(), torch.no_grad(), torch._C.DisableTorchFunction():
             for _ in execute(program, self.facts, actions, env, self.shadow, portable=portable):
                 pass
         result = env[vid]
@@ -547,9 +550,15 @@ class _Recorder:
         pending: tuple[OpInfo, list[Any], dict[str, Any], int | None] | None,
     ) -> Any:
         """Run a data-dependent operator on materialized inputs; record it unless ``pending`` is None."""
+        if _touches_meta(args, kwargs):
+            raise RecordError(
+                f"`{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}` reads the values of a "
+                f"meta tensor{_call_context(args, kwargs)}; meta tensors hold no values (eager PyTorch raises here "
+                "too). Allocate the tensor on a real device first (`module.to_empty(device=\"cpu\")`) and initialize it"
+            )
         real_args = _map_tensors(args, self.materialize)
         real_kwargs = _map_tensors(kwargs, self.materialize)
-        with _disable_current_modes(), torch.no_grad():
+        with _disable_current_modes(), torch.no_grad(), torch._C.DisableTorchFunction():
             result = func(*real_args, **real_kwargs)
         if pending is None:
             return result
@@ -570,6 +579,19 @@ class _Recorder:
                 self.cache[vid] = (real, index)
                 self.cache_bytes += real.untyped_storage().nbytes()
         return packed
+
+
+def _explicit_dtype(info: OpInfo, args: list[Any], kwargs: dict[str, Any], out: Any) -> dict[str, Any]:
+    """``kwargs`` with the dtype an operator's omitted ``dtype`` argument resolved to.
+
+    Recipes mean torch's default dtype ``float32`` where an operator takes its default; a
+    constructor that calls ``torch.set_default_dtype`` made its factories build another dtype,
+    which the recipe then names (the output's dtype, which ``dtype=None`` would have produced).
+    """
+    if "dtype" not in info.arg_names or info.arg_names.index("dtype") < len(args) or kwargs.get("dtype") is not None:
+        return kwargs
+    first = next((o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)), None)
+    return kwargs if first is None else dict(kwargs, dtype=first.dtype)
 
 
 def _touches_meta(args: tuple, kwargs: dict) -> bool:
@@ -954,9 +976,26 @@ def record(
         raise RecordError("`initrecipe.record` was called inside another `record`; nested recording is not supported")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+    before = _Defaults.now()
+    try:
+        recipe, left = _record_attempts(model_fn, rng, seed, sync_rng)
+    except BaseException:
+        before.apply()  # a failed recording changes nothing
+        raise
+    left.apply()  # as `model_fn()` left them, as eager leaves them
+    return recipe
+
+
+def _record_attempts(
+    model_fn: Callable[[], torch.nn.Module], rng: str, seed: int | None, sync_rng: bool
+) -> tuple[Recipe, _Defaults]:
+    """Record until the recording is stable (see :data:`_PORTABLE_RECORDINGS`); the recipe and the
+    torch defaults ``model_fn`` left.  Every attempt starts from the defaults ``record`` found."""
+    before = _Defaults.now()
     known_keys: list[PortableKey | None] | None = None
     for attempt in range(_PORTABLE_RECORDINGS):
-        recorder, program, entries, keys, final_states = _record_once(model_fn, rng, seed, sync_rng, known_keys)
+        before.apply()
+        recorder, program, entries, keys, final_states, left = _record_once(model_fn, rng, seed, sync_rng, known_keys)
         if not recorder.read_portable_values and (known_keys is None or keys == known_keys):
             for generator, state in final_states:
                 generator.set_state(state)
@@ -969,7 +1008,34 @@ def record(
             f"end up in, recording after recording ({_PORTABLE_RECORDINGS} tried). Record with rng='torch', "
             "or draw these values from a seeded `torch.Generator`"
         )
-    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+    recipe = Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+    return recipe, left
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """torch's process-wide tensor defaults: ``torch.get_default_dtype()`` and the device of
+    ``torch.set_default_device`` (None when unset).  A constructor may change them; ``record``
+    leaves them as the constructor left them, as running it eagerly does, and computes its own
+    tensors under :data:`_PLAIN`."""
+
+    dtype: torch.dtype
+    device: torch.device | None
+
+    @staticmethod
+    def now() -> _Defaults:
+        context = getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+        device = getattr(context, "device", None)
+        return _Defaults(torch.get_default_dtype(), None if device is None else torch.device(device))
+
+    def apply(self) -> None:
+        if torch.get_default_dtype() is not self.dtype:
+            torch.set_default_dtype(self.dtype)
+        if _Defaults.now().device != self.device:
+            torch.set_default_device(self.device)
+
+
+_PLAIN = _Defaults(torch.float32, None)
 
 
 _PORTABLE_RECORDINGS = 4
@@ -981,10 +1047,11 @@ def _record_once(
     model_fn: Callable[[], torch.nn.Module], rng: str, seed: int | None, sync_rng: bool,
     known_keys: list[PortableKey | None] | None,
 ) -> tuple[_Recorder, list[Instruction], list[TensorEntry], list[PortableKey | None],
-           list[tuple[torch.Generator, torch.Tensor]]]:
+           list[tuple[torch.Generator, torch.Tensor]], _Defaults]:
     """One recording: the recorder, the compacted program and entries, the keys of the unpinned
     draws by ordinal (rng="portable"; None for a dead draw), and (with ``sync_rng``) the state each
-    tracked generator must be left in.  The generators are left as they were before."""
+    tracked generator must be left in, and the torch defaults ``model_fn`` left (the process is
+    left with :data:`_PLAIN` ones).  The generators are left as they were before."""
     recorder = _Recorder(rng, seed, known_keys)
     _ACTIVE.recording = True
     finished = False
@@ -998,6 +1065,8 @@ def _record_once(
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
             entries = _collect(recorder, model)
+        left = _Defaults.now()
+        _PLAIN.apply()
         final_states = _final_states(recorder) if sync_rng and not recorder.read_portable_values else []
         recorder.tracker.restore_originals()
         finished = True
@@ -1019,7 +1088,7 @@ def _record_once(
     drop = _key_portable_draws(recorder, program, entries, portable, actions) if rng == "portable" else set()
     keys = [_key_of(program[i]) if actions[i] == Action.RUN else None for i in portable]
     program, entries = _compact(program, recorder.facts, entries, actions, drop)
-    return recorder, program, entries, keys, final_states
+    return recorder, program, entries, keys, final_states, left
 
 
 def _key_of(ins: Call) -> PortableKey | None:
