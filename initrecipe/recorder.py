@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import sys
 import threading
@@ -24,7 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
 from .interpreter import PortableContext, execute
-from .ops import SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable, generator_overload, op_info
+from .ops import ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable, generator_overload, op_info
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
@@ -106,6 +107,8 @@ class _Recorder:
         # Calls replay cannot execute (outside the allowlist), by index -> the refusal to raise if
         # their result is ever needed: its values read while recording, or reaching a model tensor.
         self.unreplayable: dict[int, str] = {}
+        # rng="torch": random draws made on an accelerator device, by index -> (device, call site).
+        self.accelerator_draws: dict[int, tuple[torch.device, str]] = {}
 
     # ------------------------------------------------------------------ emitting
     def _emit_rng(self, ins: Instruction) -> int:
@@ -452,6 +455,10 @@ class _Recorder:
         for _, storage in self.facts.written_storages(index, call):
             self.writers[storage].append(index)
         if gid is not None:
+            if self.rng == "torch":
+                device = _draw_device(args, kwargs, out)
+                if device.type not in ("cpu", "meta"):
+                    self.accelerator_draws[index] = (device, _call_site())
             self.rng_instructions[gid].append(index)
             self.pinned_at[index] = self.pinned[gid]
             if self.rng == "portable" and not self.pinned[gid]:
@@ -634,7 +641,25 @@ class _RecordingMode(TorchDispatchMode):
         self.recorder = recorder
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        return self.recorder.dispatch(func, args, kwargs or {})
+        kwargs = kwargs or {}
+        if _decomposable(func):
+            # A composite operator that reaches the dispatcher whole (under `torch.inference_mode()`,
+            # `reshape` does): record the operators it is made of.
+            with self:
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        return self.recorder.dispatch(func, args, kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _decomposable(func: torch._ops.OpOverload) -> bool:
+    """Whether ``func`` is outside the allowlist but has a composite (decomposing) kernel."""
+    return (
+        func.namespace == "aten"
+        and func._schema.name.split("::")[-1] not in ALLOWED_OPERATORS
+        and func.has_kernel_for_dispatch_key(torch._C.DispatchKey.CompositeImplicitAutograd)
+    )
 
 
 @contextlib.contextmanager
@@ -854,6 +879,111 @@ def _converted(param: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) 
 
 
 @contextlib.contextmanager
+def _device_labels() -> Iterator[None]:
+    """Let ``Tensor.cuda()`` and ``Tensor.to("cuda")`` move fake tensors on a machine without CUDA.
+
+    While recording, a device is a label (a recipe is device-neutral; replay places every tensor
+    on ``replay(device=...)``), but these two methods initialize the device's runtime before they
+    dispatch, which fails where torch has no CUDA.  For a fake tensor and an accelerator target
+    they dispatch the copy (``aten._to_copy``) directly, as eager's ``to`` does.
+    """
+    original_to, original_cuda = torch.Tensor.to, torch.Tensor.cuda
+
+    def to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if isinstance(self, FakeTensor):
+            rest = dict(kwargs)
+            copy = bool(rest.pop("copy", False))
+            device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **rest)
+            if device is not None and device.type not in ("cpu", "meta"):
+                return _to_label(self, device, dtype, non_blocking, copy, memory_format)
+        return original_to(self, *args, **kwargs)
+
+    def cuda(self: torch.Tensor, device: Any = None, non_blocking: bool = False,
+             memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+        if not isinstance(self, FakeTensor):
+            return original_cuda(self, device, non_blocking, memory_format=memory_format)
+        target = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
+        return _to_label(self, target, None, non_blocking, False, memory_format)
+
+    torch.Tensor.to, torch.Tensor.cuda = to, cuda  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.to, torch.Tensor.cuda = original_to, original_cuda  # type: ignore[method-assign]
+
+
+def _to_label(tensor: FakeTensor, device: torch.device, dtype: torch.dtype | None, non_blocking: bool, copy: bool,
+              memory_format: torch.memory_format | None) -> torch.Tensor:
+    """``tensor.to(device, dtype)`` for an accelerator ``device``: ``tensor`` itself when nothing changes."""
+    if device.index is None:
+        device = torch.device(device.type, 0)
+    same = tensor.fake_device == device and dtype in (None, tensor.dtype) and memory_format in (None, torch.preserve_format)
+    if same and not copy:
+        return tensor
+    kwargs: dict[str, Any] = {"device": device}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if non_blocking:
+        kwargs["non_blocking"] = True
+    if memory_format is not None:
+        kwargs["memory_format"] = memory_format
+    return torch.ops.aten._to_copy.default(tensor, **kwargs)
+
+
+@contextlib.contextmanager
+def _fake_lazy_parameters() -> Iterator[None]:
+    """Let lazy modules (``nn.LazyLinear``) create and materialize their parameters on fake tensors.
+
+    ``UninitializedParameter``/``UninitializedBuffer`` wrap a plain tensor with
+    ``Tensor._make_subclass``, which a fake tensor cannot be.  While recording they are fake
+    tensors of a class that is both the uninitialized class (so ``is_lazy``, ``isinstance(p,
+    nn.Parameter)`` and the lazy module's checks hold) and ``FakeTensor``; ``materialize`` gives
+    them fake storage of the inferred shape (``empty``, as eager) and turns them into a plain fake
+    parameter or buffer, exactly where eager turns them into ``Parameter``/``Tensor``.
+    """
+    from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
+
+    originals = (UninitializedParameter.__new__, UninitializedBuffer.__new__, UninitializedTensorMixin.materialize)
+
+    def new(cls: type, requires_grad: bool = True, device: Any = None, dtype: Any = None) -> torch.Tensor:
+        tensor = torch.empty(0, device=device, dtype=dtype)
+        if not isinstance(tensor, FakeTensor):  # pragma: no cover - record runs constructors under fake tensors
+            raise RecordError("an uninitialized parameter was created outside the recording's fake tensors")
+        tensor.requires_grad_(requires_grad)
+        if issubclass(cls, UninitializedParameter):
+            tensor._is_param = True
+        tensor.__class__ = _fake_lazy_class(cls)
+        return tensor
+
+    def materialize(self: Any, shape: Any, device: Any = None, dtype: Any = None) -> None:
+        if not isinstance(self, FakeTensor):
+            return originals[2](self, shape, device, dtype)
+        device = self.fake_device if device is None else device
+        dtype = torch.Tensor.dtype.__get__(self) if dtype is None else dtype
+        self.__class__ = FakeTensor
+        _set_data(self, torch.empty(shape, device=device, dtype=dtype))
+
+    UninitializedParameter.__new__ = new  # type: ignore[method-assign]
+    UninitializedBuffer.__new__ = new  # type: ignore[method-assign]
+    UninitializedTensorMixin.materialize = materialize  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        UninitializedParameter.__new__, UninitializedBuffer.__new__, UninitializedTensorMixin.materialize = originals  # type: ignore[method-assign]
+
+
+_LAZY_CLASSES: dict[type, type] = {}
+
+
+def _fake_lazy_class(cls: type) -> type:
+    """The class of a fake ``cls`` (an uninitialized parameter or buffer class) while recording."""
+    fake = _LAZY_CLASSES.get(cls)
+    if fake is None:
+        fake = _LAZY_CLASSES[cls] = type(f"Fake{cls.__name__}", (cls, FakeTensor), {"cls_to_become": FakeTensor})
+    return fake
+
+
+@contextlib.contextmanager
 def _portable_trunc_normal(recorder: _Recorder) -> Iterator[None]:
     """In ``rng="portable"`` recordings, make ``nn.init.trunc_normal_`` an inverse-CDF transform.
 
@@ -1060,7 +1190,7 @@ def _record_once(
         portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
         with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), \
                 _sequence_data_materializes(recorder), _eager_deepcopy(), _eager_module_conversion(), \
-                portable_inits:
+                _device_labels(), _fake_lazy_parameters(), portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
@@ -1079,6 +1209,8 @@ def _record_once(
     for i in portable:  # planned as draws that advance no generator; their keys come below
         program[i] = _with_key(program[i], PortableKey("", 0))
     actions = plan_execution(program, recorder.facts, {e.value for e in entries}, advance_dead_draws=True)
+    if recorder.accelerator_draws:
+        _refuse_accelerator_draws(recorder, program, entries, actions)
     if recorder.unreplayable:
         recorder.refuse_if_unreplayable((i for i in recorder.unreplayable if actions[i] != Action.SKIP),
                                         "its result reaches the model's parameters or buffers")
@@ -1089,6 +1221,35 @@ def _record_once(
     keys = [_key_of(program[i]) if actions[i] == Action.RUN else None for i in portable]
     program, entries = _compact(program, recorder.facts, entries, actions, drop)
     return recorder, program, entries, keys, final_states, left
+
+
+def _refuse_accelerator_draws(recorder: _Recorder, program: list[Instruction], entries: list[TensorEntry],
+                              actions: list[Action]) -> None:
+    """rng="torch": refuse the first random draw made on an accelerator, naming the tensor it fills.
+
+    Eager draws on an accelerator come from that device's generator, whose values depend on the
+    device model and the kernel's launch configuration; a torch-mode recipe reproduces torch's CPU
+    generator only, so it cannot promise eager's bits for them.
+    """
+    index = min(recorder.accelerator_draws)
+    device, site = recorder.accelerator_draws[index]
+    names = _draw_sinks(program, recorder.facts, actions, {index}, entries).get(index)
+    what = f"`{sorted(names)[0]}`" if names else "a tensor that reaches no parameter or buffer"
+    raise RecordError(
+        f"random draw `{program[index].op}` on a `{device}` tensor, filling {what}"
+        f"{' (' + site + ')' if site else ''}: rng='torch' reproduces torch's CPU generator, and an "
+        "accelerator's random stream cannot be recorded (its values depend on the device model). Either "
+        "draw on the CPU (create and initialize the tensor on \"cpu\", then move the model with `.to(device)`), "
+        "or record with rng='portable', whose draws are identical on every device"
+    )
+
+
+def _draw_device(args: tuple, kwargs: dict, out: Any) -> torch.device:
+    """The device a random call draws on: its target's (in-place fills) or its result's."""
+    for t in [*args[:1], *flatten_outputs(out)]:
+        if isinstance(t, FakeTensor):
+            return t.fake_device
+    return _CPU
 
 
 def _key_of(ins: Call) -> PortableKey | None:
