@@ -717,6 +717,12 @@ def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
         return wrapper
 
     originals = (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor)
+    # `with torch.device(...)` finds factories in a set it builds and caches on first use; build
+    # it now, from torch's own functions, not from the wrappers below (a set built while they are
+    # installed would hold them, and the device context would ignore `torch.tensor` for good).
+    constructors = getattr(getattr(torch.utils, "_device", None), "_device_constructors", None)
+    if constructors is not None:
+        constructors()
     torch.tensor = reading(originals[0], 0)  # type: ignore[assignment]
     torch.as_tensor = reading(originals[1], 0)  # type: ignore[assignment]
     torch.Tensor.new_tensor = reading(originals[2], 1)  # type: ignore[method-assign]
@@ -928,6 +934,37 @@ def _to_label(tensor: FakeTensor, device: torch.device, dtype: torch.dtype | Non
     if memory_format is not None:
         kwargs["memory_format"] = memory_format
     return torch.ops.aten._to_copy.default(tensor, **kwargs)
+
+
+@contextlib.contextmanager
+def _parameter_class_calls() -> Iterator[None]:
+    """Let ``type(param)(data, requires_grad=...)`` re-wrap a fake parameter as eager re-wraps a real one.
+
+    accelerate's ``init_empty_weights`` and ``set_module_tensor_to_device`` (and loaders like them)
+    rebuild a parameter by calling its class.  Eager, that class is ``nn.Parameter``; while
+    recording, a parameter is a ``FakeTensor`` (marked ``_is_param``), whose constructor takes a
+    fake tensor mode.  Called with a tensor first, as ``nn.Parameter`` is, it builds the parameter
+    ``nn.Parameter`` would (other keyword arguments, the old parameter's ``__dict__``, become
+    attributes, as accelerate means them, less the fake tensor's own state).
+    """
+    original = FakeTensor.__new__
+
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if cls is FakeTensor and args and isinstance(args[0], torch.Tensor):
+            requires_grad = kwargs.pop("requires_grad", args[1] if len(args) > 1 else True)
+            kwargs.pop("_is_param", None)
+            param = torch.nn.Parameter(args[0], requires_grad)
+            for key, value in kwargs.items():
+                if key not in param.__dict__:  # a user attribute, not the fake tensor's own state
+                    setattr(param, key, value)
+            return param
+        return original(cls, *args, **kwargs)
+
+    FakeTensor.__new__ = new  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FakeTensor.__new__ = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -1190,7 +1227,7 @@ def _record_once(
         portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
         with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), \
                 _sequence_data_materializes(recorder), _eager_deepcopy(), _eager_module_conversion(), \
-                _device_labels(), _fake_lazy_parameters(), portable_inits:
+                _device_labels(), _fake_lazy_parameters(), _parameter_class_calls(), portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
