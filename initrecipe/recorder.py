@@ -341,11 +341,7 @@ class _Recorder:
             return out
         packet = name.split(".")[1]
         if packet not in SHAPE_ONLY_OPERATORS:
-            raise RecordError(
-                f"`{name}` reads the values of a meta tensor{_call_context(args, kwargs)}; meta tensors hold "
-                "no values (eager PyTorch raises here too). Allocate the tensor on a real device first "
-                "(`module.to_empty(device=\"cpu\")`, `torch.empty_like(t, device=\"cpu\")`) and initialize it"
-            )
+            raise _reads_meta_values(name, args, kwargs)
         if packet in UNINITIALIZED_LIKE:
             # New uninitialized memory of the result's layout: record it without the meta argument.
             op = torch.ops.aten.empty_strided.default
@@ -558,11 +554,8 @@ class _Recorder:
     ) -> Any:
         """Run a data-dependent operator on materialized inputs; record it unless ``pending`` is None."""
         if _touches_meta(args, kwargs):
-            raise RecordError(
-                f"`{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}` reads the values of a "
-                f"meta tensor{_call_context(args, kwargs)}; meta tensors hold no values (eager PyTorch raises here "
-                "too). Allocate the tensor on a real device first (`module.to_empty(device=\"cpu\")`) and initialize it"
-            )
+            raise _reads_meta_values(f"{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}",
+                                     args, kwargs)
         real_args = _map_tensors(args, self.materialize)
         real_kwargs = _map_tensors(kwargs, self.materialize)
         with _disable_current_modes(), torch.no_grad(), torch._C.DisableTorchFunction():
@@ -599,6 +592,15 @@ def _explicit_dtype(info: OpInfo, args: list[Any], kwargs: dict[str, Any], out: 
         return kwargs
     first = next((o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)), None)
     return kwargs if first is None else dict(kwargs, dtype=first.dtype)
+
+
+def _reads_meta_values(name: str, args: tuple, kwargs: dict) -> RecordError:
+    """The refusal of an operator that reads the values of a meta tensor, as eager refuses it."""
+    return RecordError(
+        f"`{name}` reads the values of a meta tensor{_call_context(args, kwargs)}; meta tensors hold no values "
+        "(eager PyTorch raises here too). Allocate the tensor on a real device first "
+        "(`module.to_empty(device=\"cpu\")`, `torch.empty_like(t, device=\"cpu\")`) and initialize it"
+    )
 
 
 def _touches_meta(args: tuple, kwargs: dict) -> bool:
