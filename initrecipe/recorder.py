@@ -337,7 +337,7 @@ class _Recorder:
         """
         out = func(*args, **kwargs)
         results = [o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)]
-        if all(isinstance(o, FakeTensor) and o.fake_device.type == "meta" for o in results):
+        if all(_is_meta(o) for o in results):
             return out
         packet = name.split(".")[1]
         if packet not in SHAPE_ONLY_OPERATORS:
@@ -604,17 +604,22 @@ def _reads_meta_values(name: str, args: tuple, kwargs: dict) -> RecordError:
 
 
 def _touches_meta(args: tuple, kwargs: dict) -> bool:
-    """Whether a call takes a fake meta tensor or creates one (``device=meta``)."""
+    """Whether a call takes a meta tensor (fake or real) or creates one (``device=meta``)."""
     device = kwargs.get("device")
     if isinstance(device, torch.device) and device.type == "meta":
         return True
     for a in args:
-        if isinstance(a, FakeTensor):
-            if a.fake_device.type == "meta":
+        if isinstance(a, torch.Tensor):
+            if _is_meta(a):
                 return True
-        elif isinstance(a, (list, tuple)) and any(isinstance(t, FakeTensor) and t.fake_device.type == "meta" for t in a):
+        elif isinstance(a, (list, tuple)) and any(isinstance(t, torch.Tensor) and _is_meta(t) for t in a):
             return True
-    return any(isinstance(v, FakeTensor) and v.fake_device.type == "meta" for v in kwargs.values())
+    return any(isinstance(v, torch.Tensor) and _is_meta(v) for v in kwargs.values())
+
+
+def _is_meta(tensor: torch.Tensor) -> bool:
+    """Whether a tensor is on the meta device (a fake tensor by its fake device)."""
+    return tensor.fake_device.type == "meta" if isinstance(tensor, FakeTensor) else tensor.is_meta
 
 
 def _iter_tensors(values: Any) -> Iterator[torch.Tensor]:
