@@ -127,6 +127,7 @@ class OpInfo:
         "written_args",
         "aliased_outputs",
         "arg_names",
+        "takes_default_dtype",
     )
 
     def __init__(self, name: str, op: torch._ops.OpOverload) -> None:
@@ -141,6 +142,11 @@ class OpInfo:
             if isinstance(a.type, torch.OptionalType) and a.type.getElementType() == _generator_type()
         ]
         self.generator_arg: str | None = gen_args[0] if gen_args else None
+        # A factory (no tensor arguments) with a `dtype` argument: left out, torch's default dtype
+        # decides (for floating-point results), so a recipe means `float32` there.
+        self.takes_default_dtype = "dtype" in self.arg_names and not any(
+            "Tensor" in str(a.type) for a in self.schema.arguments
+        )
         self.is_random = self.generator_arg is not None
         self.overwrites_self = packet in _OVERWRITING_INPLACE and self.schema.arguments[0].alias_info is not None
         self.value_dependent_random = packet in _VALUE_DEPENDENT_RANDOM or (

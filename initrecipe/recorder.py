@@ -588,7 +588,7 @@ def _explicit_dtype(info: OpInfo, args: list[Any], kwargs: dict[str, Any], out: 
     constructor that calls ``torch.set_default_dtype`` made its factories build another dtype,
     which the recipe then names (the output's dtype, which ``dtype=None`` would have produced).
     """
-    if "dtype" not in info.arg_names or info.arg_names.index("dtype") < len(args) or kwargs.get("dtype") is not None:
+    if not info.takes_default_dtype or info.arg_names.index("dtype") < len(args) or kwargs.get("dtype") is not None:
         return kwargs
     first = next((o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)), None)
     return kwargs if first is None else dict(kwargs, dtype=first.dtype)
