@@ -270,6 +270,41 @@ def execute(
     portable: PortableContext | None = None,
     parallel: ParallelDraws | None = None,
 ) -> Iterator[int]:
+    """Run ``program`` as ``actions`` say, binding tensor values in ``env`` (see :func:`_execute`).
+
+    Each step runs under torch's defaults, whatever the caller set: no default device
+    (``torch.set_default_device``, ``with torch.device(...)``) and the ``float32`` default dtype a
+    recipe is written for; the caller's settings are back in force while it holds a yielded step.
+    """
+    steps = _execute(program, facts, actions, env, generators, release=release, pool=pool, portable=portable,
+                     parallel=parallel)
+    try:
+        while True:
+            with torch._C.DisableTorchFunction():
+                if torch.get_default_dtype() is torch.float32:
+                    index = next(steps, None)
+                else:
+                    with recipe_defaults():
+                        index = next(steps, None)
+            if index is None:
+                return
+            yield index
+    finally:
+        steps.close()
+
+
+def _execute(
+    program: list[Instruction],
+    facts: ProgramFacts,
+    actions: list[Action],
+    env: dict[int, torch.Tensor],
+    generators: GeneratorBank,
+    *,
+    release: dict[int, list[int]] | None = None,
+    pool: ScratchPool | None = None,
+    portable: PortableContext | None = None,
+    parallel: ParallelDraws | None = None,
+) -> Iterator[int]:
     """Run ``program`` as ``actions`` say, binding tensor values in ``env``.
 
     A generator: it yields each instruction's index after running it, so a caller can stream out

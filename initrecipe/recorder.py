@@ -25,7 +25,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
 from .interpreter import PortableContext, execute
-from .ops import ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable, generator_overload, op_info
+from .ops import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable,
+                  generator_overload, op_info)
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
@@ -841,7 +842,8 @@ def _eager_module_conversion() -> Iterator[None]:
             return
         original_swap(t1, t2)
 
-    def apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> torch.nn.Module:
+    def apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor],
+              recurse: bool = True) -> torch.nn.Module:
         if not any(isinstance(t, FakeTensor) for t in [*self._parameters.values(), *self._buffers.values()]):
             return original_apply(self, fn, recurse)
         if recurse:
@@ -930,7 +932,8 @@ def _to_label(tensor: FakeTensor, device: torch.device, dtype: torch.dtype | Non
     """``tensor.to(device, dtype)`` for an accelerator ``device``: ``tensor`` itself when nothing changes."""
     if device.index is None:
         device = torch.device(device.type, 0)
-    same = tensor.fake_device == device and dtype in (None, tensor.dtype) and memory_format in (None, torch.preserve_format)
+    same = (tensor.fake_device == device and dtype in (None, tensor.dtype)
+            and memory_format in (None, torch.preserve_format))
     if same and not copy:
         return tensor
     kwargs: dict[str, Any] = {"device": device}
@@ -1013,7 +1016,8 @@ def _fake_lazy_parameters() -> Iterator[None]:
     try:
         yield
     finally:
-        UninitializedParameter.__new__, UninitializedBuffer.__new__, UninitializedTensorMixin.materialize = originals  # type: ignore[method-assign]
+        (UninitializedParameter.__new__, UninitializedBuffer.__new__,  # type: ignore[method-assign]
+         UninitializedTensorMixin.materialize) = originals
 
 
 _LAZY_CLASSES: dict[type, type] = {}
