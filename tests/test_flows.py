@@ -161,16 +161,26 @@ def test_set_default_device_inside_the_constructor_is_left_as_eager_leaves_it() 
     try:
         recipe = initrecipe.record(fm.default_device_meta_left, seed=0)
         assert torch.get_default_device() == torch.device("meta")
-        under_meta = initrecipe.replay(check_torch_recipe := initrecipe.record(fm.meta_to_empty, seed=0))
+        under_meta = initrecipe.replay(recipe)  # replay works under torch's defaults, on its own device
     finally:
         torch.set_default_device(None)
     assert uninitialized(recipe) == {"weight", "bias"}
-    assert {n: (t.shape, t.dtype, t.device.type) for n, t in initrecipe.replay(recipe).items()} == {
+    assert {n: (t.shape, t.dtype, t.device.type) for n, t in under_meta.items()} == {
         "weight": ((4, 4), torch.float32, "cpu"), "bias": ((4,), torch.float32, "cpu")}
-    # Recording and replay work under torch's defaults, not the default device left set.
-    plain = initrecipe.replay(initrecipe.record(fm.meta_to_empty, seed=0))
-    assert check_torch_recipe.to_bytes() == initrecipe.record(fm.meta_to_empty, seed=0).to_bytes()
-    assert all(t.device.type == "cpu" and bitwise_equal(t, plain[n]) for n, t in under_meta.items())
+
+
+def test_replay_ignores_the_callers_default_device_and_dtype() -> None:
+    recipes = [initrecipe.record(fm.meta_to_empty, seed=0), initrecipe.record(fm.meta_to_empty, seed=0, rng="portable")]
+    plain = [initrecipe.replay(r) for r in recipes]
+    torch.set_default_device("meta")
+    torch.set_default_dtype(torch.float64)
+    try:
+        changed = [initrecipe.replay(r) for r in recipes]
+    finally:
+        torch.set_default_device(None)
+        torch.set_default_dtype(torch.float32)
+    for want, got in zip(plain, changed):
+        assert all(t.device.type == "cpu" and bitwise_equal(t, want[n]) for n, t in got.items())
 
 
 def test_set_default_dtype_inside_the_constructor() -> None:
