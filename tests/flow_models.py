@@ -140,6 +140,18 @@ def accelerate_empty_weights() -> nn.Module:
     return m
 
 
+def accelerate_partly_set() -> nn.Module:
+    """``init_empty_weights`` with only the weights set: the biases stay on the meta device."""
+    from accelerate import init_empty_weights
+    from accelerate.utils import set_module_tensor_to_device
+
+    with init_empty_weights():
+        m = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    for name in ("0.weight", "1.weight"):
+        set_module_tensor_to_device(m, name, "cpu", value=torch.full(m.get_parameter(name).shape, 0.5))
+    return m
+
+
 class _EmptyInit(torch.overrides.TorchFunctionMode):
     """Lightning's ``init_module(empty_init=True)`` on one device: ``torch.nn.init`` calls do nothing."""
 

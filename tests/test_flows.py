@@ -126,6 +126,7 @@ def test_meta_tensors_left_in_the_model_are_recorded_without_values() -> None:
     (fm.default_device_meta, set()),
     (fm.load_state_dict_assign, set()),
     (fm.accelerate_empty_weights, set()),
+    (fm.accelerate_partly_set, {"0.bias", "1.bias"}),
     (fm.lightning_empty_init, {"0.weight", "0.bias", "1.weight"}),
     (fm.torchtitan_meta, set()),
 ], ids=lambda v: v.__name__ if callable(v) else "")
