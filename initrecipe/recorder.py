@@ -773,7 +773,7 @@ def _call_site() -> str:
         return ""
     site = f"called from `{frame.f_code.co_filename}:{frame.f_lineno}` in `{frame.f_code.co_name}`"
     outer = frame
-    while outer is not None and os.path.abspath(outer.f_code.co_filename).startswith(_TORCH_FILES):
+    while outer is not None and os.path.abspath(outer.f_code.co_filename).startswith((_TORCH_FILES, _INTERNAL_FILES[0])):
         outer = outer.f_back
     if outer is not None and outer is not frame:
         site += f", reached from `{outer.f_code.co_filename}:{outer.f_lineno}` in `{outer.f_code.co_name}`"
@@ -943,6 +943,12 @@ def _to_label(tensor: FakeTensor, device: torch.device, dtype: torch.dtype | Non
         kwargs["non_blocking"] = True
     if memory_format is not None:
         kwargs["memory_format"] = memory_format
+    if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+        raise RecordError(
+            f"`Tensor.to`/`.cuda()` moved an uninitialized parameter of a lazy module to `{device}`{_call_context((), {})}: "
+            "initrecipe records lazy modules on accelerator labels only once they are materialized. Run the dry-run "
+            "forward on the CPU first, then move the module (`m(dummy); m.to(device)`)"
+        )
     return torch.ops.aten._to_copy.default(tensor, **kwargs)
 
 

@@ -274,6 +274,36 @@ def test_torch_mode_refuses_a_draw_on_an_accelerator() -> None:
 # --------------------------------------------------------------------------------- refusals
 
 
+@pytest.mark.filterwarnings("ignore:Lazy modules are a new feature")
+def test_moving_an_unmaterialized_lazy_module_to_an_accelerator_is_a_record_error() -> None:
+    def fn() -> nn.Module:
+        m = nn.Sequential(nn.LazyLinear(3)).cuda()
+        m(torch.ones(2, 4, device="cuda"))
+        return m
+
+    with pytest.raises(initrecipe.RecordError) as refused:
+        initrecipe.record(fn, seed=0, rng="portable")
+    assert re.fullmatch(
+        r"`Tensor\.to`/`\.cuda\(\)` moved an uninitialized parameter of a lazy module to `cuda:0` \(called from "
+        r"`[^`]*module\.py:\d+` in `<lambda>`, reached from `[^`]*test_flows\.py:\d+` in `fn`\): initrecipe records "
+        r"lazy modules on accelerator labels only once they are materialized\. Run the dry-run forward on the CPU "
+        r"first, then move the module \(`m\(dummy\); m\.to\(device\)`\)", str(refused.value)), str(refused.value)
+
+    def materialized_first() -> nn.Module:
+        m = nn.Sequential(nn.LazyLinear(3))
+        m(torch.ones(2, 4))
+        return m.cuda()
+
+    check_torch(materialized_first, eager_fn=_lazy_cpu)
+    check_portable(materialized_first, eager_fn=_lazy_cpu)
+
+
+def _lazy_cpu() -> nn.Module:
+    m = nn.Sequential(nn.LazyLinear(3))
+    m(torch.ones(2, 4))
+    return m
+
+
 def test_reading_a_meta_tensors_values_is_a_record_error() -> None:
     def copy_out() -> nn.Module:
         with torch.device("meta"):
