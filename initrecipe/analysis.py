@@ -9,11 +9,12 @@ draws read; dead portable draws (keyed streams, ``rng="portable"``) are skipped.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -161,6 +162,22 @@ def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: Any) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def recipe_defaults() -> Iterator[None]:
+    """torch's default dtype as a recipe's operators mean it: ``float32`` (an operator with no
+    ``dtype`` argument, such as ``empty``, makes ``float32`` tensors whatever default the replaying
+    process has set, e.g. after recording a constructor that left ``torch.set_default_dtype``)."""
+    dtype = torch.get_default_dtype()
+    if dtype is torch.float32:
+        yield
+        return
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+
+
 def infer_facts(
     program: list[Instruction],
     generators: int,
@@ -188,6 +205,19 @@ def infer_facts(
     The facts include each instruction's cost (``facts.costs``, see :mod:`initrecipe.work`), from
     which a replay estimates its work before it runs.
     """
+    with recipe_defaults():
+        return _infer_facts(program, generators, max_bytes=max_bytes, names=names, rng=rng)
+
+
+def _infer_facts(
+    program: list[Instruction],
+    generators: int,
+    *,
+    max_bytes: int | None = None,
+    names: dict[int, str] | None = None,
+    rng: str = "torch",
+) -> ProgramFacts:
+    """:func:`infer_facts` under the defaults recipes are specified with."""
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
     storages: dict[int, int] = {}  # StorageImpl address -> storage id (env keeps every storage alive)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 import torch
 
-from .analysis import Action, ProgramFacts, call_refs, flatten_outputs, generator_of
+from .analysis import Action, ProgramFacts, call_refs, flatten_outputs, generator_of, recipe_defaults
 from .generator_positions import GeneratorPositions, Position
 from .parallel_draws import ParallelDraws
 from .errors import RecipeError, ReplayError
@@ -191,6 +192,9 @@ def call_op(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], gener
         if info.arg_names.index(info.generator_arg) >= len(args):
             kwargs[info.generator_arg] = generator
     try:
+        if torch.get_default_dtype() is not torch.float32:
+            with recipe_defaults():
+                return info.op(*args, **kwargs)
         return info.op(*args, **kwargs)
     except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -255,6 +259,41 @@ def draw_on_scratch(
 
 
 def execute(
+    program: list[Instruction],
+    facts: ProgramFacts,
+    actions: list[Action],
+    env: dict[int, torch.Tensor],
+    generators: GeneratorBank,
+    *,
+    release: dict[int, list[int]] | None = None,
+    pool: ScratchPool | None = None,
+    portable: PortableContext | None = None,
+    parallel: ParallelDraws | None = None,
+) -> Iterator[int]:
+    """Run ``program`` as ``actions`` say, binding tensor values in ``env`` (see :func:`_execute`).
+
+    Each step runs under torch's defaults, whatever the caller set: no default device
+    (``torch.set_default_device``, ``with torch.device(...)``) and the ``float32`` default dtype a
+    recipe is written for; the caller's settings are back in force while it holds a yielded step.
+    """
+    steps = _execute(program, facts, actions, env, generators, release=release, pool=pool, portable=portable,
+                     parallel=parallel)
+    try:
+        while True:
+            with torch._C.DisableTorchFunction():
+                if torch.get_default_dtype() is torch.float32:
+                    index = next(steps, None)
+                else:
+                    with recipe_defaults():
+                        index = next(steps, None)
+            if index is None:
+                return
+            yield index
+    finally:
+        steps.close()
+
+
+def _execute(
     program: list[Instruction],
     facts: ProgramFacts,
     actions: list[Action],

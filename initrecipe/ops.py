@@ -14,7 +14,8 @@ import torch
 
 from .errors import RecipeFormatError, RecordError
 
-__all__ = ["ALLOWED_OPERATORS", "OpInfo", "resolve_op", "op_info", "generator_overload"]
+__all__ = ["ALLOWED_OPERATORS", "SHAPE_ONLY_OPERATORS", "UNINITIALIZED_LIKE", "OpInfo", "resolve_op", "op_info",
+           "generator_overload"]
 
 _FACTORY = """
 empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like
@@ -60,6 +61,18 @@ constant_pad_nd cross expand_copy permute_copy view_copy diagonal_copy t_copy tr
 unsqueeze_copy squeeze_copy select_copy slice_copy alias_copy detach_copy unbind_copy split_copy
 split_with_sizes_copy as_strided_copy _unsafe_view_copy
 """
+
+SHAPE_ONLY_OPERATORS: frozenset[str] = frozenset(
+    """
+    empty_like new_empty new_empty_strided zeros_like new_zeros ones_like new_ones full_like new_full
+    rand_like randn_like randint_like
+    """.split()
+)
+"""Operators that read only the shape, dtype and device of their tensor arguments, never their
+values: the only ones that may take a meta tensor and return a tensor that holds values."""
+
+UNINITIALIZED_LIKE: frozenset[str] = frozenset("empty_like new_empty new_empty_strided".split())
+"""Shape-only operators whose result is uninitialized memory (``Module.to_empty`` calls ``empty_like``)."""
 
 ALLOWED_OPERATORS: frozenset[str] = frozenset(
     (_FACTORY + _RANDOM + _VIEW + _POINTWISE + _STRUCTURAL).split()
@@ -114,6 +127,7 @@ class OpInfo:
         "written_args",
         "aliased_outputs",
         "arg_names",
+        "takes_default_dtype",
     )
 
     def __init__(self, name: str, op: torch._ops.OpOverload) -> None:
@@ -128,6 +142,11 @@ class OpInfo:
             if isinstance(a.type, torch.OptionalType) and a.type.getElementType() == _generator_type()
         ]
         self.generator_arg: str | None = gen_args[0] if gen_args else None
+        # A factory (no tensor arguments) with a `dtype` argument: left out, torch's default dtype
+        # decides (for floating-point results), so a recipe means `float32` there.
+        self.takes_default_dtype = "dtype" in self.arg_names and not any(
+            "Tensor" in str(a.type) for a in self.schema.arguments
+        )
         self.is_random = self.generator_arg is not None
         self.overwrites_self = packet in _OVERWRITING_INPLACE and self.schema.arguments[0].alias_info is not None
         self.value_dependent_random = packet in _VALUE_DEPENDENT_RANDOM or (

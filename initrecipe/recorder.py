@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import sys
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -23,7 +25,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
 from .errors import RecordError
 from .interpreter import PortableContext, execute
-from .ops import OpInfo, check_recordable, generator_overload, op_info
+from .ops import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable,
+                  generator_overload, op_info)
 from .errors import RecipeFormatError
 from .portable import DRAW_OPERATORS, check_draw
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
@@ -105,6 +108,8 @@ class _Recorder:
         # Calls replay cannot execute (outside the allowlist), by index -> the refusal to raise if
         # their result is ever needed: its values read while recording, or reaching a model tensor.
         self.unreplayable: dict[int, str] = {}
+        # rng="torch": random draws made on an accelerator device, by index -> (device, call site).
+        self.accelerator_draws: dict[int, tuple[torch.device, str]] = {}
 
     # ------------------------------------------------------------------ emitting
     def _emit_rng(self, ins: Instruction) -> int:
@@ -177,8 +182,26 @@ class _Recorder:
         if vid is not None and self._matches(vid, tensor):
             return Ref(vid)
         if isinstance(tensor, FakeTensor):
+            if tensor.fake_device.type == "meta" and tensor.untyped_storage()._cdata not in self.storage_ids:
+                self._meta_placeholder(tensor)
             return Ref(self._alias(tensor))
         return Ref(self._literal(tensor))
+
+    def _meta_placeholder(self, tensor: FakeTensor) -> None:
+        """Give a meta tensor's storage a value: uninitialized memory of its size (``empty``).
+
+        Meta tensors hold no values and nothing done to them is recorded; a meta tensor is
+        recorded only where something else needs it as a tensor — a parameter or buffer left on
+        the meta device, or an argument whose shape an operator reads — and then as storage whose
+        contents are unspecified, as a ``to_empty`` allocation's are.
+        """
+        size = tensor.untyped_storage().nbytes() // tensor.element_size()
+        name = "aten.empty.memory_format"
+        index = len(self.program)
+        self.program.append(Call(name, (None,), ([size],), {"dtype": tensor.dtype, "device": _CPU}))
+        self.facts.infos.append(op_info(name))
+        base = torch.ops.aten.as_strided.default(tensor, [size], [1], 0)
+        self.program[index].outs = (self._bind(index, base),)
 
     def _alias(self, tensor: FakeTensor) -> int:
         """A tensor whose storage is known but whose view is not (``param.data = ...``): re-view it."""
@@ -247,7 +270,7 @@ class _Recorder:
         if isinstance(value, torch.Generator):
             raise AssertionError("generators are encoded by the caller")
         if isinstance(value, torch.device):
-            return torch.device("cpu") if value.type == "cpu" else value
+            return _CPU  # a label while recording: a recipe is device-neutral, replay places every tensor
         if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
             raise RecordError("symbolic sizes are not supported while recording")
         return value
@@ -260,6 +283,8 @@ class _Recorder:
                 return func(*args, **kwargs)
             except (DataDependentOutputException, DynamicOutputShapeException):
                 return self._run_for_real(func, args, kwargs, None)
+        if _touches_meta(args, kwargs):
+            return self._dispatch_meta(func, name, args, kwargs)
         if func is _SET_SOURCE_TENSOR and isinstance(args[0], FakeTensor) and isinstance(args[1], FakeTensor):
             # `dest.set_(src)` (parametrizations do it): `dest` now views `src`'s storage.  Nothing
             # is computed, so nothing is recorded; the next use of `dest` re-views that storage
@@ -300,6 +325,31 @@ class _Recorder:
         except (DataDependentOutputException, DynamicOutputShapeException):
             return self._run_for_real(func, args, kwargs, pending)
         self._commit(pending, args, kwargs, out)
+        return out
+
+    def _dispatch_meta(self, func: torch._ops.OpOverload, name: str, args: tuple, kwargs: dict) -> Any:
+        """An operator that takes or makes meta tensors.
+
+        As in eager, an operator whose results are all on the meta device computes nothing and
+        draws nothing (a random fill of a meta tensor consumes no generator state): it is not
+        recorded.  An operator that reads only the shape of a meta tensor (``empty_like(t,
+        device="cpu")``, which ``Module.to_empty`` calls) is recorded; one that would read a meta
+        tensor's values is refused, where eager raises.
+        """
+        out = func(*args, **kwargs)
+        results = [o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)]
+        if all(_is_meta(o) for o in results):
+            return out
+        packet = name.split(".")[1]
+        if packet not in SHAPE_ONLY_OPERATORS:
+            raise _reads_meta_values(name, args, kwargs)
+        if packet in UNINITIALIZED_LIKE:
+            # New uninitialized memory of the result's layout: record it without the meta argument.
+            op = torch.ops.aten.empty_strided.default
+            args, kwargs = (list(out.shape), list(out.stride())), {"dtype": out.dtype, "device": out.device}
+            self._commit(self._prepare(op, "aten.empty_strided.default", args, kwargs), args, kwargs, out)
+            return out
+        self._commit(self._prepare(func, name, args, kwargs), args, kwargs, out)
         return out
 
     def _record_unreplayable(
@@ -383,6 +433,8 @@ class _Recorder:
     ) -> int:
         """Append a prepared call and bind its outputs."""
         info, enc_args, enc_kwargs, gid = pending
+        if torch.get_default_dtype() is not torch.float32:
+            enc_kwargs = _explicit_dtype(info, enc_args, enc_kwargs, out)
         index = len(self.program)
         call = Call(info.name, (), tuple(enc_args), enc_kwargs, out_meta)
         self.program.append(call)
@@ -400,6 +452,10 @@ class _Recorder:
         for _, storage in self.facts.written_storages(index, call):
             self.writers[storage].append(index)
         if gid is not None:
+            if self.rng == "torch":
+                device = _draw_device(args, kwargs, out)
+                if device.type not in ("cpu", "meta"):
+                    self.accelerator_draws[index] = (device, _call_site())
             self.rng_instructions[gid].append(index)
             self.pinned_at[index] = self.pinned[gid]
             if self.rng == "portable" and not self.pinned[gid]:
@@ -439,7 +495,7 @@ class _Recorder:
                     program[i] = _with_key(program[i], self._known_key(i))
                 portable = PortableContext(self.seed)
         env: dict[int, torch.Tensor] = {s: self.cache[s][0] for s in available}
-        with _disable_current_modes(), torch.no_grad():
+        with _disable_current_modes(), torch.no_grad(), torch._C.DisableTorchFunction():
             for _ in execute(program, self.facts, actions, env, self.shadow, portable=portable):
                 pass
         result = env[vid]
@@ -498,9 +554,12 @@ class _Recorder:
         pending: tuple[OpInfo, list[Any], dict[str, Any], int | None] | None,
     ) -> Any:
         """Run a data-dependent operator on materialized inputs; record it unless ``pending`` is None."""
+        if _touches_meta(args, kwargs):
+            raise _reads_meta_values(f"{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}",
+                                     args, kwargs)
         real_args = _map_tensors(args, self.materialize)
         real_kwargs = _map_tensors(kwargs, self.materialize)
-        with _disable_current_modes(), torch.no_grad():
+        with _disable_current_modes(), torch.no_grad(), torch._C.DisableTorchFunction():
             result = func(*real_args, **real_kwargs)
         if pending is None:
             return result
@@ -521,6 +580,47 @@ class _Recorder:
                 self.cache[vid] = (real, index)
                 self.cache_bytes += real.untyped_storage().nbytes()
         return packed
+
+
+def _explicit_dtype(info: OpInfo, args: list[Any], kwargs: dict[str, Any], out: Any) -> dict[str, Any]:
+    """``kwargs`` with the dtype an operator's omitted ``dtype`` argument resolved to.
+
+    Recipes mean torch's default dtype ``float32`` where an operator takes its default; a
+    constructor that calls ``torch.set_default_dtype`` made its factories build another dtype,
+    which the recipe then names (the output's dtype, which ``dtype=None`` would have produced).
+    """
+    if not info.takes_default_dtype or info.arg_names.index("dtype") < len(args) or kwargs.get("dtype") is not None:
+        return kwargs
+    first = next((o for o in flatten_outputs(out) if isinstance(o, torch.Tensor)), None)
+    return kwargs if first is None else dict(kwargs, dtype=first.dtype)
+
+
+def _reads_meta_values(name: str, args: tuple, kwargs: dict) -> RecordError:
+    """The refusal of an operator that reads the values of a meta tensor, as eager refuses it."""
+    return RecordError(
+        f"`{name}` reads the values of a meta tensor{_call_context(args, kwargs)}; meta tensors hold no values "
+        "(eager PyTorch raises here too). Allocate the tensor on a real device first "
+        "(`module.to_empty(device=\"cpu\")`, `torch.empty_like(t, device=\"cpu\")`) and initialize it"
+    )
+
+
+def _touches_meta(args: tuple, kwargs: dict) -> bool:
+    """Whether a call takes a meta tensor (fake or real) or creates one (``device=meta``)."""
+    device = kwargs.get("device")
+    if isinstance(device, torch.device) and device.type == "meta":
+        return True
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if _is_meta(a):
+                return True
+        elif isinstance(a, (list, tuple)) and any(isinstance(t, torch.Tensor) and _is_meta(t) for t in a):
+            return True
+    return any(isinstance(v, torch.Tensor) and _is_meta(v) for v in kwargs.values())
+
+
+def _is_meta(tensor: torch.Tensor) -> bool:
+    """Whether a tensor is on the meta device (a fake tensor by its fake device)."""
+    return tensor.fake_device.type == "meta" if isinstance(tensor, FakeTensor) else tensor.is_meta
 
 
 def _iter_tensors(values: Any) -> Iterator[torch.Tensor]:
@@ -549,7 +649,25 @@ class _RecordingMode(TorchDispatchMode):
         self.recorder = recorder
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        return self.recorder.dispatch(func, args, kwargs or {})
+        kwargs = kwargs or {}
+        if _decomposable(func):
+            # A composite operator that reaches the dispatcher whole (under `torch.inference_mode()`,
+            # `reshape` does): record the operators it is made of.
+            with self:
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+        return self.recorder.dispatch(func, args, kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _decomposable(func: torch._ops.OpOverload) -> bool:
+    """Whether ``func`` is outside the allowlist but has a composite (decomposing) kernel."""
+    return (
+        func.namespace == "aten"
+        and func._schema.name.split("::")[-1] not in ALLOWED_OPERATORS
+        and func.has_kernel_for_dispatch_key(torch._C.DispatchKey.CompositeImplicitAutograd)
+    )
 
 
 @contextlib.contextmanager
@@ -607,6 +725,12 @@ def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
         return wrapper
 
     originals = (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor)
+    # `with torch.device(...)` finds factories in a set it builds and caches on first use; build
+    # it now, from torch's own functions, not from the wrappers below (a set built while they are
+    # installed would hold them, and the device context would ignore `torch.tensor` for good).
+    constructors = getattr(getattr(torch.utils, "_device", None), "_device_constructors", None)
+    if constructors is not None:
+        constructors()
     torch.tensor = reading(originals[0], 0)  # type: ignore[assignment]
     torch.as_tensor = reading(originals[1], 0)  # type: ignore[assignment]
     torch.Tensor.new_tensor = reading(originals[2], 1)  # type: ignore[method-assign]
@@ -649,7 +773,7 @@ def _call_site() -> str:
         return ""
     site = f"called from `{frame.f_code.co_filename}:{frame.f_lineno}` in `{frame.f_code.co_name}`"
     outer = frame
-    while outer is not None and os.path.abspath(outer.f_code.co_filename).startswith(_TORCH_FILES):
+    while outer is not None and os.path.abspath(outer.f_code.co_filename).startswith((_TORCH_FILES, _INTERNAL_FILES[0])):
         outer = outer.f_back
     if outer is not None and outer is not frame:
         site += f", reached from `{outer.f_code.co_filename}:{outer.f_lineno}` in `{outer.f_code.co_name}`"
@@ -699,26 +823,218 @@ def _eager_deepcopy() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _eager_module_conversion() -> Iterator[None]:
-    """Make ``Module.to()``/``.half()`` convert fake parameters the way eager converts real ones.
+    """Make ``Module._apply`` (behind ``to_empty``, ``.to()``, ``.cuda()``, ``.half()``) convert fake
+    parameters the way eager converts real ones.
 
-    For fake parameters ``Module._apply`` swaps tensor objects (``torch.utils.swap_tensors``),
-    where for real CPU tensors it assigns ``param.data``; the results agree except that the swap
-    refuses tensors with weak references.  While recording, a swap of fake tensors is done as the
-    eager ``.data`` assignment.
+    For fake parameters torch's ``Module._apply`` always swaps tensor objects
+    (``torch.utils.swap_tensors``), which fails between devices (``to_empty`` from meta).  Eager,
+    for real tensors, assigns ``param.data`` when the two tensors have compatible types (any two
+    dense devices, a dtype change) and otherwise puts a new ``Parameter`` in the module; with
+    ``torch.__future__``'s swap flag set it swaps.  While recording, ``_apply`` makes the same
+    choice on the fake tensors, so object identity (ties) and devices follow eager.
     """
-    original = torch.utils.swap_tensors
+    original_swap = torch.utils.swap_tensors
+    original_apply = torch.nn.Module._apply
 
     def swap_tensors(t1: torch.Tensor, t2: torch.Tensor) -> None:
         if isinstance(t1, FakeTensor) and isinstance(t2, FakeTensor):
-            t1.data = t2.data if isinstance(t2, torch.nn.Parameter) else t2
+            _set_data(t1, t2.data if isinstance(t2, torch.nn.Parameter) else t2)
             return
-        original(t1, t2)
+        original_swap(t1, t2)
+
+    def apply(self: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor],
+              recurse: bool = True) -> torch.nn.Module:
+        if not any(isinstance(t, FakeTensor) for t in [*self._parameters.values(), *self._buffers.values()]):
+            return original_apply(self, fn, recurse)
+        if recurse:
+            for child in self.children():
+                child._apply(fn)
+        for key, param in self._parameters.items():
+            if param is not None:
+                self._parameters[key] = _converted(param, fn)
+        for key, buf in self._buffers.items():
+            if buf is not None:
+                self._buffers[key] = fn(buf)
+        return self
 
     torch.utils.swap_tensors = swap_tensors
+    torch.nn.Module._apply = apply  # type: ignore[method-assign]
     try:
         yield
     finally:
-        torch.utils.swap_tensors = original
+        torch.utils.swap_tensors = original_swap
+        torch.nn.Module._apply = original_apply  # type: ignore[method-assign]
+
+
+def _set_data(param: torch.Tensor, data: torch.Tensor) -> None:
+    """``param.data = data``, moving a fake parameter's device label with its data as eager does."""
+    param.data = data
+    if isinstance(param, FakeTensor) and isinstance(data, FakeTensor):
+        param.fake_device = data.fake_device
+
+
+def _converted(param: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The parameter ``Module._apply(fn)`` leaves in a module, decided as eager decides it."""
+    with torch.no_grad():
+        applied = fn(param)
+    grad = param.grad
+    keep = torch.__future__.get_swap_module_params_on_conversion() or (
+        torch._has_compatible_shallow_copy_type(param, applied)
+        and not torch.__future__.get_overwrite_module_params_on_conversion()
+    )
+    if keep and torch._has_compatible_shallow_copy_type(param, applied):
+        _set_data(param, applied)
+        out = param
+    else:
+        out = torch.nn.Parameter(applied, param.requires_grad) if isinstance(param, torch.nn.Parameter) else applied
+    if grad is not None:
+        with torch.no_grad():
+            out.grad = fn(grad).requires_grad_(grad.requires_grad)
+    return out
+
+
+@contextlib.contextmanager
+def _device_labels() -> Iterator[None]:
+    """Let ``Tensor.cuda()`` and ``Tensor.to("cuda")`` move fake tensors on a machine without CUDA.
+
+    While recording, a device is a label (a recipe is device-neutral; replay places every tensor
+    on ``replay(device=...)``), but these two methods initialize the device's runtime before they
+    dispatch, which fails where torch has no CUDA.  For a fake tensor and an accelerator target
+    they dispatch the copy (``aten._to_copy``) directly, as eager's ``to`` does.
+    """
+    original_to, original_cuda = torch.Tensor.to, torch.Tensor.cuda
+
+    def to(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if isinstance(self, FakeTensor):
+            rest = dict(kwargs)
+            copy = bool(rest.pop("copy", False))
+            device, dtype, non_blocking, memory_format = torch._C._nn._parse_to(*args, **rest)
+            if device is not None and device.type not in ("cpu", "meta"):
+                return _to_label(self, device, dtype, non_blocking, copy, memory_format)
+        return original_to(self, *args, **kwargs)
+
+    def cuda(self: torch.Tensor, device: Any = None, non_blocking: bool = False,
+             memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+        if not isinstance(self, FakeTensor):
+            return original_cuda(self, device, non_blocking, memory_format=memory_format)
+        target = torch.device("cuda", device) if isinstance(device, int) else torch.device(device or "cuda")
+        return _to_label(self, target, None, non_blocking, False, memory_format)
+
+    torch.Tensor.to, torch.Tensor.cuda = to, cuda  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.to, torch.Tensor.cuda = original_to, original_cuda  # type: ignore[method-assign]
+
+
+def _to_label(tensor: FakeTensor, device: torch.device, dtype: torch.dtype | None, non_blocking: bool, copy: bool,
+              memory_format: torch.memory_format | None) -> torch.Tensor:
+    """``tensor.to(device, dtype)`` for an accelerator ``device``: ``tensor`` itself when nothing changes."""
+    if device.index is None:
+        device = torch.device(device.type, 0)
+    same = (tensor.fake_device == device and dtype in (None, tensor.dtype)
+            and memory_format in (None, torch.preserve_format))
+    if same and not copy:
+        return tensor
+    kwargs: dict[str, Any] = {"device": device}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if non_blocking:
+        kwargs["non_blocking"] = True
+    if memory_format is not None:
+        kwargs["memory_format"] = memory_format
+    if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+        raise RecordError(
+            f"`Tensor.to`/`.cuda()` moved an uninitialized parameter of a lazy module to `{device}`{_call_context((), {})}: "
+            "initrecipe records lazy modules on accelerator labels only once they are materialized. Run the dry-run "
+            "forward on the CPU first, then move the module (`m(dummy); m.to(device)`)"
+        )
+    return torch.ops.aten._to_copy.default(tensor, **kwargs)
+
+
+@contextlib.contextmanager
+def _parameter_class_calls() -> Iterator[None]:
+    """Let ``type(param)(data, requires_grad=...)`` re-wrap a fake parameter as eager re-wraps a real one.
+
+    accelerate's ``init_empty_weights`` and ``set_module_tensor_to_device`` (and loaders like them)
+    rebuild a parameter by calling its class.  Eager, that class is ``nn.Parameter``; while
+    recording, a parameter is a ``FakeTensor`` (marked ``_is_param``), whose constructor takes a
+    fake tensor mode.  Called with a tensor first, as ``nn.Parameter`` is, it builds the parameter
+    ``nn.Parameter`` would (other keyword arguments, the old parameter's ``__dict__``, become
+    attributes, as accelerate means them, less the fake tensor's own state).
+    """
+    original = FakeTensor.__new__
+
+    def new(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if cls is FakeTensor and args and isinstance(args[0], torch.Tensor):
+            requires_grad = kwargs.pop("requires_grad", args[1] if len(args) > 1 else True)
+            kwargs.pop("_is_param", None)
+            param = torch.nn.Parameter(args[0], requires_grad)
+            for key, value in kwargs.items():
+                if key not in param.__dict__:  # a user attribute, not the fake tensor's own state
+                    setattr(param, key, value)
+            return param
+        return original(cls, *args, **kwargs)
+
+    FakeTensor.__new__ = new  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        FakeTensor.__new__ = original  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _fake_lazy_parameters() -> Iterator[None]:
+    """Let lazy modules (``nn.LazyLinear``) create and materialize their parameters on fake tensors.
+
+    ``UninitializedParameter``/``UninitializedBuffer`` wrap a plain tensor with
+    ``Tensor._make_subclass``, which a fake tensor cannot be.  While recording they are fake
+    tensors of a class that is both the uninitialized class (so ``is_lazy``, ``isinstance(p,
+    nn.Parameter)`` and the lazy module's checks hold) and ``FakeTensor``; ``materialize`` gives
+    them fake storage of the inferred shape (``empty``, as eager) and turns them into a plain fake
+    parameter or buffer, exactly where eager turns them into ``Parameter``/``Tensor``.
+    """
+    from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
+
+    originals = (UninitializedParameter.__new__, UninitializedBuffer.__new__, UninitializedTensorMixin.materialize)
+
+    def new(cls: type, requires_grad: bool = True, device: Any = None, dtype: Any = None) -> torch.Tensor:
+        tensor = torch.empty(0, device=device, dtype=dtype)
+        if not isinstance(tensor, FakeTensor):  # pragma: no cover - record runs constructors under fake tensors
+            raise RecordError("an uninitialized parameter was created outside the recording's fake tensors")
+        tensor.requires_grad_(requires_grad)
+        if issubclass(cls, UninitializedParameter):
+            tensor._is_param = True
+        tensor.__class__ = _fake_lazy_class(cls)
+        return tensor
+
+    def materialize(self: Any, shape: Any, device: Any = None, dtype: Any = None) -> None:
+        if not isinstance(self, FakeTensor):
+            return originals[2](self, shape, device, dtype)
+        device = self.fake_device if device is None else device
+        dtype = torch.Tensor.dtype.__get__(self) if dtype is None else dtype
+        self.__class__ = FakeTensor
+        _set_data(self, torch.empty(shape, device=device, dtype=dtype))
+
+    UninitializedParameter.__new__ = new  # type: ignore[method-assign]
+    UninitializedBuffer.__new__ = new  # type: ignore[method-assign]
+    UninitializedTensorMixin.materialize = materialize  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        (UninitializedParameter.__new__, UninitializedBuffer.__new__,  # type: ignore[method-assign]
+         UninitializedTensorMixin.materialize) = originals
+
+
+_LAZY_CLASSES: dict[type, type] = {}
+
+
+def _fake_lazy_class(cls: type) -> type:
+    """The class of a fake ``cls`` (an uninitialized parameter or buffer class) while recording."""
+    fake = _LAZY_CLASSES.get(cls)
+    if fake is None:
+        fake = _LAZY_CLASSES[cls] = type(f"Fake{cls.__name__}", (cls, FakeTensor), {"cls_to_become": FakeTensor})
+    return fake
 
 
 @contextlib.contextmanager
@@ -844,9 +1160,26 @@ def record(
         raise RecordError("`initrecipe.record` was called inside another `record`; nested recording is not supported")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int or None, not {type(seed).__name__}")
+    before = _Defaults.now()
+    try:
+        recipe, left = _record_attempts(model_fn, rng, seed, sync_rng)
+    except BaseException:
+        before.apply()  # a failed recording changes nothing
+        raise
+    left.apply()  # as `model_fn()` left them, as eager leaves them
+    return recipe
+
+
+def _record_attempts(
+    model_fn: Callable[[], torch.nn.Module], rng: str, seed: int | None, sync_rng: bool
+) -> tuple[Recipe, _Defaults]:
+    """Record until the recording is stable (see :data:`_PORTABLE_RECORDINGS`); the recipe and the
+    torch defaults ``model_fn`` left.  Every attempt starts from the defaults ``record`` found."""
+    before = _Defaults.now()
     known_keys: list[PortableKey | None] | None = None
     for attempt in range(_PORTABLE_RECORDINGS):
-        recorder, program, entries, keys, final_states = _record_once(model_fn, rng, seed, sync_rng, known_keys)
+        before.apply()
+        recorder, program, entries, keys, final_states, left = _record_once(model_fn, rng, seed, sync_rng, known_keys)
         if not recorder.read_portable_values and (known_keys is None or keys == known_keys):
             for generator, state in final_states:
                 generator.set_state(state)
@@ -859,7 +1192,34 @@ def record(
             f"end up in, recording after recording ({_PORTABLE_RECORDINGS} tried). Record with rng='torch', "
             "or draw these values from a seeded `torch.Generator`"
         )
-    return Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+    recipe = Recipe(rng=rng, seed=seed, generators=recorder.tracker.count, program=program, tensors=entries)
+    return recipe, left
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """torch's process-wide tensor defaults: ``torch.get_default_dtype()`` and the device of
+    ``torch.set_default_device`` (None when unset).  A constructor may change them; ``record``
+    leaves them as the constructor left them, as running it eagerly does, and computes its own
+    tensors under :data:`_PLAIN`."""
+
+    dtype: torch.dtype
+    device: torch.device | None
+
+    @staticmethod
+    def now() -> _Defaults:
+        context = getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+        device = getattr(context, "device", None)
+        return _Defaults(torch.get_default_dtype(), None if device is None else torch.device(device))
+
+    def apply(self) -> None:
+        if torch.get_default_dtype() is not self.dtype:
+            torch.set_default_dtype(self.dtype)
+        if _Defaults.now().device != self.device:
+            torch.set_default_device(self.device)
+
+
+_PLAIN = _Defaults(torch.float32, None)
 
 
 _PORTABLE_RECORDINGS = 4
@@ -871,10 +1231,11 @@ def _record_once(
     model_fn: Callable[[], torch.nn.Module], rng: str, seed: int | None, sync_rng: bool,
     known_keys: list[PortableKey | None] | None,
 ) -> tuple[_Recorder, list[Instruction], list[TensorEntry], list[PortableKey | None],
-           list[tuple[torch.Generator, torch.Tensor]]]:
+           list[tuple[torch.Generator, torch.Tensor]], _Defaults]:
     """One recording: the recorder, the compacted program and entries, the keys of the unpinned
     draws by ordinal (rng="portable"; None for a dead draw), and (with ``sync_rng``) the state each
-    tracked generator must be left in.  The generators are left as they were before."""
+    tracked generator must be left in, and the torch defaults ``model_fn`` left (the process is
+    left with :data:`_PLAIN` ones).  The generators are left as they were before."""
     recorder = _Recorder(rng, seed, known_keys)
     _ACTIVE.recording = True
     finished = False
@@ -883,11 +1244,13 @@ def _record_once(
         portable_inits = _portable_trunc_normal(recorder) if rng == "portable" else contextlib.nullcontext()
         with recorder.fake_mode, _RecordingMode(recorder), _numpy_materializes(recorder), \
                 _sequence_data_materializes(recorder), _eager_deepcopy(), _eager_module_conversion(), \
-                portable_inits:
+                _device_labels(), _fake_lazy_parameters(), _parameter_class_calls(), portable_inits:
             model = model_fn()
             if not isinstance(model, torch.nn.Module):
                 raise RecordError(f"model_fn returned {type(model).__name__}; it must return an nn.Module")
             entries = _collect(recorder, model)
+        left = _Defaults.now()
+        _PLAIN.apply()
         final_states = _final_states(recorder) if sync_rng and not recorder.read_portable_values else []
         recorder.tracker.restore_originals()
         finished = True
@@ -900,6 +1263,8 @@ def _record_once(
     for i in portable:  # planned as draws that advance no generator; their keys come below
         program[i] = _with_key(program[i], PortableKey("", 0))
     actions = plan_execution(program, recorder.facts, {e.value for e in entries}, advance_dead_draws=True)
+    if recorder.accelerator_draws:
+        _refuse_accelerator_draws(recorder, program, entries, actions)
     if recorder.unreplayable:
         recorder.refuse_if_unreplayable((i for i in recorder.unreplayable if actions[i] != Action.SKIP),
                                         "its result reaches the model's parameters or buffers")
@@ -909,7 +1274,36 @@ def _record_once(
     drop = _key_portable_draws(recorder, program, entries, portable, actions) if rng == "portable" else set()
     keys = [_key_of(program[i]) if actions[i] == Action.RUN else None for i in portable]
     program, entries = _compact(program, recorder.facts, entries, actions, drop)
-    return recorder, program, entries, keys, final_states
+    return recorder, program, entries, keys, final_states, left
+
+
+def _refuse_accelerator_draws(recorder: _Recorder, program: list[Instruction], entries: list[TensorEntry],
+                              actions: list[Action]) -> None:
+    """rng="torch": refuse the first random draw made on an accelerator, naming the tensor it fills.
+
+    Eager draws on an accelerator come from that device's generator, whose values depend on the
+    device model and the kernel's launch configuration; a torch-mode recipe reproduces torch's CPU
+    generator only, so it cannot promise eager's bits for them.
+    """
+    index = min(recorder.accelerator_draws)
+    device, site = recorder.accelerator_draws[index]
+    names = _draw_sinks(program, recorder.facts, actions, {index}, entries).get(index)
+    what = f"`{sorted(names)[0]}`" if names else "a tensor that reaches no parameter or buffer"
+    raise RecordError(
+        f"random draw `{program[index].op}` on a `{device}` tensor, filling {what}"
+        f"{' (' + site + ')' if site else ''}: rng='torch' reproduces torch's CPU generator, and an "
+        "accelerator's random stream cannot be recorded (its values depend on the device model). Either "
+        "draw on the CPU (create and initialize the tensor on \"cpu\", then move the model with `.to(device)`), "
+        "or record with rng='portable', whose draws are identical on every device"
+    )
+
+
+def _draw_device(args: tuple, kwargs: dict, out: Any) -> torch.device:
+    """The device a random call draws on: its target's (in-place fills) or its result's."""
+    for t in [*args[:1], *flatten_outputs(out)]:
+        if isinstance(t, FakeTensor):
+            return t.fake_device
+    return _CPU
 
 
 def _key_of(ins: Call) -> PortableKey | None:
