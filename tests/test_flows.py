@@ -37,6 +37,18 @@ def uninitialized(recipe: initrecipe.Recipe) -> set[str]:
             if group["init"]["function"] == "uninitialized"}
 
 
+def record_expecting(fn: ModelFn, uninit: set[str] = frozenset(), **options: object) -> initrecipe.Recipe:
+    """``initrecipe.record(fn, **options)``, which warns exactly when ``uninit`` is not empty, and
+    whose recipe then lists exactly ``uninit`` as uninitialized (``record``, ``show`` agree)."""
+    if not uninit:
+        recipe = initrecipe.record(fn, **options)  # any warning fails the test (filterwarnings=error)
+    else:
+        with pytest.warns(initrecipe.UninitializedWarning, match="leaves .* uninitialized"):
+            recipe = initrecipe.record(fn, **options)
+    assert set(recipe.uninitialized_names) == set(uninit) == uninitialized(recipe)
+    return recipe
+
+
 def eager_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     tensors = dict(model.named_parameters(remove_duplicate=False))
     tensors.update(model.named_buffers(remove_duplicate=False))
@@ -49,7 +61,7 @@ def check_torch(fn: ModelFn, seed: int = 0, *, eager_fn: ModelFn | None = None,
     eagerly on the CPU: every tensor bitwise except ``uninit``, which must be exactly the tensors
     the recipe says are uninitialized; names, kinds, shapes, dtypes, ``requires_grad`` and ties
     for all.  The generator is left where eager leaves it."""
-    recipe = initrecipe.load(initrecipe.record(fn, seed=seed).to_bytes())
+    recipe = initrecipe.load(record_expecting(fn, uninit, seed=seed).to_bytes())
     after_record = torch.get_rng_state()
     replayed = initrecipe.replay(recipe)
     torch.manual_seed(seed)
@@ -74,8 +86,8 @@ def check_portable(fn: ModelFn, seed: int = 0, *, eager_fn: ModelFn | None = Non
                    uninit: set[str] = frozenset()) -> initrecipe.Recipe:
     """rng="portable": deterministic recording, eager's names, shapes and dtypes, and every
     initialized tensor's two dim-0 halves replayed alone equal to the whole replay's halves."""
-    recipe = initrecipe.record(fn, seed=seed, rng="portable")
-    assert initrecipe.record(fn, seed=seed, rng="portable").to_bytes() == recipe.to_bytes()
+    recipe = record_expecting(fn, uninit, seed=seed, rng="portable")
+    assert record_expecting(fn, uninit, seed=seed, rng="portable").to_bytes() == recipe.to_bytes()
     whole = initrecipe.replay(initrecipe.load(recipe.to_bytes()))
     torch.manual_seed(seed)
     eager = eager_tensors((eager_fn or fn)())
@@ -108,8 +120,7 @@ def test_meta_tensors_left_in_the_model_are_recorded_without_values() -> None:
         m.add_module("live", nn.Linear(4, 2))
         return m
 
-    recipe = initrecipe.record(fn, seed=0)
-    assert uninitialized(recipe) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    recipe = record_expecting(fn, {"0.weight", "0.bias", "1.weight", "1.bias"}, seed=0)
     torch.manual_seed(0)
     eager = fn()
     assert eager[0].weight.is_meta
@@ -160,7 +171,7 @@ def test_transformers_model_through_its_meta_flow() -> None:
 
 def test_set_default_device_inside_the_constructor_is_left_as_eager_leaves_it() -> None:
     try:
-        recipe = initrecipe.record(fm.default_device_meta_left, seed=0)
+        recipe = record_expecting(fm.default_device_meta_left, {"weight", "bias"}, seed=0)
         assert torch.get_default_device() == torch.device("meta")
         under_meta = initrecipe.replay(recipe)  # replay works under torch's defaults, on its own device
     finally:
@@ -401,8 +412,13 @@ def test_flows_in_combination(build: str, init: str, dtype: torch.dtype, lazy: b
 def test_the_command_line_records_the_api_recipe(name: str, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["record", f"flow_models:{name}", "--seed", "0", "-o", "flow.recipe"]) == 0
-    capsys.readouterr()
-    api = initrecipe.record(getattr(fm, name), seed=0)
+    uninit = {"skip_init": {"bias"}}.get(name, set())
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("initrecipe: warning:")]
+    assert warned == ([
+        "initrecipe: warning: the constructor leaves 1 tensor uninitialized, `bias`: no instruction writes its "
+        "values, so eager gives it whatever memory holds and so does replay; initialize it in the constructor or "
+        "with init_weights (`initrecipe check flow.recipe` lists each)"] if uninit else [])
+    api = record_expecting(getattr(fm, name), uninit, seed=0)
     assert (tmp_path / "flow.recipe").read_bytes() == api.to_bytes()
 
 
@@ -442,9 +458,14 @@ def test_the_flows_audit_how_to(tmp_path, monkeypatch, capsys) -> None:
         assert codes[:-1] == [0] * (len(codes) - 1)
         assert codes[-1] == (0 if shown.startswith("---") and "\nidentical:" in shown else 1)
     # The meta flow leaves GPT-2's Conv1D tensors uninitialized and unties the head; the page's
-    # first diff says so.  (Once `diff` names uninitialized tensors explicitly, tighten these.)
+    # first diff says so, tensor by tensor and in its summary.
     first = blocks[0][1]
-    assert "~ transformer.h.{0,1}.attn.c_attn.weight  (32, 96) float32\n    init: normal_(mean=0.0, std=0.02) -> uninitialized\n" in first
-    assert "~ transformer.h.{0,1}.attn.c_attn.bias  (96,) float32\n    init: zeros -> uninitialized\n" in first
+    assert ("~ transformer.h.{0,1}.attn.c_attn.weight  (32, 96) float32\n"
+            "    initialized -> uninitialized: b's program never writes it\n"
+            "    init: normal_(mean=0.0, std=0.02) -> uninitialized\n") in first
+    assert ("~ transformer.h.{0,1}.attn.c_attn.bias  (96,) float32\n"
+            "    initialized -> uninitialized: b's program never writes it\n"
+            "    init: zeros -> uninitialized\n") in first
+    assert first.endswith("0 added, 0 removed, 19 changed (16 newly uninitialized), 10 keep their bits\n")
     assert "    tie: tied to `lm_head.weight` -> not tied\n" in first
     assert blocks[2][1].endswith("identical: 29 tensors, same metadata and values (same live programs)\n")
