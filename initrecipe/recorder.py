@@ -1026,7 +1026,7 @@ def _check_portable_draw(ins: Call, facts: ProgramFacts, index: int, stream: str
         raise RecordError(
             f"`{ins.op}` (torch.{packet}) draws the values of `{stream}`, and rng='portable' has no sampler for it: "
             f"{why}. Record with rng='torch', or draw `{stream}` with a portable sampler ("
-            + ", ".join(sorted({f"`{n.split('.')[1]}`" for n in DRAW_OPERATORS})) + ")"
+            + ", ".join(f"`{name}`" for name in sorted({n.split('.')[1] for n in DRAW_OPERATORS})) + ")"
         )
     info = facts.infos[index]
     target = ins.args[0] if info.overwrites_self else next((o for o in ins.outs if o is not None), None)

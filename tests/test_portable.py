@@ -151,11 +151,31 @@ def test_portable_needs_a_seed() -> None:
 def test_unsupported_random_operator_is_refused_while_recording() -> None:
     def model() -> nn.Module:
         m = nn.Module()
-        m.w = nn.Parameter(torch.empty(3).cauchy_())
+        m.register_buffer("w", torch.empty(3, dtype=torch.int64).random_())
         return m
 
-    with pytest.raises(initrecipe.RecordError, match=r"`aten.cauchy_.default` has no portable sampler"):
+    with pytest.raises(initrecipe.RecordError, match=r"`aten.random_.default` has no portable sampler"):
         initrecipe.record(model, seed=0, rng="portable")
+
+
+def test_poisson_is_refused_naming_the_tensor_and_the_ways_out() -> None:
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.register_buffer("counts", torch.poisson(torch.full((4,), 3.0)) + 1)
+        return m
+
+    with pytest.raises(initrecipe.RecordError) as info:
+        initrecipe.record(model, seed=0, rng="portable")
+    message = str(info.value)
+    assert message.startswith(
+        "`aten.poisson.default` (torch.poisson) draws the values of `counts`, and rng='portable' has no sampler "
+        "for it: a Poisson value of an arbitrary rate has no inverse with a bounded number of IEEE operations"
+    )
+    assert "Record with rng='torch', or draw `counts` with a portable sampler (`bernoulli`, `bernoulli_`" in message
+    # rng="torch" records it, bitwise as eager.
+    recipe = initrecipe.record(model, seed=0)
+    torch.manual_seed(0)
+    assert torch.equal(initrecipe.replay(recipe)["counts"], model().counts)
 
 
 def test_reading_random_values_while_recording_records_again_with_the_keys() -> None:
