@@ -877,7 +877,7 @@ def log(x: torch.Tensor) -> torch.Tensor:
 
 
 def multinomial(probs: torch.Tensor, num_samples: int, replacement: bool, key: tuple[int, int]) -> torch.Tensor:
-    """Portable ``torch.multinomial`` (schema/PORTABLE_RNG.md §6.10): int64 category indices of
+    """Portable ``torch.multinomial`` (schema/PORTABLE_RNG.md §6.11): int64 category indices of
     shape ``probs.shape[:-1] + (num_samples,)``, on ``probs``'s device, the same bits everywhere.
 
     With replacement, sample ``j`` of row ``r`` is element ``r * num_samples + j`` of the stream:
