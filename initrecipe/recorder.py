@@ -359,7 +359,7 @@ class _Recorder:
                 and info.name not in REFUSED_DRAWS):  # those are refused by name once names are known
             raise RecordError(
                 f"`{info.name}` has no portable sampler (rng='portable' draws with "
-                + ", ".join(sorted(f"`{n.split('.')[1]}`" for n in DRAW_OPERATORS))
+                + ", ".join(f"`{name}`" for name in sorted({n.split('.')[1] for n in DRAW_OPERATORS}))
                 + "). Record with rng='torch', or draw it from a seeded `torch.Generator`, whose "
                 "stream portable recipes replay exactly"
             )

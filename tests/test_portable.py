@@ -687,3 +687,38 @@ def test_trunc_normal_bounds_that_the_dtype_cannot_hold_are_respected() -> None:
 
     w = initrecipe.replay(initrecipe.record(model, seed=SEED, rng="portable"))["w"].detach().double()
     assert w.min() >= -0.1 and w.max() <= 0.1
+
+
+def test_trunc_normal_float32_endpoint_word_lands_inside() -> None:
+    """HARD_CASES.md, RNG facts: a uniform on the 2^-24 grid hits its lower endpoint once in 2^24
+    elements; with f32(2Φ(α)-1) = -1 that is erfinv(-1) = -inf, which the clamp of initrecipe 0.2's
+    program put on the bound -2.  Find such an element of a large tensor and replay just that
+    element (slice-only): the corrected program gives a finite value far from the bound."""
+    from initrecipe.philox import derive_key
+    from initrecipe.samplers import erfinv, sample_
+
+    n = 1 << 25
+    key = derive_key(SEED, "w", 0)
+    words = torch.empty(1 << 22, dtype=torch.int64)
+    hit = None
+    for start in range(0, n, words.numel()):
+        sample_(words, "randint", key, (0, 2**32), [(start, words.numel())])
+        zero = torch.nonzero(torch.bitwise_right_shift(words, 8) == 0).flatten()
+        if zero.numel():
+            hit = start + int(zero[0])
+            break
+    assert hit is not None  # about two such elements in 2^25 (fixed seed)
+    low = 2 * (0.5 * math.erfc(2.0 / 0.1 / math.sqrt(2.0))) - 1  # 2Φ(-20) - 1
+    at = sample_(torch.empty(1), "uniform", key, (low, 1.0), [(hit, 1)])
+    assert at.item() == -1.0 and erfinv(at).item() == -math.inf  # what the old program fed erfinv_
+
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.w = nn.Parameter(torch.empty(n))
+        nn.init.trunc_normal_(m.w, std=0.1, a=-2.0, b=2.0)
+        return m
+
+    recipe = initrecipe.record(model, seed=SEED, rng="portable")
+    assert initrecipe.sliceable(recipe, "w")
+    value = initrecipe.replay(recipe, shards={"w": Shard(0, hit, hit + 1)})["w"].item()
+    assert -0.6 < value < -0.5  # 0.1 * sqrt(2) * erfinv(-(1 - 2^-24)) = -0.5549
