@@ -1131,16 +1131,6 @@ static const float EXP_C[8] = {
     0x1p+0f, 0x1p+0f, 0x1p-1f, 0x1.555556p-3f, 0x1.555556p-5f, 0x1.111112p-7f, 0x1.6c16c2p-10f, 0x1.a01a02p-13f,
 };
 
-/* z of the normal sampler for one word (central or tail polynomial, as the select of §5.5). */
-static inline float x_standard_normal(uint32_t word)
-{
-    float x = normal_x(word);
-    float wi = normal_w(word, x);
-    float p = (wi < NRM_SPLIT) ? nrm_central(wi) : nrm_tail(wi);
-    float t = p * x;
-    return u2f(f2u(t) ^ (word & UINT32_C(0x80000000)));
-}
-
 static inline float x_pexp(float y)
 {
     y = y < -0x1.ap+6f ? -0x1.ap+6f : y;
@@ -1182,19 +1172,30 @@ static void fill_ext_impl(const variant_t *v, int kind, float *out, Py_ssize_t n
     Py_ssize_t done = 0;
     while (done < n) {
         int m = (n - done) < (Py_ssize_t)(SBG * GW) ? (int)(n - done) : SBG * GW;
-        v->words(words, m, ks, first + (uint64_t)done);
         float *d = out + done;
+        if (kind == KX_LOG_NORMAL || kind == KX_NORMAL_T) {
+            /* z from the normal sampler's own loops: z * 1 + 0 is z exactly (z is never 0). */
+            v->fill(K_NORMAL, d, D_F32, m, ks, first + (uint64_t)done, 0.0f, 1.0f);
+            if (kind == KX_LOG_NORMAL) {
+                for (int i = 0; i < m; i++) {
+                    float y = d[i] * b;
+                    d[i] = x_saturate(x_pexp(y + a), c);
+                }
+            } else {
+                for (int i = 0; i < m; i++) {
+                    float y = d[i] * src2[done + i];
+                    d[i] = x_saturate(y + src1[done + i], c);
+                }
+            }
+            done += m;
+            continue;
+        }
+        v->words(words, m, ks, first + (uint64_t)done);
         switch (kind) {
         case KX_CAUCHY:
             for (int i = 0; i < m; i++) {
                 float x = x_cauchy(words[i]) * b;
                 d[i] = x_saturate(x + a, c);
-            }
-            break;
-        case KX_LOG_NORMAL:
-            for (int i = 0; i < m; i++) {
-                float y = x_standard_normal(words[i]) * b;
-                d[i] = x_saturate(x_pexp(y + a), c);
             }
             break;
         case KX_GEOMETRIC:
@@ -1204,15 +1205,9 @@ static void fill_ext_impl(const variant_t *v, int kind, float *out, Py_ssize_t n
                 d[i] = x_saturate(__builtin_ceilf(q), c);
             }
             break;
-        case KX_BERNOULLI_T:
+        default: /* KX_BERNOULLI_T */
             for (int i = 0; i < m; i++)
                 d[i] = (unit24(words[i]) < src1[done + i]) ? 1.0f : 0.0f;
-            break;
-        default: /* KX_NORMAL_T */
-            for (int i = 0; i < m; i++) {
-                float y = x_standard_normal(words[i]) * src2[done + i];
-                d[i] = x_saturate(y + src1[done + i], c);
-            }
             break;
         }
         done += m;

@@ -557,22 +557,24 @@ def _tensor_params(draw: _Draw, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
         values.append(t)
     if out.device.type == "meta":  # no values to check (shape checks and tests of the device path)
         return tuple(values)
+    largest = _SATURATE[torch.float32]
     with torch.no_grad():
         if draw.kind == "bernoulli_tensor":
-            bad = torch.logical_not(torch.logical_and(torch.ge(values[0], 0.0), torch.le(values[0], 1.0)))
-            _refuse_any(bad, values[0], "bernoulli: every probability p must be in [0, 1]")
+            _require_within(values[0], 0.0, 1.0, "bernoulli: every probability p must be in [0, 1]")
         else:
-            _refuse_any(torch.logical_not(torch.isfinite(values[0])), values[0],
-                        "normal: every mean must be finite in float32")
-            ok = torch.logical_and(torch.isfinite(values[1]), torch.ge(values[1], 0.0))
-            _refuse_any(torch.logical_not(ok), values[1], "normal: every std must be finite in float32 and >= 0")
+            _require_within(values[0], -largest, largest, "normal: every mean must be finite in float32")
+            _require_within(values[1], 0.0, largest, "normal: every std must be finite in float32 and >= 0")
     return tuple(values)
 
 
-def _refuse_any(bad: torch.Tensor, values: torch.Tensor, message: str) -> None:
-    if bool(torch.any(bad)):
-        index = int(torch.nonzero(bad)[0, 0])
-        raise ValueError(f"{message}; element {index} is {float(values[index])!r}")
+def _require_within(values: torch.Tensor, low: float, high: float, message: str) -> None:
+    """ValueError naming the first element of ``values`` outside [low, high] (NaN included)."""
+    smallest, largest = torch.aminmax(values)  # one pass; NaN propagates into both
+    if float(smallest) >= low and float(largest) <= high:
+        return
+    bad = torch.logical_not(torch.logical_and(torch.ge(values, low), torch.le(values, high)))
+    index = int(torch.nonzero(bad)[0, 0])
+    raise ValueError(f"{message}; element {index} is {float(values[index])!r}")
 
 
 # ---------------------------------------------------------------------------------------------
