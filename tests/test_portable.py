@@ -722,3 +722,15 @@ def test_trunc_normal_float32_endpoint_word_lands_inside() -> None:
     assert initrecipe.sliceable(recipe, "w")
     value = initrecipe.replay(recipe, shards={"w": Shard(0, hit, hit + 1)})["w"].item()
     assert -0.6 < value < -0.5  # 0.1 * sqrt(2) * erfinv(-(1 - 2^-24)) = -0.5549
+
+
+def test_bad_tensor_parameters_are_refused_at_replay_naming_the_element() -> None:
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.register_buffer("mask", torch.bernoulli(torch.full((4,), 0.5) * 3))
+        return m
+
+    recipe = initrecipe.record(model, seed=0, rng="portable")  # probabilities are data: replay checks them
+    with pytest.raises(initrecipe.ReplayError, match=r"^program\[\d+\]: `aten.bernoulli.default` failed: bernoulli: "
+                       r"every probability p must be in \[0, 1\]; element 0 is 1.5$"):
+        initrecipe.replay(recipe)
