@@ -760,7 +760,12 @@ def sample_(
         kind: one of :data:`SAMPLERS`.
         key: the stream's Philox key (:func:`initrecipe.philox.derive_key`).
         params: ``uniform`` (low, high), ``normal`` (mean, std), ``bernoulli`` (p,), ``randint``
-            (low, high) integers with 1 <= high - low <= 2**32, ``exponential`` (lambd,).
+            (low, high) integers with 1 <= high - low <= 2**32, ``exponential`` (lambd,);
+            format 1.2: ``cauchy`` (median, sigma), ``log_normal`` (mean, std), ``geometric``
+            (p,), ``bernoulli_tensor`` (p,) and ``normal_tensor`` (mean, std) whose tensors hold
+            one value per element of ``out`` (in its memory order) or a single value (a number
+            is also accepted for ``normal_tensor``).  The format 1.2 samplers clamp their values
+            to the output dtype's finite range.
         segments: which draw elements ``out`` holds: ``out``'s elements in memory order are the
             concatenation of the (first, length) runs.  None means ``[(0, out.numel())]``.
 
@@ -769,8 +774,9 @@ def sample_(
         alone, identically on every device and for every thread count.
 
     Raises:
-        ValueError: unknown kind, invalid parameters or dtype, non-contiguous ``out``, or
-            segments that do not add up to ``out.numel()``.
+        ValueError: unknown kind, invalid parameters or dtype (tensor parameters: a value out of
+            range, naming the element), non-contiguous ``out``, or segments that do not add up
+            to ``out.numel()``.
     """
     return _fill(out, kind, key, params, segments, use_kernel=True)
 
