@@ -642,10 +642,21 @@ def test_bernoulli_mask_buffer_records_in_portable_mode() -> None:
     assert initrecipe.record(Masked, seed=4, rng="portable").content_hash != recipe.content_hash
 
 
+class MoreSliceable(NewDraws):
+    """The in-place tensor bernoulli_ and normal(float, Tensor), with parameters laid out like the tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gates = torch.empty(6, 10)
+        gates.bernoulli_(torch.full((6, 10), 0.4))
+        self.register_buffer("gates_full", gates)
+        self.spread_full = nn.Parameter(torch.normal(0.5, torch.full((12, 3), 2.0)))
+
+
 def test_new_draws_are_generated_slice_only() -> None:
-    recipe = initrecipe.record(NewDraws, seed=SEED, rng="portable")
+    recipe = initrecipe.record(MoreSliceable, seed=SEED, rng="portable")
     full = initrecipe.replay(recipe)
-    elementwise = {"mask", "mask_p", "heavy", "scales", "waits", "shifted", "noisy"}
+    elementwise = {"mask", "mask_p", "heavy", "scales", "waits", "shifted", "noisy", "gates_full", "spread_full"}
     for name in elementwise:
         assert initrecipe.sliceable(recipe, name), name
     assert not initrecipe.sliceable(recipe, "picks") and not initrecipe.sliceable(recipe, "order")
