@@ -89,12 +89,14 @@ def ks_statistic(sample: torch.Tensor, cdf: Callable[[torch.Tensor], torch.Tenso
 
 
 def expected_distinct(dtype: torch.dtype, cdf: Callable[[torch.Tensor], torch.Tensor], n: int,
-                      support: torch.Tensor | None = None) -> float:
+                      support: torch.Tensor | None = None, cells: int | None = None) -> float:
     """The expected number of distinct values among ``n`` draws of the target rounded to ``dtype``'s
-    grid: over every value of a 16-bit grid, or over ``support`` (a discrete target's values)."""
+    grid: over every value of a 16-bit grid, or over ``support`` (a discrete target's values).  On
+    the float32 grid the target is effectively continuous, unless the sampler itself has only
+    ``cells`` equally likely levels (then ``cells * (1 - exp(-n / cells))``)."""
     if support is None:
         if grid_of(dtype).itemsize != 2:
-            return float(n)  # float32 grid: effectively continuous at these sample sizes (checked >= 90%)
+            return float(n) if cells is None else cells * -math.expm1(-n / cells)
         every = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(grid_of(dtype))
         values = every[torch.isfinite(every)].unique()
     else:
@@ -121,6 +123,7 @@ class Target:
     high: float = math.inf  # every value <= high (or < high when open_high)
     open_high: bool = False
     support: torch.Tensor | None = None  # a discrete target's values
+    cells: int | None = None  # how many distinct values the sampler can produce at most (float32 grid)
 
 
 def normal_target(mean: float, std: float) -> Target:
@@ -177,7 +180,21 @@ def trunc_normal_target(mean: float, std: float, a: float, b: float) -> Target:
     m1 = float(np.trapezoid(x * pdf, x))
     var = float(np.trapezoid((x - m1) ** 2 * pdf, x))
     mu4 = float(np.trapezoid((x - m1) ** 4 * pdf, x))
-    return Target(lambda v: ((phi((v - mean) / std) - pa) / (pb - pa)).clamp(0.0, 1.0), m1, var, mu4, a, b)
+    # Its resolution is the uniform's: u on the 2^-24 grid, scaled to (2Φ(α)-1, 2Φ(β)-1) and rounded to
+    # float32 there, so at most 2^24 levels, fewer where float32 is coarser than the scaled grid.
+    lo, hi = 2 * pa - 1, 2 * pb - 1
+    cells = min(2**24, float32_values_between(lo, hi))
+    return Target(lambda v: ((phi((v - mean) / std) - pa) / (pb - pa)).clamp(0.0, 1.0), m1, var, mu4, a, b,
+                  cells=cells)
+
+
+def float32_values_between(lo: float, hi: float) -> int:
+    """How many float32 values lie in [lo, hi]."""
+    def ordered(x: float) -> int:
+        bits = int(torch.tensor(x, dtype=torch.float32).view(torch.int32))
+        return bits if bits >= 0 else -(bits & 0x7FFFFFFF)
+
+    return ordered(hi) - ordered(lo) + 1
 
 
 # ------------------------------------------------------------------------------- the checks
@@ -204,7 +221,7 @@ def check_sample(sample: torch.Tensor, target: Target, what: str, far: tuple[flo
             z_var = (sample_var - target.var) / math.sqrt((target.mu4 - target.var**2) / n)
             assert normal_pvalue(z_var) > P_MIN, f"{what}: variance {sample_var} vs {target.var} (z = {z_var:.2f})"
     distinct = torch.unique(sample.reshape(-1).to(grid_of(sample.dtype))).numel()
-    expected = expected_distinct(sample.dtype, target.cdf, n, target.support)
+    expected = expected_distinct(sample.dtype, target.cdf, n, target.support, target.cells)
     assert distinct >= 0.9 * expected, f"{what}: {distinct} distinct values, expected about {expected:.0f}"
 
 
