@@ -1116,8 +1116,147 @@ static PyObject *py_variants(PyObject *self, PyObject *noargs)
     return list;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Format 1.2 samplers (schema/PORTABLE_RNG.md §5.6, §6.6-6.9): scalar transforms over words    */
+/* from the active variant's word generator.  Float32 output only; the caller casts.            */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { KX_CAUCHY = 0, KX_LOG_NORMAL = 1, KX_GEOMETRIC = 2, KX_BERNOULLI_T = 3, KX_NORMAL_T = 4 };
+
+static const float TAN_PI_C[7] = {
+    0x1.921fb6p+1f, 0x1.4abb28p+3f, 0x1.4694e0p+5f, 0x1.424292p+7f, 0x1.6eaa36p+9f,
+    0x1.a9f8e0p+9f, 0x1.aeefd6p+14f,
+};
+static const float EXP_C[8] = {
+    0x1p+0f, 0x1p+0f, 0x1p-1f, 0x1.555556p-3f, 0x1.555556p-5f, 0x1.111112p-7f, 0x1.6c16c2p-10f, 0x1.a01a02p-13f,
+};
+
+static inline float x_pexp(float y)
+{
+    y = y < -0x1.ap+6f ? -0x1.ap+6f : y;
+    float k = y * 0x1.715476p+0f;
+    k = k + 0.5f;
+    k = __builtin_floorf(k);
+    float r = y - k * 0x1.62ep-1f;
+    r = r - k * 0x1.0bfbe8p-15f;
+    float p = horner(EXP_C, 8, r);
+    int32_t n = (int32_t)k;
+    int32_t n1 = n >> 1; /* arithmetic shift: floor(n / 2) */
+    int32_t n2 = n - n1;
+    p = p * u2f((uint32_t)(n1 + 127) << 23);
+    return p * u2f((uint32_t)(n2 + 127) << 23);
+}
+
+static inline float x_cauchy(uint32_t word)
+{
+    uint32_t q = (word & UINT32_C(0x7fffffff)) >> 8;
+    float s = (float)(int32_t)(2u * q + 1u) * 0x1p-25f;
+    int near = s <= 0x1p-2f;
+    float r = near ? s : 0x1p-1f - s;
+    float z = r * r;
+    float t = r * horner(TAN_PI_C, 7, z);
+    float c = near ? 1.0f / t : t;
+    return u2f(f2u(c) ^ (word & UINT32_C(0x80000000)));
+}
+
+static inline float x_saturate(float v, float limit)
+{
+    v = v < -limit ? -limit : v;
+    return v > limit ? limit : v;
+}
+
+static void fill_ext_impl(const variant_t *v, int kind, float *out, Py_ssize_t n, const uint32_t *ks, uint64_t first,
+                          float a, float b, float c, const float *src1, const float *src2)
+{
+    uint32_t words[SBG * GW];
+    Py_ssize_t done = 0;
+    while (done < n) {
+        int m = (n - done) < (Py_ssize_t)(SBG * GW) ? (int)(n - done) : SBG * GW;
+        float *d = out + done;
+        if (kind == KX_LOG_NORMAL || kind == KX_NORMAL_T) {
+            /* z from the normal sampler's own loops: z * 1 + 0 is z exactly (z is never 0). */
+            v->fill(K_NORMAL, d, D_F32, m, ks, first + (uint64_t)done, 0.0f, 1.0f);
+            if (kind == KX_LOG_NORMAL) {
+                for (int i = 0; i < m; i++) {
+                    float y = d[i] * b;
+                    d[i] = x_saturate(x_pexp(y + a), c);
+                }
+            } else {
+                for (int i = 0; i < m; i++) {
+                    float y = d[i] * src2[done + i];
+                    d[i] = x_saturate(y + src1[done + i], c);
+                }
+            }
+            done += m;
+            continue;
+        }
+        v->words(words, m, ks, first + (uint64_t)done);
+        switch (kind) {
+        case KX_CAUCHY:
+            for (int i = 0; i < m; i++) {
+                float x = x_cauchy(words[i]) * b;
+                d[i] = x_saturate(x + a, c);
+            }
+            break;
+        case KX_GEOMETRIC:
+            for (int i = 0; i < m; i++) {
+                float u = (float)(int32_t)(2u * (words[i] >> 9) + 1u) * 0x1p-24f;
+                float q = log_core_e(u, 0) / a;
+                d[i] = x_saturate(__builtin_ceilf(q), c);
+            }
+            break;
+        default: /* KX_BERNOULLI_T */
+            for (int i = 0; i < m; i++)
+                d[i] = (unit24(words[i]) < src1[done + i]) ? 1.0f : 0.0f;
+            break;
+        }
+        done += m;
+    }
+}
+
+PyDoc_STRVAR(fill_ext_doc,
+"fill_ext(kind, out_ptr, n, key0, key1, first, a, b, c, src1_ptr, src2_ptr)\n--\n\n"
+"Write the float32 samples of words first .. first+n-1 to the float32 buffer at out_ptr.\n"
+"kind: 0 cauchy (a=median32, b=sigma32), 1 log_normal (a=mean32, b=std32), 2 geometric\n"
+"(a=log(1-p) as float32), 3 bernoulli with per-element p (src1: n float32), 4 normal with\n"
+"per-element mean (src1) and std (src2); c: the largest finite value of the output dtype\n"
+"(values are clamped to [-c, c]). a, b and c must be float32 values.");
+
+static PyObject *py_fill_ext(PyObject *self, PyObject *args)
+{
+    int kind;
+    unsigned long long ptr, k0, k1, first, src1, src2;
+    Py_ssize_t n;
+    double a, b, c;
+    uint32_t ks[20];
+    const variant_t *v = active;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKnKKKdddKK", &kind, &ptr, &n, &k0, &k1, &first, &a, &b, &c, &src1, &src2))
+        return NULL;
+    if (parse_key(k0, k1, ks) < 0 || check_extent(n, first) < 0)
+        return NULL;
+    if (kind < KX_CAUCHY || kind > KX_NORMAL_T) {
+        PyErr_SetString(PyExc_ValueError, "unknown kind code");
+        return NULL;
+    }
+    if ((kind == KX_BERNOULLI_T && src1 == 0) || (kind == KX_NORMAL_T && (src1 == 0 || src2 == 0))) {
+        PyErr_SetString(PyExc_ValueError, "this kind needs its parameter buffers");
+        return NULL;
+    }
+    if ((double)(float)a != a || (double)(float)b != b || (double)(float)c != c) {
+        PyErr_SetString(PyExc_ValueError, "parameters must be exactly representable as float32");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fill_ext_impl(v, kind, (float *)(uintptr_t)ptr, n, ks, (uint64_t)first, (float)a, (float)b, (float)c,
+                  (const float *)(uintptr_t)src1, (const float *)(uintptr_t)src2);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"fill", py_fill, METH_VARARGS, fill_doc},
+    {"fill_ext", py_fill_ext, METH_VARARGS, fill_ext_doc},
     {"randint", py_randint, METH_VARARGS, randint_doc},
     {"words", py_words, METH_VARARGS, words_doc},
     {"erfinv", py_erfinv, METH_VARARGS, erfinv_doc},

@@ -9,7 +9,8 @@ the initializer that produced it, recognised from what the recorder writes for e
   those functions compute for the tensor's shape (``kaiming_uniform_(a=sqrt(5))``, which
   ``nn.Linear`` uses, is ``uniform_(-b, b)`` with ``b = 1/sqrt(fan_in)``);
 * ``trunc_normal_(mean, std, a, b)``: in ``portable`` recipes recorded as
-  ``uniform_ -> erfinv_ -> mul_ -> add_ -> clamp_``; in ``torch`` recipes as torch's rejection
+  ``uniform_ -> clamp_ -> erfinv_ -> mul_ -> add_ -> clamp_`` (in float32 and copied into a 16-bit
+  tensor; initrecipe 0.2 wrote it without the first ``clamp_``); in ``torch`` recipes as torch's rejection
   loop (``normal_``, then the ``< a`` / ``> b`` test and ``where`` redraws);
 * ``orthogonal_(gain)`` (a QR of a normal draw) and ``sparse_(sparsity, std)``;
 * a copy or dtype cast of any of these (``..., as bfloat16``), and writes to part of a tensor
@@ -360,10 +361,12 @@ class Describer:
     def _whole_chain(self, base: Step, rest: list[Step], dtype: torch.dtype) -> Init | None:
         packets = [s.packet for s in rest]
         # portable trunc_normal_: uniform_ -> erfinv_ -> mul_(std * sqrt(2)) -> add_(mean) -> clamp_(a, b)
-        if (base.packet == "uniform_" and packets == ["erfinv_", "mul_", "add_", "clamp_"]
+        # (initrecipe 0.2), or with clamp_ into (-1, 1) before erfinv_ (0.3; in float32, then copied)
+        chain = packets[1:] if packets[:1] == ["clamp_"] else packets
+        if (base.packet == "uniform_" and chain == ["erfinv_", "mul_", "add_", "clamp_"]
                 and all(s.covers and not s.inputs for s in rest) and base.covers):
-            scale, mean = _args(rest[1])[1], _args(rest[2])[1]
-            clamp = _args(rest[3])
+            scale, mean = _args(rest[-3])[1], _args(rest[-2])[1]
+            clamp = _args(rest[-1])
             if all(isinstance(v, (int, float)) for v in (scale, mean, clamp[1], clamp[2])):
                 return _trunc(mean, scale / math.sqrt(2.0), clamp[1], clamp[2], dtype)
         # orthogonal_: a copy of Q (of a QR of a normal draw), then mul_(gain)
@@ -425,6 +428,11 @@ class Describer:
             if trunc is not None:
                 return trunc
             inner = self._input_init(src)
+            values = [p.value for p in inner.params]
+            if (inner.function == "trunc_normal_" and src.view.shape == step.view.shape
+                    and all(isinstance(v, float) for v in values)):
+                # portable trunc_normal_ of a 16-bit tensor: computed in float32, copied (rounded once)
+                return _trunc(*values, dtype)
             if src.view.dtype != step.view.dtype:
                 return Init(inner.function, inner.params, f"{inner.text}, as {dtype_text(step.view.dtype)}",
                             ("cast", inner.key, step.view.dtype))

@@ -448,7 +448,7 @@ def _label(source: Source, default: str) -> str:
 
 
 def _recipe_side(recipe: Recipe, label: str) -> Side:
-    major, minor = format_version_for(recipe.rng)
+    major, minor = format_version_for(recipe.rng, recipe.program)
     return Side(label, "recipe", len(recipe.tensors), recipe.rng, recipe.seed, f"{major}.{minor}", recipe.content_hash)
 
 

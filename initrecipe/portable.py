@@ -28,6 +28,8 @@ from .program import Call, PortableKey
 __all__ = [
     "DRAW_OPERATORS",
     "ELEMENTWISE_DRAWS",
+    "FORMAT_1_2_DRAWS",
+    "REFUSED_DRAWS",
     "PortableDraw",
     "portable_key_of",
     "draws_from_generator",
@@ -89,6 +91,13 @@ def _integers(low: str | None, high: str, in_place: bool) -> Callable[..., Porta
     return describe
 
 
+def _tensors(names: tuple[str, ...], kind: str, in_place: bool) -> Callable[..., PortableDraw]:
+    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
+        return PortableDraw(kind, tuple(_get(args, kwargs, info, name) for name in names), in_place)
+
+    return describe
+
+
 # Operator -> how to read its sampler and parameters.  Every other random operator is refused in
 # portable recipes (the recorder says so while recording).
 DRAW_OPERATORS: dict[str, Callable[..., PortableDraw]] = {
@@ -108,10 +117,40 @@ DRAW_OPERATORS: dict[str, Callable[..., PortableDraw]] = {
     "aten.randint_like.generator": _integers(None, "high", False),
     "aten.randint_like.low_generator_dtype": _integers("low", "high", False),
     "aten.randperm.generator": lambda args, kwargs, info: PortableDraw("permutation", (_get(args, kwargs, info, "n"),), False),
+    # Format 1.2 (FORMAT_1_2_DRAWS):
+    "aten.cauchy_.default": _float_pair("median", "sigma", "cauchy", True),
+    "aten.log_normal_.default": _float_pair("mean", "std", "log_normal", True),
+    "aten.geometric_.default": _single("p", "geometric"),
+    "aten.bernoulli.p": lambda args, kwargs, info: PortableDraw("bernoulli", (_get(args, kwargs, info, "p"),), False),
+    "aten.bernoulli.default": _tensors(("self",), "bernoulli_tensor", False),
+    "aten.bernoulli_.Tensor": _tensors(("p",), "bernoulli_tensor", True),
+    "aten.normal.Tensor_Tensor": _tensors(("mean", "std"), "normal_tensor", False),
+    "aten.normal.Tensor_float": _tensors(("mean", "std"), "normal_tensor", False),
+    "aten.normal.float_Tensor": _tensors(("mean", "std"), "normal_tensor", False),
+    "aten.multinomial.default": lambda args, kwargs, info: PortableDraw(
+        "multinomial",
+        tuple(_get(args, kwargs, info, name) for name in ("self", "num_samples", "replacement")),
+        False,
+    ),
 }
 """The random operators a portable recipe may call, each with how to read its parameters."""
 
-ELEMENTWISE_DRAWS = frozenset(DRAW_OPERATORS) - {"aten.randperm.generator"}
+FORMAT_1_2_DRAWS = frozenset({
+    "aten.cauchy_.default", "aten.log_normal_.default", "aten.geometric_.default", "aten.bernoulli.p",
+    "aten.bernoulli.default", "aten.bernoulli_.Tensor", "aten.normal.Tensor_Tensor", "aten.normal.Tensor_float",
+    "aten.normal.float_Tensor", "aten.multinomial.default",
+})
+"""The portable draws that format 1.2 added (a recipe that keys one of them is written as 1.2)."""
+
+REFUSED_DRAWS: dict[str, str] = {
+    "aten.poisson.default": (
+        "a Poisson value of an arbitrary rate has no inverse with a bounded number of IEEE operations "
+        "(the exact samplers are rejection loops, which need a variable number of words per element)"
+    ),
+}
+"""Random operators that portable recipes refuse on purpose, with why (docs/PORTABLE.md)."""
+
+ELEMENTWISE_DRAWS = frozenset(DRAW_OPERATORS) - {"aten.randperm.generator", "aten.multinomial.default"}
 """Portable draws whose element ``i`` depends on its own index only (a permutation does not)."""
 
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -150,6 +189,15 @@ def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
     from .samplers import check_params
 
     kind, params = draw.kind, draw.params
+    if kind == "multinomial":
+        probs, n, _ = params
+        if isinstance(probs, torch.Tensor) and not probs.dtype.is_floating_point:
+            return f"multinomial needs floating-point probabilities, found {probs.dtype}"
+        if type(n) is not int or n < 1:
+            return f"multinomial needs num_samples >= 1, found {n!r}"
+        if dtype != torch.int64:
+            return f"multinomial fills int64 tensors, not {dtype}"
+        return None
     if kind == "permutation":
         if type(params[0]) is not int or not 0 <= params[0] <= 2**32:
             return f"randperm needs 0 <= n <= 2**32, found {params[0]!r}"
@@ -202,23 +250,40 @@ def run_draw(
     assert key is not None
     draw = describe_draw(ins, info, args, kwargs)
     keys = stream_key(seed, key.stream, key.position)
+    if draw.kind == "multinomial":
+        from .samplers import multinomial
+
+        probs, n, replacement = draw.params
+        return multinomial(probs, n, bool(replacement), keys).to(device)
     if draw.in_place:
         target: torch.Tensor = args[0]
+        params = _broadcast(draw, target.shape)
         if target.is_contiguous():
-            sample_(target, draw.kind, keys, draw.params)
+            sample_(target, draw.kind, keys, params)
         else:
             target.copy_(sample_(torch.empty(target.shape, dtype=target.dtype, device=target.device),
-                                 draw.kind, keys, draw.params))
+                                 draw.kind, keys, params))
         return target
     shape, stride, dtype = out_meta
+    params = _broadcast(draw, shape)
     if draw.kind == "permutation":
         # The stable order of one 32-bit word per index: ties (rare) keep index order.
         words = sample_(torch.empty(draw.params[0], dtype=torch.int64, device=device), "randint", keys, (0, 2**32))
         return torch.sort(words, stable=True).indices.to(dtype)
     out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
     if out.is_contiguous():
-        return sample_(out, draw.kind, keys, draw.params)
-    return out.copy_(sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, draw.params))
+        return sample_(out, draw.kind, keys, params)
+    return out.copy_(sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, params))
+
+
+def _broadcast(draw: PortableDraw, shape: Sequence[int]) -> tuple[Any, ...]:
+    """A draw's parameters with its tensor parameters broadcast to the drawn tensor's ``shape`` (element
+    ``i`` of the draw uses element ``i``, in row-major order, of each broadcast parameter)."""
+    from .samplers import TENSOR_SAMPLERS
+
+    if draw.kind not in TENSOR_SAMPLERS:
+        return draw.params
+    return tuple(torch.broadcast_to(p, tuple(shape)) if isinstance(p, torch.Tensor) else p for p in draw.params)
 
 
 # Deterministic operators with portable meanings ------------------------------------------------

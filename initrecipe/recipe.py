@@ -9,7 +9,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, Any, Sequence, Union
 
 import msgpack
 import torch
@@ -40,14 +40,16 @@ from .program import (
 __all__ = ["Recipe", "TensorEntry", "load", "FORMAT_NAME", "FORMAT_VERSION", "RNG_MODES"]
 
 FORMAT_NAME = "initrecipe"
-FORMAT_VERSION: tuple[int, int] = (1, 1)
+FORMAT_VERSION: tuple[int, int] = (1, 2)
 """The newest format version this initrecipe reads and writes.  Writers use the lowest version
-whose rules a recipe follows: 1.0 for ``torch`` recipes, 1.1 (which adds ``portable``) otherwise."""
+whose rules a recipe follows: 1.0 for ``torch`` recipes, 1.1 (which adds ``portable``) for portable
+ones, 1.2 for portable ones that key a draw format 1.2 added (``cauchy_``, ``multinomial``, ...)."""
 RNG_MODES = ("torch", "portable")
 _PORTABLE_SINCE = (1, 1)
+_NEW_DRAWS_SINCE = (1, 2)
 
 # The initrecipe release that introduced each format version: what to tell a user whose reader is older.
-_FIRST_READER = {(1, 0): "0.1.0", (1, 1): "0.2.0"}
+_FIRST_READER = {(1, 0): "0.1.0", (1, 1): "0.2.0", (1, 2): "0.3.0"}
 
 _OP_CALL, _OP_LITERAL, _OP_SEED, _OP_SET_STATE, _OP_RESTORE = range(5)
 _KINDS = ("parameter", "buffer")
@@ -278,9 +280,25 @@ def _encode_arg(value: Any) -> Any:
     raise TypeError(f"cannot encode argument of type {type(value).__name__}")
 
 
-def format_version_for(rng: str) -> tuple[int, int]:
-    """The format version a writer records for a recipe in ``rng`` mode (the lowest that has it)."""
-    return _PORTABLE_SINCE if rng == "portable" else (1, 0)
+def format_version_for(rng: str, program: Sequence[Instruction] = ()) -> tuple[int, int]:
+    """The format version a writer records for a recipe in ``rng`` mode with ``program`` (the
+    lowest that has what it uses): 1.0 for ``torch``, 1.1 for ``portable``, 1.2 for a portable
+    program that keys a draw of :data:`initrecipe.portable.FORMAT_1_2_DRAWS`."""
+    if rng != "portable":
+        return (1, 0)
+    return _NEW_DRAWS_SINCE if _first_new_draw(program) is not None else _PORTABLE_SINCE
+
+
+def _first_new_draw(program: Sequence[Instruction]) -> tuple[int, str] | None:
+    """(index, operator) of the first portable draw that format 1.2 added, or None."""
+    from .portable import FORMAT_1_2_DRAWS
+
+    for i, ins in enumerate(program):
+        if isinstance(ins, Call) and ins.op in FORMAT_1_2_DRAWS and any(
+            isinstance(a, PortableKey) for a in (*ins.args, *ins.kwargs.values())
+        ):
+            return i, ins.op
+    return None
 
 
 def _encode_body(recipe: Recipe) -> dict[str, Any]:
@@ -319,7 +337,7 @@ def _encode_body(recipe: Recipe) -> dict[str, Any]:
     ]
     return {
         "format": FORMAT_NAME,
-        "version": list(format_version_for(recipe.rng)),
+        "version": list(format_version_for(recipe.rng, recipe.program)),
         "rng": recipe.rng,
         "seed": recipe.seed,
         "generators": recipe.generators,
@@ -1026,6 +1044,14 @@ def decode_document(doc: dict[str, Any], *, verify_hash: bool = True, encoded: b
         raise RecipeFormatError(f"program: {len(program_raw)} instructions (at most {MAX_INSTRUCTIONS})")
     dec = _ArgDecoder(generators, portable=rng == "portable")
     program = [_decode_instruction(item, i, ops, dec) for i, item in enumerate(program_raw)]
+    if rng == "portable" and tuple(doc["version"]) < _NEW_DRAWS_SINCE:
+        new_draw = _first_new_draw(program)
+        if new_draw is not None:
+            raise RecipeFormatError(
+                f"program[{new_draw[0]}]: `{new_draw[1]}` draws from a stream key, which format "
+                f"{_NEW_DRAWS_SINCE[0]}.{_NEW_DRAWS_SINCE[1]} added, but this file says "
+                f"{doc['version'][0]}.{doc['version'][1]}: the file is corrupt"
+            )
     tensors = _decode_tensors(doc["tensors"], dec)
     producer = _expect(doc["producer"], dict, "producer", "a map")
     if len(producer) > 256:

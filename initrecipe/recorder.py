@@ -28,7 +28,7 @@ from .interpreter import PortableContext, execute
 from .ops import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable,
                   generator_overload, op_info)
 from .errors import RecipeFormatError
-from .portable import DRAW_OPERATORS, check_draw
+from .portable import DRAW_OPERATORS, REFUSED_DRAWS, check_draw
 from .program import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
 from .recipe import RNG_MODES, Recipe, TensorEntry
 from .rng import GeneratorTracker, ShadowGenerators
@@ -405,10 +405,11 @@ class _Recorder:
                 generator = args[position]
         with _disable_current_modes():
             gid = self.tracker.before_draw(generator)
-        if self.rng == "portable" and not self.pinned[gid] and info.name not in DRAW_OPERATORS:
+        if (self.rng == "portable" and not self.pinned[gid] and info.name not in DRAW_OPERATORS
+                and info.name not in REFUSED_DRAWS):  # those are refused by name once names are known
             raise RecordError(
                 f"`{info.name}` has no portable sampler (rng='portable' draws with "
-                + ", ".join(sorted(f"`{n.split('.')[1]}`" for n in DRAW_OPERATORS))
+                + ", ".join(f"`{name}`" for name in sorted({n.split('.')[1] for n in DRAW_OPERATORS}))
                 + "). Record with rng='torch', or draw it from a seeded `torch.Generator`, whose "
                 "stream portable recipes replay exactly"
             )
@@ -1043,9 +1044,13 @@ def _portable_trunc_normal(recorder: _Recorder) -> Iterator[None]:
 
     torch's ``trunc_normal_`` is a rejection sampler: how many draws it makes depends on the values
     drawn, which portable recording cannot know (keys depend on names known only at the end).  For
-    unpinned draws it is recorded instead as ``uniform_(2Φ(α)-1, 2Φ(β)-1)``, ``erfinv_``,
-    ``mul_(std·√2)``, ``add_(mean)``, ``clamp_(a, b)``: exactly truncated-normal in distribution,
-    elementwise, and with the portable ``erfinv``.  Pinned draws keep torch's own sampler.
+    unpinned draws it is recorded instead as ``uniform_(2Φ(α)-1, 2Φ(β)-1)``, ``clamp_`` into the
+    open interval (-1, 1), ``erfinv_``, ``mul_(std·√2)``, ``add_(mean)``, ``clamp_`` into the
+    tensor dtype's values within [a, b], computed in float32 (float64 for float64 tensors) and
+    copied into the tensor, rounded once: exactly truncated-normal in distribution, elementwise,
+    with the portable ``erfinv``, never ±inf and never a far bound (docs/PORTABLE.md).  Recipes
+    recorded before this (the chain in the tensor's own dtype, without the open-interval clamp)
+    keep replaying to their own bits.  Pinned draws keep torch's own sampler.
     """
     import math
 
@@ -1064,11 +1069,16 @@ def _portable_trunc_normal(recorder: _Recorder) -> Iterator[None]:
 
         with torch.no_grad():
             low, high = norm_cdf((a - mean) / std), norm_cdf((b - mean) / std)
-            tensor.uniform_(2 * low - 1, 2 * high - 1)
-            tensor.erfinv_()
-            tensor.mul_(std * math.sqrt(2.0))
-            tensor.add_(mean)
-            tensor.clamp_(min=a, max=b)
+            wide = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+            work = tensor if tensor.dtype == wide else torch.empty(tensor.shape, dtype=wide, device=tensor.device)
+            work.uniform_(2 * low - 1, 2 * high - 1)
+            work.clamp_(min=-_BELOW_ONE, max=_BELOW_ONE)
+            work.erfinv_()
+            work.mul_(std * math.sqrt(2.0))
+            work.add_(mean)
+            work.clamp_(min=inner_bound(a, tensor.dtype, up=True), max=inner_bound(b, tensor.dtype, up=False))
+            if work is not tensor:
+                tensor.copy_(work)
         return tensor
 
     init_module._no_grad_trunc_normal_ = trunc_normal
@@ -1076,6 +1086,47 @@ def _portable_trunc_normal(recorder: _Recorder) -> Iterator[None]:
         yield
     finally:
         init_module._no_grad_trunc_normal_ = original
+
+
+_BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1: erfinv of it is finite (3.93)
+
+# Floating dtypes as (struct format of the value, bits, bits dropped from a float32): bfloat16 is
+# the top half of a float32.
+_FLOAT_LAYOUT = {torch.float32: ("<f", 32, 0), torch.float16: ("<e", 16, 0), torch.bfloat16: ("<f", 32, 16)}
+
+
+def inner_bound(value: float, dtype: torch.dtype, up: bool) -> float:
+    """The value of ``dtype`` nearest to ``value`` on its inner side: the smallest one >= ``value``
+    (``up``) or the largest one <= it; a bound beyond the dtype's range gives its largest finite
+    value (a ``float`` that ``dtype`` holds exactly; infinite and NaN bounds are returned as given)."""
+    import math
+    import struct
+
+    if not math.isfinite(value) or dtype == torch.float64 or dtype not in _FLOAT_LAYOUT:
+        return value
+    fmt, width, drop = _FLOAT_LAYOUT[dtype]
+    sign_bit = 1 << (width - drop - 1)
+
+    def to_ordered(x: float) -> int:
+        bits = struct.unpack("<I" if width == 32 else "<H", struct.pack(fmt, x))[0] >> drop
+        return -(bits & (sign_bit - 1)) if bits & sign_bit else bits
+
+    def from_ordered(o: int) -> float:
+        bits = (-o | sign_bit) if o < 0 else o
+        return struct.unpack(fmt, struct.pack("<I" if width == 32 else "<H", bits << drop))[0]
+
+    finite_max = from_ordered((sign_bit - 1) - (1 << (23 - drop if width == 32 else 10)))
+    if value >= finite_max:
+        return finite_max
+    if value <= -finite_max:
+        return -finite_max
+    o = to_ordered(value)  # a neighbour (rounded, or for bfloat16 truncated); then step to the inner side
+    step = 1 if up else -1
+    while (from_ordered(o) < value) if up else (from_ordered(o) > value):
+        o += step
+    while (from_ordered(o - step) >= value) if up else (from_ordered(o - step) <= value):
+        o -= step
+    return from_ordered(o)
 
 
 def _collect(recorder: _Recorder, model: torch.nn.Module) -> list[TensorEntry]:
@@ -1350,8 +1401,8 @@ def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries
         names = sinks.get(i)
         if not names:  # pragma: no cover - a live draw always reaches some output
             raise RecordError(f"internal error: random draw `{program[i].op}` reaches no tensor of the model")
-        _check_portable_draw(program[i], facts, i)
         stream = min(names)
+        _check_portable_draw(program[i], facts, i, stream)
         position = positions.get(stream, 0)
         positions[stream] = position + 1
         program[i] = _with_key(program[i], PortableKey(stream, position))
@@ -1360,8 +1411,17 @@ def _key_portable_draws(recorder: _Recorder, program: list[Instruction], entries
     }
 
 
-def _check_portable_draw(ins: Call, facts: ProgramFacts, index: int) -> None:
-    """Refuse, while recording, a draw whose parameters the portable samplers do not take."""
+def _check_portable_draw(ins: Call, facts: ProgramFacts, index: int, stream: str) -> None:
+    """Refuse, while recording, a draw that portable recipes cannot express (``stream``: the tensor
+    its values flow into): an operator of :data:`REFUSED_DRAWS`, or parameters the samplers do not take."""
+    why = REFUSED_DRAWS.get(ins.op)
+    if why is not None:
+        packet = ins.op.split(".")[1]
+        raise RecordError(
+            f"`{ins.op}` (torch.{packet}) draws the values of `{stream}`, and rng='portable' has no sampler for it: "
+            f"{why}. Record with rng='torch', or draw `{stream}` with a portable sampler ("
+            + ", ".join(f"`{name}`" for name in sorted({n.split('.')[1] for n in DRAW_OPERATORS})) + ")"
+        )
     info = facts.infos[index]
     target = ins.args[0] if info.overwrites_self else next((o for o in ins.outs if o is not None), None)
     value = target.id if isinstance(target, Ref) else target

@@ -46,6 +46,8 @@ __all__ = [
     "erfinv",
     "erfinv_",
     "log",
+    "multinomial",
+    "TENSOR_SAMPLERS",
 ]
 
 Segment = tuple[int, int]
@@ -54,8 +56,17 @@ Segment = tuple[int, int]
 KERNEL_AVAILABLE: bool = _kernel is not None
 """Whether the C kernel was built; CPU tensors then use it, with the same bits as the reference."""
 
-SAMPLERS: frozenset[str] = frozenset({"uniform", "normal", "bernoulli", "randint", "exponential"})
+SAMPLERS: frozenset[str] = frozenset({
+    "uniform", "normal", "bernoulli", "randint", "exponential",  # format 1.1
+    "cauchy", "log_normal", "geometric", "bernoulli_tensor", "normal_tensor",  # format 1.2
+})
 """The sampler kinds :func:`sample_` accepts."""
+
+TENSOR_SAMPLERS: frozenset[str] = frozenset({"bernoulli_tensor", "normal_tensor"})
+"""Sampler kinds whose parameters are tensors, one value per element of the output."""
+
+_ARITY = {"uniform": 2, "normal": 2, "bernoulli": 1, "randint": 2, "exponential": 1, "cauchy": 2,
+          "log_normal": 2, "geometric": 1, "bernoulli_tensor": 1, "normal_tensor": 2}
 
 _M32 = 0xFFFFFFFF
 _REF_CHUNK = 1 << 20  # elements per reference-path step (bounds temporary memory)
@@ -114,6 +125,32 @@ NORMAL_SPLIT = _fx("0x1.8p+2")  # 6: w >= 6 takes the normal's tail polynomial
 NORMAL_CENTER = _fx("0x1.8p+1")  # 3: the normal's central polynomial is in w - 3
 TAIL_CENTER = _fx("0x1.cp+1")  # 3.5: both tail polynomials are in psqrt(w) - 3.5
 EXPONENTIAL_MAX_SCALE = 2.0**122  # 1/lambda above this could overflow float32
+# Format 1.2 samplers (schema/PORTABLE_RNG.md §6.6-6.10).
+TAN_PI = tuple(  # tan(pi*r)/r as a polynomial in r*r, for 0 < r <= 1/4
+    _fx(c)
+    for c in ("0x1.921fb6p+1", "0x1.4abb28p+3", "0x1.4694e0p+5", "0x1.424292p+7", "0x1.6eaa36p+9",
+              "0x1.a9f8e0p+9", "0x1.aeefd6p+14")
+)
+EXP_C = tuple(  # e**r for |r| <= 0.35: Taylor coefficients 1/k!
+    _fx(c)
+    for c in ("0x1p+0", "0x1p+0", "0x1p-1", "0x1.555556p-3", "0x1.555556p-5", "0x1.111112p-7",
+              "0x1.6c16c2p-10", "0x1.a01a02p-13")
+)
+INV_LN2 = _fx("0x1.715476p+0")
+LN2_HI = _fx("0x1.62ep-1")  # 13 significant bits: k * LN2_HI is exact for |k| < 2**11
+LN2_LO = _fx("0x1.0bfbe8p-15")
+EXP_LOW = _fx("-0x1.ap+6")  # -104: e**-104 rounds to +0 in float32, so lower arguments are clamped here
+LOG1M_SPLIT = _fx("0x1.2bec34p-2")  # about 1 - sqrt(1/2): log(1 - p) from f = -p at or below it
+CAUCHY_MAX_SCALE = 2.0**100  # |tan| <= 1.07e7 < 2**24: sigma * 2**24 stays finite in float32
+GEOMETRIC_MIN_P = 2.0**-100  # l / log(1 - p) <= 16.7 * 2**100 stays finite in float32
+LOG_NORMAL_MAX_EXPONENT = 88.0  # mean + 6.4 * std at most this: e**x stays finite in float32
+NORMAL_MAX_Z = 6.4  # above the largest |z| of the normal sampler (6.3380)
+_SATURATE = {  # largest finite value of each floating dtype, as a float32 value
+    torch.float32: _fx("0x1.fffffep+127"),
+    torch.float64: _fx("0x1.fffffep+127"),
+    torch.bfloat16: _fx("0x1.fep+127"),
+    torch.float16: _fx("0x1.ffcp+15"),
+}
 
 
 def f32(value: float) -> float:
@@ -141,6 +178,8 @@ class _Draw(NamedTuple):
     kind: str
     a: float | int  # uniform: low32; normal: mean32; bernoulli: p32; exponential: 1/lambda; randint: low
     b: float | int  # uniform: range32; normal: std32; randint: high - low; otherwise 0.0
+    c: float = 0.0  # format 1.2 samplers: the largest finite value of the output dtype (float32)
+    tensors: tuple = ()  # bernoulli_tensor: (p,); normal_tensor: (mean, std) (numbers or tensors)
 
 
 def _number(kind: str, name: str, value: object) -> float:
@@ -160,10 +199,10 @@ def _check_params(kind: str, params: tuple, dtype: torch.dtype) -> _Draw:
         raise ValueError(f"unknown sampler kind {kind!r}; expected one of {sorted(SAMPLERS)}")
     if not isinstance(params, (tuple, list)):
         raise ValueError(f"{kind}: params must be a tuple, got {type(params).__name__}")
-    expected = {"uniform": 2, "normal": 2, "bernoulli": 1, "randint": 2, "exponential": 1}[kind]
+    expected = _ARITY[kind]
     if len(params) != expected:
         raise ValueError(f"{kind} takes {expected} parameter(s), got {len(params)}: {tuple(params)!r}")
-    if dtype.is_complex or not (dtype.is_floating_point or kind in ("randint", "bernoulli")):
+    if dtype.is_complex or not (dtype.is_floating_point or kind in ("randint", "bernoulli", "bernoulli_tensor")):
         raise ValueError(f"{kind} cannot fill a {dtype} tensor")
     if not dtype.is_floating_point and dtype == torch.bool and kind == "randint":
         raise ValueError("randint cannot fill a torch.bool tensor")
@@ -197,10 +236,69 @@ def _check_params(kind: str, params: tuple, dtype: torch.dtype) -> _Draw:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"bernoulli needs 0 <= p <= 1, got {p}")
         return _Draw(kind, f32(p), 0.0)
-    lambd = _number(kind, "lambd", params[0])
-    if not lambd >= 1.0 / EXPONENTIAL_MAX_SCALE:
-        raise ValueError(f"exponential needs lambd >= 2**-122 (and > 0), got {lambd}")
-    return _Draw(kind, struct.unpack("<f", struct.pack("<f", 1.0 / lambd))[0], 0.0)
+    if kind == "exponential":
+        lambd = _number(kind, "lambd", params[0])
+        if not lambd >= 1.0 / EXPONENTIAL_MAX_SCALE:
+            raise ValueError(f"exponential needs lambd >= 2**-122 (and > 0), got {lambd}")
+        return _Draw(kind, struct.unpack("<f", struct.pack("<f", 1.0 / lambd))[0], 0.0)
+    return _check_new_params(kind, params, dtype)
+
+
+def _check_new_params(kind: str, params: tuple, dtype: torch.dtype) -> _Draw:
+    """The format 1.2 samplers' parameters (schema/PORTABLE_RNG.md §6.6-6.10)."""
+    saturate = _SATURATE.get(dtype, _SATURATE[torch.float32])
+    if kind == "cauchy":
+        median = _number(kind, "median", params[0])
+        sigma = _number(kind, "sigma", params[1])
+        if not 0.0 < sigma <= CAUCHY_MAX_SCALE:
+            raise ValueError(f"cauchy needs 0 < sigma <= 2**100, got {sigma}")
+        return _Draw(kind, f32(median), f32(sigma), saturate)
+    if kind == "log_normal":
+        mean = _number(kind, "mean", params[0])
+        std = _number(kind, "std", params[1])
+        if not std > 0.0:
+            raise ValueError(f"log_normal needs std > 0, got {std}")
+        if not mean + NORMAL_MAX_Z * std <= LOG_NORMAL_MAX_EXPONENT:
+            raise ValueError(
+                f"log_normal needs mean + 6.4 * std <= 88 (so that exp stays finite in float32), got mean {mean}, std {std}"
+            )
+        return _Draw(kind, f32(mean), f32(std), saturate)
+    if kind == "geometric":
+        p = _number(kind, "p", params[0])
+        if not GEOMETRIC_MIN_P <= p < 1.0 or f32(p) >= 1.0:
+            raise ValueError(f"geometric needs 2**-100 <= p < 1 (and p < 1 in float32), got {p}")
+        return _Draw(kind, _log1m(f32(p)), 0.0, saturate)
+    if kind == "bernoulli_tensor":
+        p = params[0]
+        _check_tensor_param(kind, "p", p, allow_number=False)
+        return _Draw(kind, 0.0, 0.0, 0.0, (p,))
+    mean, std = params
+    _check_tensor_param(kind, "mean", mean, allow_number=True)
+    _check_tensor_param(kind, "std", std, allow_number=True)
+    return _Draw(kind, 0.0, 0.0, saturate, (mean, std))
+
+
+def _check_tensor_param(kind: str, name: str, value: object, allow_number: bool) -> None:
+    """A tensor parameter must be a floating tensor (its values are checked when drawing).  While a
+    recipe is recorded or checked it may be a placeholder (not a tensor, not a number): skipped."""
+    if isinstance(value, torch.Tensor):
+        if not value.dtype.is_floating_point:
+            raise ValueError(f"{kind}: parameter {name} must be a floating-point tensor, got {value.dtype}")
+    elif allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
+        _number(kind, name, value)
+    elif isinstance(value, (bool, int, float, str, bytes, type(None))):
+        raise ValueError(f"{kind}: parameter {name} must be a tensor, got {value!r}")
+
+
+def _log1m(p32: float) -> float:
+    """log(1 - p32) in float32 (schema §6.8), for 0 < p32 < 1: from f = -p32 through plog's
+    log1p steps when p32 <= 0.2929, else plog(1 - p32).  Computed with the reference ops on CPU."""
+    p = torch.tensor([p32], dtype=torch.float32)
+    if p32 <= LOG1M_SPLIT:
+        value = _log1p_steps(torch.neg(p))
+    else:
+        value = _log_parts(torch.rsub(p, 1.0), None)
+    return float(value[0])
 
 
 def check_params(kind: str, params: tuple, dtype: torch.dtype) -> None:
@@ -273,6 +371,11 @@ def _log_parts(y: torch.Tensor, exponent_adjust: torch.Tensor | None) -> torch.T
         e = torch.sub(e, exponent_adjust)
     m = torch.add(torch.bitwise_and(ix, 0x007FFFFF), 0x3F3504F3).view(torch.float32)
     f = torch.sub(m, 1.0)
+    return torch.add(_log1p_steps(f), torch.mul(e.to(torch.float32), LN2))
+
+
+def _log1p_steps(f: torch.Tensor) -> torch.Tensor:
+    """plog's log(1 + f) for float32 ``f`` in [sqrt(1/2) - 1, sqrt(2) - 1] (schema §5.2, from d)."""
     d = torch.add(f, 2.0)
     s = torch.div(f, d)
     z = torch.mul(s, s)
@@ -280,8 +383,7 @@ def _log_parts(y: torch.Tensor, exponent_adjust: torch.Tensor | None) -> torch.T
     for c in LOG_C[1::-1]:
         r = torch.add(torch.mul(r, z), c)
     r = torch.mul(r, z)
-    l1p = torch.sub(f, torch.mul(s, torch.sub(f, r)))
-    return torch.add(l1p, torch.mul(e.to(torch.float32), LN2))
+    return torch.sub(f, torch.mul(s, torch.sub(f, r)))
 
 
 def _psqrt(w: torch.Tensor) -> torch.Tensor:
@@ -331,15 +433,78 @@ def _reference_values(draw: _Draw, words: torch.Tensor) -> torch.Tensor:
     if kind == "exponential":
         v = torch.rsub(_unit24(words), 1.0)
         return torch.mul(torch.rsub(_log_parts(v, None), 0.0), draw.a)
-    # normal
+    if kind != "normal":
+        return _reference_new_values(draw, words)
+    return torch.add(torch.mul(_standard_normal(words), draw.b), draw.a)
+
+
+def _standard_normal(words: torch.Tensor) -> torch.Tensor:
+    """z of the normal sampler (schema §6.2), before scaling: float32."""
     m2 = torch.bitwise_left_shift(torch.bitwise_and(words, 0x7FFFFFFF), 1)
     one_minus = torch.mul(torch.add(m2, 1).to(torch.float32), TWO_M32)
     x = torch.mul(torch.rsub(m2, _M32).to(torch.float32), TWO_M32)
     one_plus = torch.add(x, 1.0)
     t = _erfinv_core(x, one_minus, one_plus, NORMAL_CENTRAL, NORMAL_CENTER, NORMAL_TAIL, NORMAL_SPLIT)
     negative = torch.bitwise_right_shift(words, 31).to(torch.bool)
-    z = torch.where(negative, torch.neg(t), t)
-    return torch.add(torch.mul(z, draw.b), draw.a)
+    return torch.where(negative, torch.neg(t), t)
+
+
+def _saturate(v: torch.Tensor, limit: float) -> torch.Tensor:
+    """Clamp float32 ``v`` to [-limit, limit] (the output dtype's finite range; schema §7)."""
+    return torch.clamp(v, -limit, limit)
+
+
+def _pexp(y: torch.Tensor) -> torch.Tensor:
+    """The portable exponential of float32 ``y`` <= 88.7 (schema §5.6)."""
+    y = torch.clamp(y, min=EXP_LOW)
+    k = torch.floor(torch.add(torch.mul(y, INV_LN2), 0.5))
+    r = torch.sub(y, torch.mul(k, LN2_HI))
+    r = torch.sub(r, torch.mul(k, LN2_LO))
+    p = _horner(EXP_C, r)
+    n = k.to(torch.int32)
+    n1 = torch.bitwise_right_shift(n, 1)
+    n2 = torch.sub(n, n1)
+    s1 = torch.bitwise_left_shift(torch.add(n1, 127), 23).view(torch.float32)
+    s2 = torch.bitwise_left_shift(torch.add(n2, 127), 23).view(torch.float32)
+    return torch.mul(torch.mul(p, s1), s2)
+
+
+def _cauchy_values(words: torch.Tensor) -> torch.Tensor:
+    """The standard Cauchy value of each word (schema §6.6), float32."""
+    q = torch.bitwise_right_shift(torch.bitwise_and(words, 0x7FFFFFFF), 8)
+    s = torch.mul(torch.add(torch.bitwise_left_shift(q, 1), 1).to(torch.float32), 2.0**-25)
+    near = torch.le(s, 0.25)
+    r = torch.where(near, s, torch.rsub(s, 0.5))
+    t = torch.mul(r, _horner(TAN_PI, torch.mul(r, r)))
+    c = torch.where(near, torch.div(torch.ones_like(t), t), t)
+    negative = torch.bitwise_right_shift(words, 31).to(torch.bool)
+    return torch.where(negative, torch.neg(c), c)
+
+
+def _tensor_param(value: object, like: torch.Tensor) -> torch.Tensor:
+    """A tensor parameter's float32 values, one per element (a number: repeated)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=like.device, dtype=torch.float32)
+    return torch.full(like.shape, float(value), dtype=torch.float32, device=like.device)
+
+
+def _reference_new_values(draw: _Draw, words: torch.Tensor, params: tuple = ()) -> torch.Tensor:
+    """The values of the format 1.2 samplers: float32.  ``params``: the tensor parameters' values
+    for these words (float32, one per word)."""
+    kind = draw.kind
+    if kind == "cauchy":
+        v = torch.add(torch.mul(_cauchy_values(words), draw.b), draw.a)
+    elif kind == "log_normal":
+        v = _pexp(torch.add(torch.mul(_standard_normal(words), draw.b), draw.a))
+    elif kind == "geometric":
+        u = torch.mul(torch.add(torch.bitwise_left_shift(torch.bitwise_right_shift(words, 9), 1), 1).to(torch.float32),
+                      TWO_M24)
+        v = torch.ceil(torch.div(_log_parts(u, None), torch.full_like(u, draw.a)))
+    elif kind == "bernoulli_tensor":
+        return torch.lt(_unit24(words), params[0]).to(torch.float32)
+    else:  # normal_tensor
+        v = torch.add(torch.mul(_standard_normal(words), params[1]), params[0])
+    return _saturate(v, draw.c)
 
 
 def _store(dst: torch.Tensor, values: torch.Tensor, draw: _Draw) -> None:
@@ -349,7 +514,14 @@ def _store(dst: torch.Tensor, values: torch.Tensor, draw: _Draw) -> None:
     dst.copy_(values)
 
 
-def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment]) -> None:
+def stream_words(key: tuple[int, int], first: int, count: int, device: torch.device) -> torch.Tensor:
+    """Words ``first .. first+count-1`` of ``key``'s stream as int64 on ``device``: the one place the
+    torch-op path gets its Philox words (a faster word source hooks in here)."""
+    return philox_words(key, first, count, device)
+
+
+def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment],
+                    tensor_params: tuple[torch.Tensor, ...] = ()) -> None:
     flat = out.view(-1)
     offset = 0
     with torch.no_grad():
@@ -357,10 +529,52 @@ def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segmen
             done = 0
             while done < length:
                 n = min(_REF_CHUNK, length - done)
-                words = philox_words(key, first + done, n, out.device)
-                _store(flat[offset + done : offset + done + n], _reference_values(draw, words), draw)
+                words = stream_words(key, first + done, n, out.device)
+                lo = offset + done
+                if tensor_params:
+                    values = _reference_new_values(draw, words, tuple(t[lo : lo + n] for t in tensor_params))
+                else:
+                    values = _reference_values(draw, words)
+                _store(flat[lo : lo + n], values, draw)
                 done += n
             offset += length
+
+
+def _tensor_params(draw: _Draw, out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensor parameters of a bernoulli_tensor or normal_tensor draw as flat float32 tensors
+    on ``out``'s device, one value per element of ``out`` (in its memory order), checked."""
+    n = out.numel()
+    values: list[torch.Tensor] = []
+    for name, value in zip(("p",) if draw.kind == "bernoulli_tensor" else ("mean", "std"), draw.tensors):
+        if isinstance(value, torch.Tensor):
+            if value.numel() not in (1, n):
+                raise ValueError(
+                    f"{draw.kind}: parameter {name} has {value.numel()} elements, the output {n} (broadcast it first)"
+                )
+            t = value.detach().to(device=out.device, dtype=torch.float32).reshape(-1).expand(n).contiguous()
+        else:
+            t = torch.full((n,), f32(float(value)), dtype=torch.float32, device=out.device)
+        values.append(t)
+    if out.device.type == "meta":  # no values to check (shape checks and tests of the device path)
+        return tuple(values)
+    largest = _SATURATE[torch.float32]
+    with torch.no_grad():
+        if draw.kind == "bernoulli_tensor":
+            _require_within(values[0], 0.0, 1.0, "bernoulli: every probability p must be in [0, 1]")
+        else:
+            _require_within(values[0], -largest, largest, "normal: every mean must be finite in float32")
+            _require_within(values[1], 0.0, largest, "normal: every std must be finite in float32 and >= 0")
+    return tuple(values)
+
+
+def _require_within(values: torch.Tensor, low: float, high: float, message: str) -> None:
+    """ValueError naming the first element of ``values`` outside [low, high] (NaN included)."""
+    smallest, largest = torch.aminmax(values)  # one pass; NaN propagates into both
+    if float(smallest) >= low and float(largest) <= high:
+        return
+    bad = torch.logical_not(torch.logical_and(torch.ge(values, low), torch.le(values, high)))
+    index = int(torch.nonzero(bad)[0, 0])
+    raise ValueError(f"{message}; element {index} is {float(values[index])!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,6 +640,44 @@ def _run_tasks(tasks: list[list[Piece]], work: Callable[[list[Piece]], None], wo
         return
     for future in [_executor(workers).submit(work, task) for task in tasks]:
         future.result()
+
+
+_KERNEL_EXT_KIND = {"cauchy": 0, "log_normal": 1, "geometric": 2, "bernoulli_tensor": 3, "normal_tensor": 4}
+
+
+def _kernel_fill_ext(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment],
+                     tensor_params: tuple[torch.Tensor, ...]) -> None:
+    """The format 1.2 samplers with the C kernel: float32 values (straight into a float32 ``out``,
+    else through blocks cast with torch, as the spec's conversion says)."""
+    assert _kernel is not None
+    k0, k1 = key
+    flat = out.view(-1)
+    kind = _KERNEL_EXT_KIND[draw.kind]
+    a, b, c = float(draw.a), float(draw.b), float(draw.c)
+    src1 = tensor_params[0].data_ptr() if tensor_params else 0
+    src2 = tensor_params[1].data_ptr() if len(tensor_params) > 1 else 0
+    workers = max(1, torch.get_num_threads())
+    kernel = _kernel
+    direct = out.dtype == torch.float32
+
+    def work(task: list[Piece]) -> None:
+        tmp = None if direct else torch.empty(_CAST_BLOCK, dtype=torch.float32)
+        for offset, first, n in task:
+            for start in range(0, n, _CAST_BLOCK):
+                m = min(_CAST_BLOCK, n - start)
+                at = offset + start
+                p1 = src1 + 4 * at if src1 else 0
+                p2 = src2 + 4 * at if src2 else 0
+                if tmp is None:
+                    kernel.fill_ext(kind, flat.data_ptr() + 4 * at, m, k0, k1, first + start, a, b, c, p1, p2)
+                else:
+                    kernel.fill_ext(kind, tmp.data_ptr(), m, k0, k1, first + start, a, b, c, p1, p2)
+                    flat[at : at + m].copy_(tmp[:m])
+
+    total = sum(length for _, length in segments)
+    with torch.no_grad():
+        _run_tasks(_plan(segments, total, workers), work, workers)
+    torch.autograd.graph.increment_version(out)
 
 
 def _kernel_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment]) -> None:
@@ -508,7 +760,12 @@ def sample_(
         kind: one of :data:`SAMPLERS`.
         key: the stream's Philox key (:func:`initrecipe.philox.derive_key`).
         params: ``uniform`` (low, high), ``normal`` (mean, std), ``bernoulli`` (p,), ``randint``
-            (low, high) integers with 1 <= high - low <= 2**32, ``exponential`` (lambd,).
+            (low, high) integers with 1 <= high - low <= 2**32, ``exponential`` (lambd,);
+            format 1.2: ``cauchy`` (median, sigma), ``log_normal`` (mean, std), ``geometric``
+            (p,), ``bernoulli_tensor`` (p,) and ``normal_tensor`` (mean, std) whose tensors hold
+            one value per element of ``out`` (in its memory order) or a single value (a number
+            is also accepted for ``normal_tensor``).  The format 1.2 samplers clamp their values
+            to the output dtype's finite range.
         segments: which draw elements ``out`` holds: ``out``'s elements in memory order are the
             concatenation of the (first, length) runs.  None means ``[(0, out.numel())]``.
 
@@ -517,8 +774,9 @@ def sample_(
         alone, identically on every device and for every thread count.
 
     Raises:
-        ValueError: unknown kind, invalid parameters or dtype, non-contiguous ``out``, or
-            segments that do not add up to ``out.numel()``.
+        ValueError: unknown kind, invalid parameters or dtype (tensor parameters: a value out of
+            range, naming the element), non-contiguous ``out``, or segments that do not add up
+            to ``out.numel()``.
     """
     return _fill(out, kind, key, params, segments, use_kernel=True)
 
@@ -543,10 +801,14 @@ def _fill(out: torch.Tensor, kind: str, key: tuple[int, int], params: tuple,
     segs = _check_segments(segments, out.numel())
     if not segs:
         return out
+    tensor_params = _tensor_params(draw, out) if kind in TENSOR_SAMPLERS else ()
     if use_kernel and out.device.type == "cpu" and _kernel is not None:
-        _kernel_fill(out, draw, k, segs)
+        if kind in _KERNEL_EXT_KIND:
+            _kernel_fill_ext(out, draw, k, segs, tensor_params)
+        else:
+            _kernel_fill(out, draw, k, segs)
     else:
-        _reference_fill(out, draw, k, segs)
+        _reference_fill(out, draw, k, segs, tensor_params)
     return out
 
 
@@ -622,3 +884,62 @@ def log(x: torch.Tensor) -> torch.Tensor:
     every device (schema/PORTABLE_RNG.md §5.2).
     """
     return _unary(x, "log", _reference_log32)
+
+
+def multinomial(probs: torch.Tensor, num_samples: int, replacement: bool, key: tuple[int, int]) -> torch.Tensor:
+    """Portable ``torch.multinomial`` (schema/PORTABLE_RNG.md §6.11): int64 category indices of
+    shape ``probs.shape[:-1] + (num_samples,)``, on ``probs``'s device, the same bits everywhere.
+
+    With replacement, sample ``j`` of row ``r`` is element ``r * num_samples + j`` of the stream:
+    ``u = W * 2**-32`` (binary64) scaled by the row's total, and the first category whose running
+    sum (binary64, left to right) exceeds it.  Without replacement, category ``k`` of row ``r``
+    gets the exponential(1) value ``E`` of element ``r * K + k`` and the row keeps the
+    ``num_samples`` categories with the smallest ``E / weight`` (an exponential race: the order in
+    which weighted sampling without replacement picks them), ties to the lower index.
+
+    Raises:
+        ValueError: ``probs`` not 1-D or 2-D floating, a weight negative or not finite, a row sum
+            zero (or below 2**-1000) or infinite, ``num_samples`` < 1, or more samples than
+            positive weights without replacement.
+    """
+    import numpy as np
+
+    k = _check_key(key)
+    if not isinstance(probs, torch.Tensor) or probs.dim() not in (1, 2) or not probs.dtype.is_floating_point:
+        raise ValueError("multinomial: probabilities must be a 1-D or 2-D floating-point tensor")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"multinomial: num_samples must be a positive integer, got {num_samples!r}")
+    device = probs.device
+    rows = probs.detach().reshape(-1, probs.shape[-1]).to(device="cpu", dtype=torch.float64)
+    count, categories = rows.shape
+    if categories == 0:
+        raise ValueError("multinomial: cannot sample from an empty distribution")
+    if not replacement and num_samples > categories:
+        raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement from {categories} categories")
+    weights = rows.numpy()
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError("multinomial: every probability must be finite and >= 0")
+    with torch.no_grad():
+        if replacement:
+            cumulative = np.add.accumulate(weights, axis=1)  # binary64, left to right
+            totals = cumulative[:, -1]
+            if not np.all(np.isfinite(totals)) or np.any(totals < 2.0**-1000):
+                raise ValueError("multinomial: every row must have a positive, finite sum of probabilities")
+            words = stream_words(k, 0, count * num_samples, device).reshape(count, num_samples)
+            u = torch.mul(words.to(torch.float64), 2.0**-32)
+            v = torch.mul(u, torch.from_numpy(totals).to(device).unsqueeze(1))
+            result = torch.searchsorted(torch.from_numpy(cumulative).to(device), v, right=True)
+        else:
+            positive = (weights > 0).sum(axis=1)
+            if np.any(positive < num_samples):
+                raise ValueError(
+                    f"multinomial: a row has fewer than {num_samples} categories with positive probability "
+                    "(needed without replacement)"
+                )
+            words = stream_words(k, 0, count * categories, device)
+            e = torch.mul(torch.rsub(_log_parts(torch.rsub(_unit24(words), 1.0), None), 0.0), 1.0)
+            e = e.reshape(count, categories).to(torch.float64)
+            w = torch.from_numpy(weights).to(device)
+            race = torch.where(torch.gt(w, 0.0), torch.div(e, torch.where(torch.gt(w, 0.0), w, 1.0)), math.inf)
+            result = torch.sort(race, dim=1, stable=True).indices[:, :num_samples]
+    return result.reshape(*probs.shape[:-1], num_samples).to(torch.int64)

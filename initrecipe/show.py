@@ -112,7 +112,7 @@ class RecipeSummary:
     # ----------------------------------------------------------------- figures
     @property
     def format_version(self) -> str:
-        major, minor = format_version_for(self.recipe.rng)
+        major, minor = format_version_for(self.recipe.rng, self.recipe.program)
         return f"{major}.{minor}"
 
     def by_dtype(self) -> dict[str, dict[str, int]]:

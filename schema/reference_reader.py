@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Stand-alone reader of init-recipe files (schema/FORMAT.md, formats 1.0 and 1.1): checks one and
+"""Stand-alone reader of init-recipe files (schema/FORMAT.md, formats 1.0, 1.1 and 1.2): checks one and
 prints its tensor table.  Needs only msgpack and the standard library; it does not import
 initrecipe and does not replay (building the tensors means running the program with PyTorch).
 Usage: python reference_reader.py MODEL.recipe
@@ -9,7 +9,7 @@ import sys
 
 import msgpack
 
-READS = (1, 1)  # the newest format version this reader implements (and every older 1.x)
+READS = (1, 2)  # the newest format version this reader implements (and every older 1.x)
 BODY = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 
 

@@ -158,3 +158,62 @@ def test_portable_golden_is_schema_valid() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads((ROOT / "schema" / "recipe.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(encode_for_schema(initrecipe.load(PORTABLE)))
+
+
+# --------------------------------------------------------------------------- portable (format 1.2)
+PORTABLE_12 = GOLDEN / "portable-v1.2.recipe"
+PORTABLE_12_EXPECTED = json.loads((GOLDEN / "portable-v1.2.sha256.json").read_text())
+
+
+def test_portable_1_2_golden_is_the_committed_file() -> None:
+    data = PORTABLE_12.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == PORTABLE_12_EXPECTED["file_sha256"]
+    assert initrecipe.load(data).to_bytes() == data
+    doc = msgpack.unpackb(data, raw=False)
+    assert doc["version"] == [1, 2]
+    for op in ("aten.cauchy_.default", "aten.log_normal_.default", "aten.geometric_.default", "aten.bernoulli.default",
+               "aten.bernoulli.p", "aten.bernoulli_.Tensor", "aten.normal.Tensor_Tensor", "aten.normal.Tensor_float",
+               "aten.normal.float_Tensor", "aten.multinomial.default"):
+        assert op in doc["ops"], op
+
+
+@pytest.mark.parametrize("path", ["kernel", "reference"])
+def test_portable_1_2_golden_replays_to_the_pinned_bits(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written under torch 2.13.0, checked under 2.14.1 and 2.15.0 (tools/make_portable_golden.py
+    --format 1.2 --check); 1 and 2 threads; the C kernel and the torch-op path."""
+    import initrecipe.samplers as samplers
+
+    if path == "reference":
+        monkeypatch.setattr(samplers, "_kernel", None)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            got = _portable_hashes(initrecipe.replay(initrecipe.load(PORTABLE_12)))
+            assert got == PORTABLE_12_EXPECTED["tensors"], f"{path}, {count} threads"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_portable_1_2_golden_is_schema_valid_and_a_1_1_label_is_refused() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "schema" / "recipe.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(encode_for_schema(initrecipe.load(PORTABLE_12)))
+    doc = msgpack.unpackb(PORTABLE_12.read_bytes(), raw=False)
+    doc["version"] = [1, 1]
+    body = {k: doc[k] for k in BODY_KEYS}
+    doc["hash"] = "sha256:" + hashlib.sha256(msgpack.packb(body, use_bin_type=True)).hexdigest()
+    with pytest.raises(initrecipe.RecipeFormatError, match=r"program\[\d+\]: `aten\.\w+\.\w+` draws from a stream key, "
+                       r"which format 1\.2 added, but this file says 1\.1: the file is corrupt"):
+        initrecipe.load(msgpack.packb(doc, use_bin_type=True))
+
+
+def test_old_trunc_normal_programs_keep_their_bits() -> None:
+    """The 1.1 golden holds trunc_normal_ as initrecipe 0.2 recorded it (no open-interval clamp): it
+    still replays as written, while a new recording of the same module records the corrected program."""
+    doc = msgpack.unpackb(PORTABLE.read_bytes(), raw=False)
+    calls = [doc["ops"][ins[1]].split(".")[1] for ins in doc["program"] if ins[0] == 0]
+    at = calls.index("erfinv_")
+    assert calls[at - 1 : at + 4] == ["uniform_", "erfinv_", "mul_", "add_", "clamp_"]
+    weights = initrecipe.replay(initrecipe.load(PORTABLE))
+    assert _portable_hashes({"trunc": weights["trunc"]}) == {"trunc": PORTABLE_EXPECTED["tensors"]["trunc"]}

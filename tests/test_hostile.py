@@ -128,11 +128,11 @@ def test_a_truncated_download(base):
 
 
 def test_a_newer_version(base, monkeypatch):
-    newer = edited(base, lambda d: d.__setitem__("version", [1, 2]))
+    newer = edited(base, lambda d: d.__setitem__("version", [1, 3]))
     raises(
         initrecipe.UnsupportedVersionError,
-        f"recipe format 1.2 needs a newer initrecipe; this is initrecipe {initrecipe.__version__}, which reads "
-        "format versions up to 1.1. Upgrade with `pip install -U initrecipe`",
+        f"recipe format 1.3 needs a newer initrecipe; this is initrecipe {initrecipe.__version__}, which reads "
+        "format versions up to 1.2. Upgrade with `pip install -U initrecipe`",
         initrecipe.load, newer,
     )
     monkeypatch.setitem(recipe_mod._FIRST_READER, (2, 3), "0.4.0")

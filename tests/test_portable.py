@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import pytest
 import torch
@@ -151,11 +152,31 @@ def test_portable_needs_a_seed() -> None:
 def test_unsupported_random_operator_is_refused_while_recording() -> None:
     def model() -> nn.Module:
         m = nn.Module()
-        m.w = nn.Parameter(torch.empty(3).cauchy_())
+        m.register_buffer("w", torch.empty(3, dtype=torch.int64).random_())
         return m
 
-    with pytest.raises(initrecipe.RecordError, match=r"`aten.cauchy_.default` has no portable sampler"):
+    with pytest.raises(initrecipe.RecordError, match=r"`aten.random_.default` has no portable sampler"):
         initrecipe.record(model, seed=0, rng="portable")
+
+
+def test_poisson_is_refused_naming_the_tensor_and_the_ways_out() -> None:
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.register_buffer("counts", torch.poisson(torch.full((4,), 3.0)) + 1)
+        return m
+
+    with pytest.raises(initrecipe.RecordError) as info:
+        initrecipe.record(model, seed=0, rng="portable")
+    message = str(info.value)
+    assert message.startswith(
+        "`aten.poisson.default` (torch.poisson) draws the values of `counts`, and rng='portable' has no sampler "
+        "for it: a Poisson value of an arbitrary rate has no inverse with a bounded number of IEEE operations"
+    )
+    assert "Record with rng='torch', or draw `counts` with a portable sampler (`bernoulli`, `bernoulli_`" in message
+    # rng="torch" records it, bitwise as eager.
+    recipe = initrecipe.record(model, seed=0)
+    torch.manual_seed(0)
+    assert torch.equal(initrecipe.replay(recipe)["counts"], model().counts)
 
 
 def test_reading_random_values_while_recording_records_again_with_the_keys() -> None:
@@ -527,7 +548,10 @@ def test_draws_the_samplers_cannot_take_are_refused_while_recording() -> None:
 
 
 @pytest.mark.parametrize("kind, params", [("normal", (0.0, 1.0)), ("uniform", (-1.0, 1.0)), ("bernoulli", (0.3,)),
-                                          ("randint", (0, 10)), ("exponential", (2.0,))])
+                                          ("randint", (0, 10)), ("exponential", (2.0,)), ("cauchy", (0.0, 1.0)),
+                                          ("log_normal", (0.0, 1.0)), ("geometric", (0.2,)),
+                                          ("bernoulli_tensor", (torch.empty(1000, device="meta"),)),
+                                          ("normal_tensor", (torch.empty(1000, device="meta"), 2.0))])
 def test_device_path_mixes_no_cpu_tensors(kind: str, params: tuple) -> None:
     """What an accelerator runs — the samplers' torch-op path, erfinv, log, the fixed QR — runs on the
     meta device too: no CPU tensor (other than scalars) enters it, so it runs unchanged on CUDA."""
@@ -541,3 +565,183 @@ def test_device_path_mixes_no_cpu_tensors(kind: str, params: tuple) -> None:
     assert log(torch.empty(10, device="meta")).device.type == "meta"
     q, r = qr(torch.empty(6, 4, device="meta"))
     assert (q.device.type, tuple(q.shape), tuple(r.shape)) == ("meta", (6, 4), (4, 4))
+
+
+# --------------------------------------------------------------------------- format 1.2 draws
+class NewDraws(nn.Module):
+    """Every random operator that format 1.2 made portable, from a module constructor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.bernoulli(torch.full((16,), 0.5)))
+        self.register_buffer("mask_p", torch.bernoulli(torch.zeros(4, 6), p=0.3))
+        gates = torch.empty(6, 10)
+        gates.bernoulli_(torch.linspace(0.0, 1.0, 10))
+        self.register_buffer("gates", gates)
+        self.heavy = nn.Parameter(torch.empty(8, 16).cauchy_(0.0, 0.5))
+        self.scales = nn.Parameter(torch.empty(8, 16).log_normal_(0.0, 0.25))
+        self.register_buffer("waits", torch.empty(40).geometric_(0.2))
+        self.shifted = nn.Parameter(torch.normal(torch.full((4, 8), 5.0), torch.full((4, 8), 0.1)))
+        self.noisy = nn.Parameter(torch.normal(torch.zeros(8, 4), 3.0))
+        self.spread = nn.Parameter(torch.normal(0.5, torch.linspace(0.1, 1.0, 12)))
+        self.register_buffer("picks", torch.multinomial(torch.tensor([0.2, 0.0, 0.8]), 20, replacement=True))
+        self.register_buffer("order", torch.multinomial(torch.ones(3, 7), 4))
+
+
+NEW_OPS = {
+    "mask": "aten.bernoulli.default", "mask_p": "aten.bernoulli.p", "gates": "aten.bernoulli_.Tensor",
+    "heavy": "aten.cauchy_.default", "scales": "aten.log_normal_.default", "waits": "aten.geometric_.default",
+    "shifted": "aten.normal.Tensor_Tensor", "noisy": "aten.normal.Tensor_float", "spread": "aten.normal.float_Tensor",
+    "picks": "aten.multinomial.default", "order": "aten.multinomial.default",
+}
+
+
+def test_each_new_random_operator_records_and_replays_portably() -> None:
+    from initrecipe.recipe import format_version_for
+
+    recipe = initrecipe.record(NewDraws, seed=SEED, rng="portable")
+    keyed = {ins.kwargs["generator"].stream: ins.op for ins in recipe.program
+             if isinstance(ins, Call) and isinstance(ins.kwargs.get("generator"), PortableKey)}
+    assert {name: op for name, op in keyed.items() if name in NEW_OPS} == NEW_OPS
+    assert format_version_for(recipe.rng, recipe.program) == (1, 2)
+    assert initrecipe.load(recipe.to_bytes()).to_bytes() == recipe.to_bytes()
+    weights = initrecipe.replay(recipe)
+    again = initrecipe.replay(initrecipe.load(recipe.to_bytes()))
+    assert_same(weights, again)
+    assert set(weights["mask"].unique().tolist()) == {0.0, 1.0}
+    assert not weights["mask_p"].eq(0.0).all()
+    assert weights["gates"][:, 0].eq(0.0).all() and weights["gates"][:, -1].eq(1.0).all()
+    assert weights["waits"].ge(1.0).all() and torch.equal(weights["waits"], weights["waits"].ceil())
+    assert weights["scales"].gt(0.0).all()
+    assert (weights["shifted"] - 5.0).abs().max() < 1.0
+    assert (weights["picks"] != 1).all() and weights["picks"].dtype == torch.int64
+    assert all(len(set(row.tolist())) == 4 for row in weights["order"])
+    # The values are the samplers' for each tensor's own stream key (the names), whatever the model order.
+    from initrecipe.philox import derive_key
+    from initrecipe.samplers import sample_
+
+    expected = sample_(torch.empty(16), "bernoulli", derive_key(SEED, "mask", 0), (0.5,))
+    assert torch.equal(weights["mask"], expected)
+    expected = sample_(torch.empty(8, 16), "cauchy", derive_key(SEED, "heavy", 0), (0.0, 0.5))
+    assert torch.equal(weights["heavy"].detach(), expected)
+
+
+def test_bernoulli_mask_buffer_records_in_portable_mode() -> None:
+    """The issue's example: a module whose buffer is torch.bernoulli of a tensor."""
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("mask", torch.bernoulli(torch.full((16,), 0.5)))
+
+    recipe = initrecipe.record(Masked, seed=3, rng="portable")
+    model = initrecipe.replay(recipe, into=Masked())
+    assert model.mask.shape == (16,) and set(model.mask.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(model.mask, initrecipe.replay(recipe)["mask"])
+    assert initrecipe.record(Masked, seed=4, rng="portable").content_hash != recipe.content_hash
+
+
+class MoreSliceable(NewDraws):
+    """The in-place tensor bernoulli_ and normal(float, Tensor), with parameters laid out like the tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gates = torch.empty(6, 10)
+        gates.bernoulli_(torch.full((6, 10), 0.4))
+        self.register_buffer("gates_full", gates)
+        self.spread_full = nn.Parameter(torch.normal(0.5, torch.full((12, 3), 2.0)))
+
+
+def test_new_draws_are_generated_slice_only() -> None:
+    recipe = initrecipe.record(MoreSliceable, seed=SEED, rng="portable")
+    full = initrecipe.replay(recipe)
+    elementwise = {"mask", "mask_p", "heavy", "scales", "waits", "shifted", "noisy", "gates_full", "spread_full"}
+    for name in elementwise:
+        assert initrecipe.sliceable(recipe, name), name
+    assert not initrecipe.sliceable(recipe, "picks") and not initrecipe.sliceable(recipe, "order")
+    for world in (2, 3):
+        for rank in range(world):
+            part = initrecipe.replay(recipe, shards=lambda name, shape, r=rank: Shard.of(shape[0], r, world))
+            for name, tensor in part.items():
+                shard = Shard.of(full[name].shape[0], rank, world)
+                assert torch.equal(tensor, full[name].narrow(0, shard.start, shard.stop - shard.start)), (name, rank)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_trunc_normal_in_16_bits_is_the_float32_draw_rounded_once(dtype: torch.dtype) -> None:
+    """nn.init.trunc_normal_ on a 16-bit parameter: the float32 values (the same stream key, since
+    keys are names) rounded once to the dtype; within [a, b], never on a far bound, the right std."""
+
+    def build(dt: torch.dtype) -> Callable[[], nn.Module]:
+        def model() -> nn.Module:
+            m = nn.Module()
+            m.w = nn.Parameter(torch.empty(10_000, dtype=dt))
+            nn.init.trunc_normal_(m.w, std=0.1, a=-2.0, b=2.0)
+            return m
+
+        return model
+
+    low = initrecipe.replay(initrecipe.record(build(dtype), seed=SEED, rng="portable"))["w"].detach()
+    wide = initrecipe.replay(initrecipe.record(build(torch.float32), seed=SEED, rng="portable"))["w"].detach()
+    assert low.dtype == dtype and torch.equal(low, wide.to(dtype))
+    assert not (low.abs() == 2.0).any() and torch.isfinite(low).all()
+    assert abs(float(low.double().std()) - 0.1) < 0.005
+
+
+def test_trunc_normal_bounds_that_the_dtype_cannot_hold_are_respected() -> None:
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.w = nn.Parameter(torch.empty(20_000, dtype=torch.bfloat16))
+        nn.init.trunc_normal_(m.w, mean=0.0, std=1.0, a=-0.1, b=0.1)  # +-0.1 are not bfloat16 values
+        return m
+
+    w = initrecipe.replay(initrecipe.record(model, seed=SEED, rng="portable"))["w"].detach().double()
+    assert w.min() >= -0.1 and w.max() <= 0.1
+
+
+def test_trunc_normal_float32_endpoint_word_lands_inside() -> None:
+    """HARD_CASES.md, RNG facts: a uniform on the 2^-24 grid hits its lower endpoint once in 2^24
+    elements; with f32(2Φ(α)-1) = -1 that is erfinv(-1) = -inf, which the clamp of initrecipe 0.2's
+    program put on the bound -2.  Find such an element of a large tensor and replay just that
+    element (slice-only): the corrected program gives a finite value far from the bound."""
+    from initrecipe.philox import derive_key
+    from initrecipe.samplers import erfinv, sample_
+
+    n = 1 << 25
+    key = derive_key(SEED, "w", 0)
+    words = torch.empty(1 << 22, dtype=torch.int64)
+    hit = None
+    for start in range(0, n, words.numel()):
+        sample_(words, "randint", key, (0, 2**32), [(start, words.numel())])
+        zero = torch.nonzero(torch.bitwise_right_shift(words, 8) == 0).flatten()
+        if zero.numel():
+            hit = start + int(zero[0])
+            break
+    assert hit is not None  # about two such elements in 2^25 (fixed seed)
+    low = 2 * (0.5 * math.erfc(2.0 / 0.1 / math.sqrt(2.0))) - 1  # 2Φ(-20) - 1
+    at = sample_(torch.empty(1), "uniform", key, (low, 1.0), [(hit, 1)])
+    assert at.item() == -1.0 and erfinv(at).item() == -math.inf  # what the old program fed erfinv_
+
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.w = nn.Parameter(torch.empty(n))
+        nn.init.trunc_normal_(m.w, std=0.1, a=-2.0, b=2.0)
+        return m
+
+    recipe = initrecipe.record(model, seed=SEED, rng="portable")
+    assert initrecipe.sliceable(recipe, "w")
+    value = initrecipe.replay(recipe, shards={"w": Shard(0, hit, hit + 1)})["w"].item()
+    assert -0.6 < value < -0.5  # 0.1 * sqrt(2) * erfinv(-(1 - 2^-24)) = -0.5549
+
+
+def test_bad_tensor_parameters_are_refused_at_replay_naming_the_element() -> None:
+    def model() -> nn.Module:
+        m = nn.Module()
+        m.register_buffer("mask", torch.bernoulli(torch.full((4,), 0.5) * 3))
+        return m
+
+    recipe = initrecipe.record(model, seed=0, rng="portable")  # probabilities are data: replay checks them
+    with pytest.raises(initrecipe.ReplayError, match=r"^program\[\d+\]: `aten.bernoulli.default` failed: bernoulli: "
+                       r"every probability p must be in \[0, 1\]; element 0 is 1.5$"):
+        initrecipe.replay(recipe)

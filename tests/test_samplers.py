@@ -24,7 +24,16 @@ from hypothesis import strategies as st
 
 from initrecipe import samplers
 from initrecipe.philox import derive_key, philox_words, stream_word
-from initrecipe.samplers import KERNEL_AVAILABLE, SAMPLERS, erfinv, erfinv_, log, reference_sample_, sample_
+from initrecipe.samplers import (
+    KERNEL_AVAILABLE,
+    SAMPLERS,
+    TENSOR_SAMPLERS,
+    erfinv,
+    erfinv_,
+    log,
+    reference_sample_,
+    sample_,
+)
 
 F = np.float32
 KEY = derive_key(42, "model.layers.0.weight", 0)
@@ -35,7 +44,22 @@ PARAMS = {
     "bernoulli": (0.25,),
     "randint": (-5, 10),
     "exponential": (2.0,),
+    "cauchy": (0.5, 2.0),
+    "log_normal": (1.0, 0.5),
+    "geometric": (0.3,),
 }
+SCALAR_SAMPLERS = sorted(SAMPLERS - TENSOR_SAMPLERS)
+
+
+def tensor_params(kind: str, n: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Per-element parameters of a tensor sampler for ``n`` elements (float64: converted once to float32)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "bernoulli_tensor":
+        p = torch.rand(n, generator=g, dtype=torch.float64)
+        p[::7] = 0.0
+        p[1::11] = 1.0
+        return (p,)
+    return (torch.randn(n, generator=g, dtype=torch.float64) * 10, torch.rand(n, generator=g, dtype=torch.float64) * 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +201,72 @@ def spec_sample(kind: str, params: tuple, word: int) -> np.float32 | int:
         v = F(1) - spec_unit(word)
         lg = F(0) - spec_plog(v)
         return lg * F(1.0 / params[0])
+    if kind == "cauchy":
+        return spec_saturate(spec_cauchy(word) * F(params[1]) + F(params[0]), F32_MAX)
+    if kind == "log_normal":
+        return spec_saturate(spec_exp(spec_z(word) * F(params[1]) + F(params[0])), F32_MAX)
+    if kind == "geometric":
+        v = F(2 * (word >> 9) + 1) * F(2.0**-24)
+        return spec_saturate(F(np.ceil(spec_plog(v) / spec_log1m(F(params[0])))), F32_MAX)
+    if kind == "bernoulli_tensor":
+        return F(1) if spec_unit(word) < F(params[0]) else F(0)
+    if kind == "normal_tensor":
+        mean, std = params
+        return spec_saturate(spec_z(word) * F(std) + F(mean), F32_MAX)
     raise AssertionError(kind)
+
+
+F32_MAX = hexf("0x1.fffffep+127")
+TAN_PI = [hexf(h) for h in ("0x1.921fb6p+1", "0x1.4abb28p+3", "0x1.4694e0p+5", "0x1.424292p+7", "0x1.6eaa36p+9",
+                            "0x1.a9f8e0p+9", "0x1.aeefd6p+14")]
+EXP_C = [hexf(h) for h in ("0x1p+0", "0x1p+0", "0x1p-1", "0x1.555556p-3", "0x1.555556p-5", "0x1.111112p-7",
+                           "0x1.6c16c2p-10", "0x1.a01a02p-13")]
+
+
+def spec_z(word: int) -> np.float32:
+    """§6.2's z (the standard normal deviate, before std and mean)."""
+    m2 = (word & 0x7FFFFFFF) << 1
+    om = F(m2 + 1) * F(2.0**-32)
+    x = F(0xFFFFFFFF - m2) * F(2.0**-32)
+    t = spec_core(x, om, F(1) + x, NORMAL)
+    return -t if word >> 31 else t
+
+
+def spec_saturate(v: np.float32, limit: np.float32) -> np.float32:
+    return max(-limit, min(limit, v))
+
+
+def spec_cauchy(word: int) -> np.float32:
+    """§6.6."""
+    q = (word & 0x7FFFFFFF) >> 8
+    s = F(2 * q + 1) * F(2.0**-25)
+    r = s if s <= F(0.25) else F(0.5) - s
+    t = r * spec_poly(TAN_PI, r * r)
+    c = F(1) / t if s <= F(0.25) else t
+    return -c if word >> 31 else c
+
+
+def spec_exp(y: np.float32) -> np.float32:
+    """§5.6."""
+    y = max(y, hexf("-0x1.ap+6"))
+    k = F(np.floor(y * hexf("0x1.715476p+0") + F(0.5)))
+    r = y - k * hexf("0x1.62ep-1")
+    r = r - k * hexf("0x1.0bfbe8p-15")
+    p = spec_poly(EXP_C, r)
+    n = int(k)
+    n1 = n >> 1
+    return (p * F(2.0**n1)) * F(2.0 ** (n - n1))
+
+
+def spec_log1m(p: np.float32) -> np.float32:
+    """§6.8: log(1 - p)."""
+    if p <= hexf("0x1.2bec34p-2"):
+        f = -p
+        s = f / (F(2) + f)
+        z = s * s
+        r = ((C3 * z + C2) * z + C1) * z
+        return f - s * (f - r)
+    return spec_plog(F(1) - p)
 
 
 def spec_erfinv(x: np.float32) -> np.float32:
@@ -216,6 +305,12 @@ VECTORS = {
     ("normal", (0.5, 0.02)): ("0x1.0d71a4p-1", "0x1.0074aap-1", "0x1.fb3eb0p-2", "0x1.009a68p-1", "0x1.f4df28p-2"),
     ("bernoulli", (0.25,)): ("0x1p+0", "0x0p+0", "0x0p+0", "0x0p+0", "0x0p+0"),
     ("exponential", (2.0,)): ("0x1.971b34p-5", "0x1.510828p-2", "0x1.31addep+0", "0x1.4b63f6p-2", "0x1.93bfd0p-1"),
+    ("cauchy", (0.0, 1.0)): ("0x1.a1e264p+1", "0x1.c94054p-5", "-0x1.2fcc06p-2", "0x1.2ec0a8p-4", "-0x1.845e5cp-1"),
+    ("cauchy", (0.5, 2.0)): ("0x1.c1e264p+2", "0x1.39280ap-1", "-0x1.7e6030p-4", "0x1.4bb02ap-1", "-0x1.045e5cp+0"),
+    ("log_normal", (0.0, 1.0)): ("0x1.dbc242p+1", "0x1.0ba67ap+0", "0x1.95e9fap-1", "0x1.0f8826p+0", "0x1.295cb0p-1"),
+    ("log_normal", (1.0, 0.5)): ("0x1.4f665ep+2", "0x1.63c4ecp+1", "0x1.35cdb8p+1", "0x1.6656f4p+1", "0x1.0929a0p+1"),
+    ("geometric", (0.3,)): ("0x1.cp+2", "0x1.8p+1", "0x1p+0", "0x1.8p+1", "0x1p+0"),
+    ("geometric", (0.001,)): ("0x1.26ap+11", "0x1.6c8p+9", "0x1.84p+6", "0x1.728p+9", "0x1.dp+7"),
     ("randint", (-5, 10)): (-4, 2, 8, 2, 6),
     ("randint", (0, 2**32)): (406353650, 2071253872, 3900679729, 2046616698, 3407782248),
 }
@@ -240,6 +335,58 @@ def test_spec_vectors(case):
             assert float(value) == float.fromhex(want)
 
 
+def test_tensor_sampler_vectors():
+    # Element i of the draw with its own parameters (the i-th of the tensors below).
+    segments = [(i, 1) for i in INDICES]
+    cases = [
+        ("bernoulli_tensor", (torch.tensor([0.9, 0.1, 0.5, 0.5, 0.99]),), ("0x1p+0", "0x0p+0", "0x0p+0", "0x1p+0", "0x1p+0")),
+        ("normal_tensor", (torch.tensor([0.0, 1.0, -1.0, 10.0, 0.5]), torch.tensor([1.0, 2.0, 0.5, 0.1, 3.0])),
+         ("0x1.5018f4p+0", "0x1.16c936p+0", "-0x1.1db830p+0", "0x1.403040p+3", "-0x1.214fb6p+0")),
+    ]
+    for kind, params, expected in cases:
+        for fill in (sample_, reference_sample_):
+            out = fill(torch.empty(len(INDICES)), kind, KEY, params, segments)
+            assert [float(v).hex() for v in out.tolist()] == [float.fromhex(h).hex() for h in expected], (kind, fill)
+
+
+def test_multinomial_vectors():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    assert samplers.multinomial(probs, 8, True, KEY).tolist() == [0, 2, 1, 3, 3, 3, 2, 3]
+    assert samplers.multinomial(probs, 4, False, KEY).tolist() == [0, 2, 1, 3]
+    rows = torch.tensor([[0.0, 1.0, 0.0, 3.0], [5.0, 0.0, 1.0, 1.0]])
+    assert samplers.multinomial(rows, 2, False, KEY).tolist() == [[3, 1], [0, 2]]
+    # Every dtype of the probabilities gives the same categories when it holds the same values.
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        assert samplers.multinomial(probs.to(dtype).float().to(dtype), 8, True, KEY).tolist() == \
+            samplers.multinomial(probs.to(dtype).float(), 8, True, KEY).tolist()
+
+
+def test_multinomial_spec_and_errors():
+    # With replacement: the first category whose binary64 running sum exceeds u * total.
+    probs = torch.tensor([[0.5, 0.0, 1.5, 2.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    out = samplers.multinomial(probs, 300, True, KEY)
+    for r in range(2):
+        cumulative = np.add.accumulate(probs[r].numpy())
+        for j in range(300):
+            u = stream_word(KEY, r * 300 + j) * 2.0**-32
+            assert out[r, j].item() == int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
+    assert (out[0] != 1).all()  # a zero weight is never drawn
+    # Without replacement: distinct categories, never a zero-weight one while positive ones remain.
+    out = samplers.multinomial(torch.tensor([0.0, 2.0, 1.0, 0.0, 5.0]), 3, False, KEY)
+    assert sorted(out.tolist()) == [1, 2, 4]
+    errors = [
+        ((torch.tensor([0.5, -0.1]), 1, True), r"multinomial: every probability must be finite and >= 0"),
+        ((torch.tensor([0.0, 0.0]), 1, True), r"every row must have a positive, finite sum"),
+        ((torch.tensor([0.0, 1.0]), 2, False), r"a row has fewer than 2 categories with positive probability"),
+        ((torch.tensor([0.5, 0.5]), 3, False), r"cannot draw 3 samples without replacement from 2 categories"),
+        ((torch.ones(2, 2, 2), 1, True), r"1-D or 2-D floating-point tensor"),
+        ((torch.ones(2), 0, True), r"num_samples must be a positive integer, got 0"),
+    ]
+    for args, message in errors:
+        with pytest.raises(ValueError, match=message):
+            samplers.multinomial(*args, KEY)
+
+
 def test_normal_tail_vectors():
     out = sample_(torch.empty(2), "normal", KEY, (0.0, 1.0), [(18366, 1), (18844, 1)])
     assert [float(v).hex() for v in out.tolist()] == [float.fromhex("-0x1.1cfd04p+2").hex(),
@@ -247,11 +394,12 @@ def test_normal_tail_vectors():
     assert stream_word(KEY, 18366) == 0x8000470D
 
 
-@pytest.mark.parametrize("kind", sorted(SAMPLERS))
+@pytest.mark.parametrize("kind", SCALAR_SAMPLERS)
 def test_scalar_spec_agrees_with_the_implementations(kind):
     rng = np.random.default_rng(11)
     params = {"uniform": (-3.25, 7.0), "normal": (0.125, 2.5), "bernoulli": (0.6,), "randint": (-1000, 2**31 + 7),
-              "exponential": (0.75,)}[kind]
+              "exponential": (0.75,), "cauchy": (-1.5, 0.25), "log_normal": (-0.5, 1.5),
+              "geometric": (0.01,)}[kind]
     key = derive_key(9, kind, 1)
     # Elements whose words take both normal polynomials, plus random ones far away.
     words = philox_words(key, 0, 1 << 16)
@@ -268,6 +416,78 @@ def test_scalar_spec_agrees_with_the_implementations(kind):
             assert a[j].item() == value
         else:
             assert bits(F(a[j].item())) == bits(value), (i, a[j].item(), value)
+
+
+@pytest.mark.parametrize("kind", sorted(TENSOR_SAMPLERS))
+def test_tensor_sampler_spec_agrees_with_the_implementations(kind):
+    # Element i uses its own parameters, converted once to float32, and its own word.
+    rng = np.random.default_rng(12)
+    key = derive_key(9, kind, 2)
+    indices = sorted(set(rng.integers(0, 1 << 16, 200).tolist() + rng.integers(0, 2**50, 50).tolist()))
+    segments = [(i, 1) for i in indices]
+    params = tensor_params(kind, len(indices), 4)
+    for dtype in (torch.float32, torch.float64):
+        a = sample_(torch.empty(len(indices), dtype=dtype), kind, key, params, segments)
+        b = reference_sample_(torch.empty(len(indices), dtype=dtype), kind, key, params, segments)
+        assert bitwise_equal(a, b)
+    for j, i in enumerate(indices):
+        value = spec_sample(kind, tuple(float(p[j]) for p in params), stream_word(key, i))
+        assert bits(F(a[j].item())) == bits(value), (i, a[j].item(), value)
+
+
+def test_tensor_samplers_with_constant_parameters_equal_the_scalar_ones():
+    n = 5000
+    for dtype in FLOAT_DTYPES:
+        scalar = sample_(torch.empty(n, dtype=dtype), "bernoulli", KEY, (0.3,))
+        assert bitwise_equal(sample_(torch.empty(n, dtype=dtype), "bernoulli_tensor", KEY, (torch.full((n,), 0.3),)),
+                             scalar)
+        scalar = sample_(torch.empty(n, dtype=dtype), "normal", KEY, (0.5, 2.0))
+        assert bitwise_equal(sample_(torch.empty(n, dtype=dtype), "normal_tensor", KEY, (0.5, torch.full((n,), 2.0))),
+                             scalar)
+
+
+def test_tensor_sampler_errors():
+    for p, bad in [(torch.tensor([0.5, 1.5]), 1.5), (torch.tensor([-0.25, 0.5]), -0.25), (torch.tensor([0.5, math.nan]), "nan")]:
+        with pytest.raises(ValueError, match=r"bernoulli: every probability p must be in \[0, 1\]; element \d is"):
+            sample_(torch.empty(2), "bernoulli_tensor", KEY, (p,))
+    with pytest.raises(ValueError, match=r"normal: every std must be finite in float32 and >= 0; element 1 is -1.0"):
+        sample_(torch.empty(2), "normal_tensor", KEY, (0.0, torch.tensor([1.0, -1.0])))
+    with pytest.raises(ValueError, match=r"normal: every mean must be finite in float32; element 0 is inf"):
+        sample_(torch.empty(2), "normal_tensor", KEY, (torch.tensor([1e300, 0.0], dtype=torch.float64), 1.0))
+    with pytest.raises(ValueError, match=r"parameter p has 3 elements, the output 2"):
+        sample_(torch.empty(2), "bernoulli_tensor", KEY, (torch.rand(3),))
+    with pytest.raises(ValueError, match=r"parameter p must be a floating-point tensor, got torch.int64"):
+        sample_(torch.empty(2), "bernoulli_tensor", KEY, (torch.ones(2, dtype=torch.int64),))
+
+
+def test_new_sampler_parameter_errors():
+    cases = [
+        ("cauchy", (0.0, 0.0), r"cauchy needs 0 < sigma <= 2\*\*100, got 0.0"),
+        ("cauchy", (0.0, 2.0**101), r"cauchy needs 0 < sigma <= 2\*\*100"),
+        ("log_normal", (0.0, -1.0), r"log_normal needs std > 0, got -1.0"),
+        ("log_normal", (80.0, 2.0), r"log_normal needs mean \+ 6.4 \* std <= 88"),
+        ("geometric", (1.0,), r"geometric needs 2\*\*-100 <= p < 1"),
+        ("geometric", (1.0 - 1e-10,), r"geometric needs 2\*\*-100 <= p < 1 \(and p < 1 in float32\)"),
+        ("geometric", (0.0,), r"geometric needs 2\*\*-100 <= p < 1"),
+        ("cauchy", (0.0, math.inf), r"cauchy: parameter sigma must be finite"),
+    ]
+    for kind, params, message in cases:
+        with pytest.raises(ValueError, match=message):
+            sample_(torch.empty(3), kind, KEY, params)
+    with pytest.raises(ValueError, match=r"geometric cannot fill a torch.int64 tensor"):
+        sample_(torch.empty(3, dtype=torch.int64), "geometric", KEY, (0.5,))
+
+
+def test_new_samplers_never_overflow_a_narrow_dtype():
+    # Values beyond the dtype's range saturate at its largest finite value (§7): never inf or NaN.
+    for dtype, limit in ((torch.float16, 65504.0), (torch.bfloat16, float.fromhex("0x1.fep+127"))):
+        for kind, params in (("cauchy", (0.0, 2.0**100)), ("geometric", (2.0**-100,)), ("log_normal", (80.0, 1.2)),
+                             ("normal_tensor", (0.0, torch.full((20_000,), 3e38)))):
+            a, b = both(dtype, 20_000, kind, KEY, params)
+            assert bitwise_equal(a, b)
+            assert torch.isfinite(a).all(), (dtype, kind)
+            if dtype == torch.float16 or kind == "normal_tensor":
+                assert a.float().abs().max().item() == limit, (dtype, kind)
 
 
 def test_scalar_spec_erfinv_and_log():
@@ -333,13 +553,21 @@ def draws(draw):
         params = (draw(st.floats(0, 1, **finite)),)
     elif kind == "exponential":
         params = (draw(st.floats(1e-3, 1e3, **finite)),)
+    elif kind == "cauchy":
+        params = (draw(st.floats(-100, 100, **finite)), draw(st.floats(1e-3, 1e3, **finite)))
+    elif kind == "log_normal":
+        params = (draw(st.floats(-20, 20, **finite)), draw(st.floats(1e-3, 10, **finite)))
+    elif kind == "geometric":
+        params = (draw(st.floats(1e-6, 0.999, **finite)),)
+    elif kind in TENSOR_SAMPLERS:
+        params = ("tensors", draw(st.integers(0, 1000)))
     else:
         low = draw(st.integers(-(2**40), 2**40))
         params = (low, low + draw(st.one_of(st.integers(1, 300), st.integers(1, 2**32))))
     dtypes = list(FLOAT_DTYPES)
     if kind == "randint" and -(2**31) <= params[0] and params[1] <= 2**31:
         dtypes += [torch.int64, torch.int32]
-    if kind == "bernoulli":
+    if kind in ("bernoulli", "bernoulli_tensor"):
         dtypes += [torch.uint8, torch.bool]
     dtype = draw(st.sampled_from(dtypes))
     segments = draw(
@@ -357,6 +585,8 @@ def draws(draw):
 def test_kernel_matches_reference(case):
     kind, params, dtype, segments, key = case
     n = sum(length for _, length in segments)
+    if kind in TENSOR_SAMPLERS:
+        params = tensor_params(kind, n, params[1])
     a, b = both(dtype, n, kind, key, params, segments)
     assert bitwise_equal(a, b)
 
@@ -369,7 +599,9 @@ def test_every_kernel_variant_matches_reference(kind):
     segments = [(3, 61), (1000, 5000), (2**40 + 7, 20001), (64 * 1000, 64 * 40 + 1)]
     n = sum(length for _, length in segments)
     params = {"uniform": (-3.0, 5.5), "normal": (1.0, 3.0), "bernoulli": (0.7,), "randint": (-100, 2**32 - 100),
-              "exponential": (0.25,)}[kind]
+              "exponential": (0.25,), "cauchy": (2.0, 0.5), "log_normal": (0.0, 1.0), "geometric": (0.6,)}.get(kind)
+    if kind in TENSOR_SAMPLERS:
+        params = tensor_params(kind, n, 3)
     previous = K.variant()
     try:
         for dtype in FLOAT_DTYPES:

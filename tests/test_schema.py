@@ -291,7 +291,7 @@ MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
     "missing hash": (lambda d: d.pop("hash"), True),
     "unknown top-level key": (lambda d: d.__setitem__("comment", "hi"), True),
     "format": (_set(lambda d: (d, "format"), "safetensors"), True),
-    "version 1.2": (_set(lambda d: (d, "version"), [1, 2]), True),
+    "version 1.3": (_set(lambda d: (d, "version"), [1, 3]), True),
     "version 0.9": (_set(lambda d: (d, "version"), [0, 9]), True),
     "version 2.0": (_set(lambda d: (d, "version"), [2, 0]), True),
     "version not a pair": (_set(lambda d: (d, "version"), [1]), True),
@@ -520,7 +520,7 @@ def test_schema_enums_match_the_implementation() -> None:
     assert set(tags) == KNOWN_TAGS - {"key"}  # the stream key (1.1) has its own definition
     assert set(defs["streamKey"]["properties"]) == {"key"}
     assert defs["streamKey"]["properties"]["key"]["prefixItems"][1]["maximum"] == 2**32 - 1
-    assert SCHEMA["properties"]["version"]["enum"] == [[1, 0], list(recipe_module.FORMAT_VERSION)]
+    assert SCHEMA["properties"]["version"]["enum"] == [[1, 0], [1, 1], list(recipe_module.FORMAT_VERSION)]
     assert tags["layout"]["layout"]["enum"] == list(recipe_module._LAYOUTS)
     assert tags["memory_format"]["memory_format"]["enum"] == list(recipe_module._MEMORY_FORMATS)
     assert SCHEMA["required"] == [*recipe_module._TOP_LEVEL_KEYS, "hash"]
@@ -592,7 +592,7 @@ def test_reference_reader_does_not_import_initrecipe() -> None:
     ("mutate", "message"),
     [
         (lambda d: d.__setitem__("seed", 123), "content hash mismatch"),
-        (lambda d: d.__setitem__("version", [1, 2]), "recipe format 1.2 needs"),
+        (lambda d: d.__setitem__("version", [1, 3]), "recipe format 1.3 needs"),
         (lambda d: d.__setitem__("version", [2, 0]), "recipe format 2.0 needs"),
         (lambda d: d.__setitem__("format", "other"), "not an init recipe"),
     ],
@@ -713,7 +713,8 @@ def test_portable_keys_follow_the_writer_rules(portable: dict[str, Recipe]) -> N
 
 
 def test_portable_trunc_normal_is_recorded_as_an_inverse_cdf() -> None:
-    """FORMAT.md section 6.5: on the unpinned stream trunc_normal_ is uniform_, erfinv_, mul_, add_, clamp_."""
+    """FORMAT.md section 6.5: on the unpinned stream trunc_normal_ is uniform_, clamp_ (into the open
+    interval), erfinv_, mul_, add_, clamp_ (into [a, b]), in float32 for a float32 tensor."""
 
     def model() -> torch.nn.Module:
         module = torch.nn.Linear(3, 2)
@@ -725,7 +726,8 @@ def test_portable_trunc_normal_is_recorded_as_an_inverse_cdf() -> None:
     weight = next(t[1] for t in doc["tensors"] if t[0] == "weight")
     calls = [doc["ops"][ins[1]].split(".")[1] for ins in doc["program"]
              if ins[0] == 0 and ins[3] and ins[3][0] == {"t": weight}]
-    assert calls == ["uniform_", "erfinv_", "mul_", "add_", "clamp_"]  # kaiming's draw is dead: not written
+    assert calls == ["uniform_", "clamp_", "erfinv_", "mul_", "add_", "clamp_"]  # kaiming's draw is dead: not written
+    assert doc["version"] == [1, 1]  # no operator of format 1.2: readers of 1.1 replay it
     assert [ins[4]["generator"]["key"] for ins in _keyed(doc)] == [["bias", 0], ["weight", 0]]
 
 
@@ -758,7 +760,7 @@ def _set_key(payload: Any) -> Callable[[dict[str, Any]], None]:
 # name -> (mutation of a decoded portable document, whether `initrecipe.load` must refuse it too)
 PORTABLE_MUTATIONS: dict[str, tuple[Callable[[dict[str, Any]], None], bool]] = {
     "portable with version 1.0": (_set(lambda d: (d, "version"), [1, 0]), True),
-    "portable with version 1.2": (_set(lambda d: (d, "version"), [1, 2]), True),
+    "portable with version 1.3": (_set(lambda d: (d, "version"), [1, 3]), True),
     "portable with seed null": (_set(lambda d: (d, "seed"), None), True),
     "portable with seed -1": (_set(lambda d: (d, "seed"), -1), True),
     "portable with seed float": (_set(lambda d: (d, "seed"), 0.5), True),
@@ -822,7 +824,7 @@ def test_reference_reader_reads_a_portable_recipe(portable: dict[str, Recipe], t
     [
         (lambda d: d.__setitem__("version", [1, 0]), "rng `portable` recipes are format 1.1 or newer"),
         (lambda d: d.__setitem__("seed", -1), "need a seed in 0 .. 2**64-1"),
-        (lambda d: d.__setitem__("version", [1, 2]), "recipe format 1.2 needs"),
+        (lambda d: d.__setitem__("version", [1, 3]), "recipe format 1.3 needs"),
     ],
 )
 def test_reference_reader_refuses_bad_portable_files(
@@ -847,7 +849,7 @@ def test_portable_recipe_passes_the_replay_checks(portable: dict[str, Recipe]) -
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d["ops"].__setitem__(d["ops"].index("aten.uniform_.default"), "aten.cauchy_.default"),
+        (lambda d: d["ops"].__setitem__(d["ops"].index("aten.uniform_.default"), "aten.cauchy.default"),
          "has no portable sampler"),
         (lambda d: next(i for i in _keyed(d) if i[4]["generator"]["key"] == ["t", 0])[3].__setitem__(1, 2.0),
          "uniform needs low <= high"),
@@ -883,7 +885,7 @@ def _section(text: str, start: str, end: str) -> str:
 def test_format_md_lists_the_portable_operators() -> None:
     text = FORMAT_MD.read_text()
     draws = _section(text, "### 6.3 Portable draws (1.1)", "### 6.4")
-    assert set(re.findall(r"^\| `(aten\.[a-z_]+\.[a-z_]+)` \|", draws, re.M)) == set(DRAW_OPERATORS)
+    assert set(re.findall(r"^\| `(aten\.[a-z_]+\.[A-Za-z_]+)`(?: \*\*\(1\.2\)\*\*)? \|", draws, re.M)) == set(DRAW_OPERATORS)
     substituted = _section(text, "### 6.4 Substituted operators (1.1)", "### 6.5")
     assert set(re.findall(r"`(aten\.[a-z_]+\.[a-z_]+)`", substituted.split("*Non-normative.*")[0])) == set(
         SUBSTITUTED_OPERATORS

@@ -60,7 +60,7 @@ def make() -> tuple[bytes, dict[str, object]]:
             raise SystemExit(f"make_golden: replayed `{name}` differs from eager initialization; not writing")
     meta = {
         "recipe": f"{STEM}.recipe",
-        "format_version": list(format_version_for(recipe.rng)),
+        "format_version": list(format_version_for(recipe.rng, recipe.program)),
         "module": "torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))",
         "seed": SEED,
         "content_hash": recipe.content_hash,
