@@ -1177,7 +1177,8 @@ PyDoc_STRVAR(log_doc, "log(src_ptr, dst_ptr, n)\n--\n\nPortable float32 natural 
 static PyObject *py_log(PyObject *self, PyObject *args) { (void)self; return unary(args, 1); }
 
 PyDoc_STRVAR(variant_doc,
-"variant()\n--\n\nThe instruction-set variant in use: 'avx512f', 'avx2' or 'generic'.");
+"variant()\n--\n\nThe instruction-set variant in use: 'avx512f', 'avx2' or 'generic' (at import: the best\n"
+"one the CPU runs, or the one the environment variable INITRECIPE_KERNEL_PATH names).");
 static PyObject *py_variant(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -1247,9 +1248,43 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
+/*
+ * INITRECIPE_KERNEL_PATH, read once at import: unset, empty or "best" picks the best variant the
+ * CPU runs; "avx512f", "avx2" or "generic" forces that one.  A name that is not a variant, or one
+ * this CPU cannot run, fails the import with a ValueError (initrecipe.samplers turns it into a
+ * RecipeError): a forced path that silently ran another would mislabel every measurement.
+ */
+#define IR_PATH_ENV "INITRECIPE_KERNEL_PATH"
+static int choose_variant_from_env(void)
+{
+    const char *forced = getenv(IR_PATH_ENV);
+    active = best_variant();
+    if (forced == NULL || forced[0] == '\0' || strcmp(forced, "best") == 0)
+        return 0;
+    const variant_t *v = variant_by_name(forced);
+    if (v != NULL) {
+        active = v;
+        return 0;
+    }
+    int known = strcmp(forced, "avx512f") == 0 || strcmp(forced, "avx2") == 0;
+    PyErr_Format(PyExc_ValueError,
+                 "%s=%s: %s; set it to one of the paths this CPU runs (%s), to 'best', or unset it",
+                 IR_PATH_ENV, forced, known ? "this CPU (or this build) cannot run that kernel path"
+                                            : "not a kernel path (avx512f, avx2, generic or best)",
+#if IR_X86_VARIANTS
+                 __builtin_cpu_supports("avx512f") ? "avx512f, avx2, generic"
+                 : __builtin_cpu_supports("avx2") ? "avx2, generic" : "generic"
+#else
+                 "generic"
+#endif
+    );
+    return -1;
+}
+
 PyMODINIT_FUNC PyInit__portable_kernel(void)
 {
-    active = best_variant();
+    if (choose_variant_from_env() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

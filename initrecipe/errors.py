@@ -10,6 +10,7 @@ __all__ = [
     "ResourceLimitError",
     "RecordError",
     "ReplayError",
+    "SettingError",
 ]
 
 
@@ -39,3 +40,8 @@ class RecordError(RecipeError, RuntimeError):
 
 class ReplayError(RecipeError, RuntimeError):
     """Executing a recipe failed or diverged from what was recorded."""
+
+
+class SettingError(RecipeError, ValueError):
+    """An environment variable that configures initrecipe (``INITRECIPE_KERNEL_PATH``) has a value
+    this process cannot use."""

@@ -29,16 +29,20 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from .errors import SettingError
 from .philox import philox_words
 
 try:
     from . import _portable_kernel as _kernel
 except ImportError:  # built without a C compiler: the reference path does everything
     _kernel = None
+except ValueError as exc:  # INITRECIPE_KERNEL_PATH names a path this CPU or build cannot run
+    raise SettingError(str(exc)) from None
 
 __all__ = [
     "Segment",
     "KERNEL_AVAILABLE",
+    "kernel_path",
     "SAMPLERS",
     "sample_",
     "check_params",
@@ -622,3 +626,10 @@ def log(x: torch.Tensor) -> torch.Tensor:
     every device (schema/PORTABLE_RNG.md §5.2).
     """
     return _unary(x, "log", _reference_log32)
+
+
+def kernel_path() -> str:
+    """The code path CPU draws take: ``"avx512f"``, ``"avx2"`` or ``"generic"`` (the C kernel's
+    instruction-set variant: the best the CPU runs, or the one ``INITRECIPE_KERNEL_PATH`` forces),
+    or ``"reference"`` when the kernel is not built.  Every path computes the same bits."""
+    return _kernel.variant() if _kernel is not None else "reference"
