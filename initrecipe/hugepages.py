@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["HUGE_PAGE", "MIN_BYTES", "thp_mode", "enabled", "advise", "empty_strided"]
+__all__ = ["HUGE_PAGE", "MIN_BYTES", "thp_mode", "enabled", "advise", "aligned_interior", "empty_strided"]
 
 HUGE_PAGE = 2 << 20
 """The x86-64 and aarch64 (4 KiB base pages) transparent huge page size, in bytes."""
@@ -93,13 +93,20 @@ def advise(tensor: torch.Tensor) -> bool:
     nbytes = storage.nbytes()
     if nbytes < MIN_BYTES:
         return False
-    start = storage.data_ptr()
-    lo = (start + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-    hi = (start + nbytes) & ~(HUGE_PAGE - 1)
+    lo, hi = aligned_interior(storage.data_ptr(), nbytes)
     if hi <= lo:
         return False
     fn = _madvise()
     return fn is not None and fn(lo, hi - lo, _MADV_HUGEPAGE) == 0  # type: ignore[operator]
+
+
+def aligned_interior(start: int, nbytes: int) -> tuple[int, int]:
+    """The whole huge pages inside ``[start, start + nbytes)``, as ``(lo, hi)`` addresses (2 MiB
+    aligned; ``hi <= lo`` when there is none).  Only these are advised: a huge page that reached
+    outside the tensor could fault in memory nobody asked for."""
+    lo = (start + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
+    hi = (start + nbytes) & ~(HUGE_PAGE - 1)
+    return lo, hi
 
 
 def empty_strided(shape: Sequence[int], stride: Sequence[int], dtype: torch.dtype,

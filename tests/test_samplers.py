@@ -390,6 +390,96 @@ def test_every_kernel_variant_matches_reference(kind):
         K.set_variant("sse9")
 
 
+SPEC_PARAMS = {"uniform": (-3.25, 7.0), "normal": (0.125, 2.5), "bernoulli": (0.6,), "randint": (-1000, 2**31 + 7),
+               "exponential": (0.75,)}
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLERS))
+def test_every_kernel_path_matches_the_scalar_spec(kind):
+    # Each path's whole-superblock, whole-group and partial-group code: a long run at an odd
+    # offset and of odd length, written into an unaligned slice of a larger tensor, and a short
+    # run far out in the stream.  All of it must equal the torch-op reference; the elements whose
+    # words take the normal's tail polynomial, the ends and a random sample also the scalar spec.
+    params = SPEC_PARAMS[kind]
+    key = derive_key(17, kind, 3)
+    segments = [(5, 64 * 1000 + 3), (2**40 + 61, 301)]
+    n = sum(length for _, length in segments)
+    dtype = torch.int64 if kind == "randint" else torch.float32
+    ref = reference_sample_(torch.empty(n, dtype=dtype), kind, key, params, segments)
+    words = torch.cat([philox_words(key, first, length) for first, length in segments])
+    index = [first + j for first, length in segments for j in range(length)]
+    tail = torch.nonzero((words & 0x7FFFFFFF) < 2_750_000).flatten().tolist()
+    rng = np.random.default_rng(23)
+    checked = sorted(set(tail + [0, 1, 63, 64, n - 302, n - 301, n - 1] + rng.integers(0, n, 120).tolist()))
+    assert len(tail) > 20  # the tail screen fires: the fix-up code runs
+    for j in checked:
+        value = spec_sample(kind, params, int(words[j]))
+        if kind == "randint":
+            assert ref[j].item() == value, j
+        else:
+            assert bits(F(ref[j].item())) == bits(value), (index[j], ref[j].item(), value)
+    paths = samplers._kernel.variants() if samplers._kernel is not None else []
+    previous = samplers.kernel_path()
+    try:
+        for name in paths:
+            samplers._kernel.set_variant(name)
+            big = torch.full((n + 7,), 99, dtype=dtype)
+            got = sample_(big[3 : 3 + n], kind, key, params, segments)
+            assert bitwise_equal(got, ref), name
+            assert (big[:3] == 99).all() and (big[3 + n :] == 99).all(), name  # nothing written outside
+    finally:
+        if samplers._kernel is not None:
+            samplers._kernel.set_variant(previous)
+
+
+_PATH_PROBE = """
+import hashlib, torch
+from initrecipe import samplers
+out = []
+for kind, params in [("normal", (0.0, 1.0)), ("uniform", (-1.0, 2.0)), ("exponential", (0.5,))]:
+    t = samplers.sample_(torch.empty(70_001), kind, (7, 11), params, [(9, 70_001)])
+    out.append(hashlib.sha256(t.numpy().tobytes()).hexdigest())
+print(samplers.kernel_path(), *out)
+"""
+
+
+def _probe(value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "INITRECIPE_KERNEL_PATH"}
+    if value is not None:
+        env["INITRECIPE_KERNEL_PATH"] = value
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", _PATH_PROBE], capture_output=True, text=True, env=env)
+
+
+def test_kernel_path_environment_variable_forces_each_path():
+    import hashlib
+
+    expected = []
+    for kind, params in [("normal", (0.0, 1.0)), ("uniform", (-1.0, 2.0)), ("exponential", (0.5,))]:
+        t = reference_sample_(torch.empty(70_001), kind, (7, 11), params, [(9, 70_001)])
+        expected.append(hashlib.sha256(t.numpy().tobytes()).hexdigest())
+    if samplers._kernel is None:
+        assert samplers.kernel_path() == "reference"
+        return
+    best = samplers._kernel.variants()[0]
+    for value, path in [("", best), ("best", best)] + [(v, v) for v in samplers._kernel.variants()]:
+        proc = _probe(value)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [path, *expected], value
+
+
+def test_kernel_path_environment_variable_rejects_unknown_paths():
+    value = "AVX2"  # names are case-sensitive
+    proc = _probe(value)
+    if samplers._kernel is None:
+        return
+    assert proc.returncode != 0
+    supported = ", ".join(samplers._kernel.variants())
+    assert (f"initrecipe.errors.SettingError: INITRECIPE_KERNEL_PATH={value}: not a kernel path (avx512f, avx2, "
+            f"generic or best); set it to one of the paths this CPU runs ({supported}), to 'best', or unset it"
+            ) in proc.stderr
+
+
 def test_extreme_values_convert_like_torch():
     # float16 overflow and subnormals, bfloat16 near its range: the kernel's own conversions.
     for dtype, params in [(torch.float16, (0.0, 1e5)), (torch.float16, (0.0, 1e-6)), (torch.float16, (1e-7, 1e-7)),
