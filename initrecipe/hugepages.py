@@ -17,20 +17,33 @@ are advised, and replay writes all of them anyway, the resident memory does not 
 Every allocation of replay's outputs that is large enough goes through :func:`empty_strided`
 (or is advised with :func:`advise` right after a recorded ``empty`` factory made it).  Elsewhere
 (not Linux, THP mode ``never``, no ``madvise`` in the C library) the functions do nothing.
-``INITRECIPE_HUGE_PAGES=0`` turns the advice off (for measurements); it is read at each call.
+
+Huge pages are not faster everywhere.  This project's test machine is a Firecracker VM whose
+balloon device reports free pages to the hypervisor (virtio ``VIRTIO_BALLOON_F_REPORTING``: freed
+guest memory goes back to the host); there a Llama-1B-sized replay took 3.0-16.5 s with huge
+pages against 2.6-5.5 s without, with 15x fewer page faults but more system time, and torch's own
+``THP_MEM_ALLOC_ENABLE=1`` did the same (docs/BENCHMARKS.md).  Presumably each fresh huge page
+there has to be backed by the host again; it was not measured on a VM without free-page
+reporting.  So ``INITRECIPE_HUGE_PAGES`` (read at each call) decides:
+``auto`` (the default, also when unset or empty) advises unless such free-page reporting is
+active; ``1`` always advises where the system allows it; ``0`` never does.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import glob
 import os
 import sys
 from typing import Sequence
 
 import torch
 
-__all__ = ["HUGE_PAGE", "MIN_BYTES", "thp_mode", "enabled", "advise", "aligned_interior", "empty_strided"]
+from .errors import SettingError
+
+__all__ = ["HUGE_PAGE", "MIN_BYTES", "thp_mode", "free_page_reporting", "enabled", "advise", "aligned_interior",
+           "empty_strided"]
 
 HUGE_PAGE = 2 << 20
 """The x86-64 and aarch64 (4 KiB base pages) transparent huge page size, in bytes."""
@@ -40,6 +53,8 @@ MIN_BYTES = 2 * HUGE_PAGE
 
 _MADV_HUGEPAGE = 14  # Linux, every architecture
 _THP_ENABLED = "/sys/kernel/mm/transparent_hugepage/enabled"
+_BALLOON_FEATURES = "/sys/bus/virtio/drivers/virtio_balloon/virtio*/features"
+_BALLOON_F_REPORTING = 5  # virtio balloon feature bit: free page reporting
 
 
 @functools.lru_cache(maxsize=None)
@@ -60,6 +75,21 @@ def thp_mode() -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def free_page_reporting() -> bool:
+    """Whether a virtio balloon device reports this guest's free pages to the hypervisor (Linux
+    sysfs: the device's feature bits, one character per bit)."""
+    for path in glob.glob(_BALLOON_FEATURES):
+        try:
+            with open(path, encoding="ascii") as f:
+                bits = f.read().strip()
+        except OSError:
+            continue
+        if len(bits) > _BALLOON_F_REPORTING and bits[_BALLOON_F_REPORTING] == "1":
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=None)
 def _madvise() -> object | None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -72,11 +102,20 @@ def _madvise() -> object | None:
 
 
 def enabled() -> bool:
-    """Whether :func:`advise` asks for huge pages in this process (Linux with THP ``always`` or
-    ``madvise``, ``madvise`` available, and ``INITRECIPE_HUGE_PAGES`` not set to ``0``)."""
-    if os.environ.get("INITRECIPE_HUGE_PAGES", "1").strip() == "0":
+    """Whether :func:`advise` asks for huge pages now: Linux with THP ``always`` or ``madvise``
+    and ``madvise`` available, and ``INITRECIPE_HUGE_PAGES`` ``1``, or ``auto`` (the default)
+    without free-page reporting to a hypervisor (:func:`free_page_reporting`).
+
+    Raises :class:`~initrecipe.errors.SettingError` when ``INITRECIPE_HUGE_PAGES`` is set to
+    anything but ``0``, ``1``, ``auto`` or the empty string.
+    """
+    setting = os.environ.get("INITRECIPE_HUGE_PAGES", "").strip()
+    if setting not in ("", "auto", "0", "1"):
+        raise SettingError(f"INITRECIPE_HUGE_PAGES={setting}: use 1 (huge pages for replay's fresh outputs), "
+                           "0 (none) or auto (the default: huge pages unless the hypervisor takes freed memory back)")
+    if setting == "0" or thp_mode() not in ("always", "madvise") or _madvise() is None:
         return False
-    return thp_mode() in ("always", "madvise") and _madvise() is not None
+    return setting == "1" or not free_page_reporting()
 
 
 def advise(tensor: torch.Tensor) -> bool:

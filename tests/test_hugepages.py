@@ -43,7 +43,13 @@ def advised(t: torch.Tensor) -> bool:
 
 
 def expect_advice() -> bool:
+    """Whether INITRECIPE_HUGE_PAGES=1 gets advice on this system."""
     return sys.platform.startswith("linux") and hugepages.thp_mode() in ("always", "madvise")
+
+
+@pytest.fixture
+def huge_on(monkeypatch):
+    monkeypatch.setenv("INITRECIPE_HUGE_PAGES", "1")
 
 
 def test_thp_mode_reads_the_kernel_setting():
@@ -74,8 +80,7 @@ def test_aligned_interior_stays_inside_and_is_aligned(start, nbytes):
         assert hi - lo >= hugepages.HUGE_PAGE
 
 
-def test_large_fresh_tensor_is_advised_and_unchanged(monkeypatch):
-    monkeypatch.delenv("INITRECIPE_HUGE_PAGES", raising=False)
+def test_large_fresh_tensor_is_advised_and_unchanged(huge_on):
     # 40 MiB: above glibc's largest dynamic mmap threshold (32 MiB), so a mapping of its own.
     t = hugepages.empty_strided((10 * MiB,), (1,), torch.float32)
     assert advised(t) == expect_advice() == hugepages.enabled()
@@ -88,10 +93,38 @@ def test_switch_off_small_tensors_and_other_devices(monkeypatch):
     assert not hugepages.enabled()
     t = hugepages.empty_strided((10 * MiB,), (1,), torch.float32)
     assert not hugepages.advise(t) and not advised(t)
-    monkeypatch.delenv("INITRECIPE_HUGE_PAGES")
+    monkeypatch.setenv("INITRECIPE_HUGE_PAGES", "1")
     assert not hugepages.advise(torch.empty(hugepages.MIN_BYTES // 4 - 1))
     assert not hugepages.advise(torch.empty(10 * MiB, device="meta"))
     assert hugepages.advise(torch.empty(10 * MiB)) == expect_advice()
+
+
+def test_auto_setting_and_bad_values(monkeypatch):
+    system_allows = expect_advice()
+    for value in (None, "", "auto", " auto "):
+        if value is None:
+            monkeypatch.delenv("INITRECIPE_HUGE_PAGES", raising=False)
+        else:
+            monkeypatch.setenv("INITRECIPE_HUGE_PAGES", value)
+        assert hugepages.enabled() == (system_allows and not hugepages.free_page_reporting()), value
+    monkeypatch.setenv("INITRECIPE_HUGE_PAGES", "yes")
+    with pytest.raises(initrecipe.RecipeError, match=r"^INITRECIPE_HUGE_PAGES=yes: use 1 \(huge pages for replay's "
+                       r"fresh outputs\), 0 \(none\) or auto \(the default: huge pages unless the hypervisor takes "
+                       r"freed memory back\)$"):
+        hugepages.empty_strided((10 * MiB,), (1,), torch.float32)
+
+
+def test_free_page_reporting_reads_the_balloon_feature_bit(tmp_path, monkeypatch):
+    for name, bits, expected in [("a", "0110010100", True), ("b", "0110000100", False), ("c", "01", False)]:
+        device = tmp_path / name / "virtio0"
+        device.mkdir(parents=True)
+        (device / "features").write_text(bits + "\n")
+        monkeypatch.setattr(hugepages, "_BALLOON_FEATURES", str(tmp_path / name / "virtio*" / "features"))
+        hugepages.free_page_reporting.cache_clear()
+        try:
+            assert hugepages.free_page_reporting() is expected, name
+        finally:
+            hugepages.free_page_reporting.cache_clear()
 
 
 def test_only_the_empty_factories_are_uninitialized():
@@ -115,7 +148,7 @@ def test_replay_advises_its_outputs_and_keeps_their_bits(rng, monkeypatch):
     monkeypatch.setenv("INITRECIPE_HUGE_PAGES", "0")
     plain = initrecipe.replay(recipe)
     assert not advised(plain["proj.weight"])
-    monkeypatch.delenv("INITRECIPE_HUGE_PAGES")
+    monkeypatch.setenv("INITRECIPE_HUGE_PAGES", "1")
     huge = initrecipe.replay(recipe)
     assert advised(huge["proj.weight"]) == expect_advice()
     assert plain.keys() == huge.keys()

@@ -12,10 +12,11 @@ so each one pays for its own page faults, as a user's process does:
   bandwidth a replay can at best reach), ``fill_`` into the already-touched tensors, and the
   portable ``normal`` sampler into those touched tensors (generation throughput without page
   faults), and ``fill_`` into fresh tensors advised to use huge pages as replay allocates them
-  (:mod:`initrecipe.hugepages`): the bandwidth bound for a replay into fresh memory;
+  (:mod:`initrecipe.hugepages`, forced on): the bandwidth bound for a replay into fresh memory;
 * per kernel path (``--paths``: avx512f, avx2, generic, or all the CPU runs), the replay runs with
-  ``INITRECIPE_KERNEL_PATH`` set; one more replay per repeat runs with ``INITRECIPE_HUGE_PAGES=0``
-  (the first path), to show what huge pages change.
+  ``INITRECIPE_KERNEL_PATH`` set and huge pages as the default decides; one more replay per
+  repeat runs with the opposite ``INITRECIPE_HUGE_PAGES`` (the first path), to show what huge
+  pages change.
 
 Prints the CPU model, the load average and a table per path, with the ratios: eager time / replay
 time (target >= 8), replay peak RSS below eager's, and replay throughput as a fraction of the
@@ -77,6 +78,8 @@ def child_portable(path: str) -> dict[str, Any]:
     fresh = [torch.empty(shape, dtype=dtype).fill_(1.0) for shape, dtype in shapes]
     fresh_fill = time.perf_counter() - t0
     del fresh
+    huge_pages = hugepages.enabled()  # what the replay above did
+    os.environ["INITRECIPE_HUGE_PAGES"] = "1"  # the bound: fill_ into fresh huge pages
     t0 = time.perf_counter()
     fresh = [hugepages.empty_strided(shape, torch.empty(shape, device="meta").stride(), dtype).fill_(1.0)
              for shape, dtype in shapes]
@@ -85,7 +88,7 @@ def child_portable(path: str) -> dict[str, Any]:
     return {
         "fresh_hugepage_fill_seconds": fresh_huge_fill,
         "kernel_path": kernel_path(),
-        "huge_pages": hugepages.enabled(),
+        "huge_pages": huge_pages,
         "seconds": seconds,
         "peak_rss_kib": peak,
         "rss_after_imports_kib": rss_after_imports,
@@ -121,6 +124,7 @@ def _child_with(env: dict[str, str], args: list[str]) -> dict[str, Any]:
 
 def bench(model: str, repeats: int, workdir: str, paths: list[str]) -> dict[str, Any]:
     import initrecipe
+    from initrecipe import hugepages
 
     path = os.path.join(workdir, f"{model}-portable.recipe")
     model_fn = base.model_fn(model)  # imports transformers: not part of recording
@@ -130,18 +134,20 @@ def bench(model: str, repeats: int, workdir: str, paths: list[str]) -> dict[str,
     recipe.save(path)
     eager: list[dict[str, Any]] = []
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
-    no_huge: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
+    flipped = "0" if hugepages.enabled() else "1"  # the default's opposite, for comparison
     loads = [load_average()]
     for _ in range(repeats):  # interleaved: load from other processes spreads over all of them
         eager.append(run_child(["eager", model]))
         for p in paths:
-            runs[p].append(_child_with({"INITRECIPE_KERNEL_PATH": p, "INITRECIPE_HUGE_PAGES": "1"}, ["portable", path]))
-        no_huge.append(_child_with({"INITRECIPE_KERNEL_PATH": paths[0], "INITRECIPE_HUGE_PAGES": "0"},
-                                   ["portable", path]))
+            runs[p].append(_child_with({"INITRECIPE_KERNEL_PATH": p}, ["portable", path]))
+        other.append(_child_with({"INITRECIPE_KERNEL_PATH": paths[0], "INITRECIPE_HUGE_PAGES": flipped},
+                                 ["portable", path]))
         loads.append(load_average())
-    digests = {r["sha256"] for rows in [*runs.values(), no_huge] for r in rows}
+    digests = {r["sha256"] for rows in [*runs.values(), other] for r in rows}
     results = {p: summarize(model, repeats, record_seconds, path, eager, rows) for p, rows in runs.items()}
-    results[f"{paths[0]}, huge pages off"] = summarize(model, repeats, record_seconds, path, eager, no_huge)
+    results[f"{paths[0]}, INITRECIPE_HUGE_PAGES={flipped}"] = summarize(model, repeats, record_seconds, path, eager,
+                                                                         other)
     return {"cpu": cpu_model(), "loads": loads, "replays_identical": len(digests) == 1, "paths": results}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,7 @@ def measure(n: int, repeats: int, variants: list[str]) -> dict[str, dict[str, An
              "warm_eager_uniform": best_seconds(lambda: t.uniform_(-0.1, 0.1), 1)}
     t = torch.empty(0)  # free the warm tensor before the fresh measurements
 
+    os.environ["INITRECIPE_HUGE_PAGES"] = "1"  # the fresh_hugepage rows advise whatever the default
     for _ in range(repeats):
         for v in variants:
             _use(v)
