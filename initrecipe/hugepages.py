@@ -126,11 +126,11 @@ def advise(tensor: torch.Tensor) -> bool:
     :data:`MIN_BYTES` and where :func:`enabled` is false, and a refusal by the kernel is ignored:
     huge pages are an optimisation, never a requirement.
     """
-    if tensor.device.type != "cpu" or not enabled():
+    if tensor.device.type != "cpu":
         return False
     storage = tensor.untyped_storage()
     nbytes = storage.nbytes()
-    if nbytes < MIN_BYTES:
+    if nbytes < MIN_BYTES or not enabled():
         return False
     lo, hi = aligned_interior(storage.data_ptr(), nbytes)
     if hi <= lo:
