@@ -855,3 +855,52 @@ def test_segment_and_tensor_errors():
         sample_(torch.empty(4), "normal", 7, (0.0, 1.0))
     with pytest.raises(ValueError, match="torch.Tensor"):
         sample_([0.0] * 4, "normal", KEY, (0.0, 1.0))
+
+
+_GENERIC_BUILD_PROBE = """
+import importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("generic_build._portable_kernel", sys.argv[1])
+try:
+    K = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(K)
+except ValueError as exc:
+    print("ValueError:", exc)
+    raise SystemExit(0)
+out = torch.empty(70_001)
+K.fill(1, out.data_ptr(), 0, out.numel(), 7, 11, 9, 0.0, 1.0)
+print(K.variant(), *K.variants(), out.numpy().tobytes().hex()[:64], out.sum().item())
+"""
+
+
+def test_a_build_without_the_x86_paths_refuses_them(tmp_path):
+    # -DIR_GENERIC_ONLY builds what other architectures get: the generic path alone.  Forcing a
+    # path it lacks fails the import with the "cannot run" message; unforced, it gives the bits.
+    if samplers._kernel is None:
+        return
+    import sysconfig
+
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ext = Extension("_portable_kernel", sources=[os.path.join(root, "initrecipe", "_portable_kernel.c")],
+                    define_macros=[("IR_GENERIC_ONLY", "1")],
+                    extra_compile_args=["-O1", "-std=gnu11", "-fno-fast-math", "-ffp-contract=off"])
+    cmd = build_ext(Distribution({"ext_modules": [ext]}))
+    cmd.build_lib, cmd.build_temp = str(tmp_path / "lib"), str(tmp_path / "tmp")
+    cmd.ensure_finalized()
+    cmd.run()
+    built = str(tmp_path / "lib" / ("_portable_kernel" + sysconfig.get_config_var("EXT_SUFFIX")))
+
+    def probe(value):
+        env = {k: v for k, v in os.environ.items() if k != "INITRECIPE_KERNEL_PATH"}
+        if value is not None:
+            env["INITRECIPE_KERNEL_PATH"] = value
+        proc = subprocess.run([sys.executable, "-c", _GENERIC_BUILD_PROBE, built], capture_output=True, text=True,
+                              env=env, check=True)
+        return proc.stdout.strip()
+
+    assert probe("avx2") == ("ValueError: INITRECIPE_KERNEL_PATH=avx2: this CPU (or this build) cannot run that "
+                             "kernel path; set it to one of the paths this CPU runs (generic), to 'best', or unset it")
+    ref = reference_sample_(torch.empty(70_001), "normal", (7, 11), (0.0, 1.0), [(9, 70_001)])
+    assert probe(None).split() == ["generic", "generic", ref.numpy().tobytes().hex()[:64], str(ref.sum().item())]
