@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     RecordError,
     ReplayError,
     ResourceLimitError,
+    SettingError,
     UninitializedWarning,
     UnsupportedVersionError,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "WorkLimitError",
     "RecordError",
     "ReplayError",
+    "SettingError",
     "RecipeWarning",
     "UninitializedWarning",
     "__version__",

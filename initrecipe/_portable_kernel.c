@@ -11,13 +11,15 @@
  * registers; the transforms are plain loops over the 64 words that the compiler vectorises.  The
  * normal's superblock loop is the exception: its words come four groups per Philox call (AVX-512:
  * eight interleaved chains) and its central pass runs on 8 vectors at once with GCC vector
- * extensions, which keeps enough independent work in flight to hide the latency of its long
- * per-lane chain (log, division, polynomial).
+ * extensions (16 lanes each; the AVX2 variant: 16 vectors of 8 lanes), which keeps enough
+ * independent work in flight to hide the latency of its long per-lane chain (log, division,
+ * polynomial).
  * GCC 12 vectorises a 32x32->64-bit product as a full 64-bit one (three multiplies), so the x86
  * Philox variants spell vpmuludq with intrinsics.  Every driver is compiled for AVX-512F, AVX2 and
  * baseline x86-64 (function target attributes, not -march flags) and the best one the CPU runs is
- * chosen at import (manual function multiversioning), so a built module runs on any x86-64 CPU;
- * other architectures get the portable C variant only.
+ * chosen at import (manual function multiversioning; the environment variable
+ * INITRECIPE_KERNEL_PATH forces one), so a built module runs on any x86-64 CPU; other
+ * architectures get the portable C variant only (no NEON variant yet).
  *
  * The functions receive raw addresses (tensor.data_ptr()) as Python ints and release the GIL while
  * they compute; the Python side splits the work across threads.  Output element i of a call is
@@ -186,6 +188,50 @@ IR_AVX512 IR_INLINE void philox_quad_avx512(uint64_t b0, const uint32_t *restric
     philox_groups_avx512(b0, ks, words, 4);
 }
 
+/* Chains of 4 blocks (one 64-bit lane per block); CH chains in flight at once, their rounds
+ * interleaved and fully unrolled.  Upper lane halves hold garbage throughout (vpmuludq reads the
+ * low halves; the packing drops the upper ones), so the round keys are plain 32-bit broadcasts (a
+ * load, no shuffle).  AVX2 has 16 vector registers: two chains (8 state vectors and two products)
+ * fit, four spill some state, yet four measured faster (Zen 5: 1.53e9 against 1.35e9 uniform
+ * samples/s on one core). */
+IR_AVX2 IR_INLINE void philox_chains_avx2(uint64_t b0, const uint32_t *restrict ks, __m256i *restrict c, const int CH)
+{
+    const __m256i m0 = _mm256_set1_epi64x((long long)PHILOX_M0);
+    const __m256i m1 = _mm256_set1_epi64x((long long)PHILOX_M1);
+    const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
+    __m256i c0[4], c1[4], c2[4], c3[4];
+    _Pragma("GCC unroll 4")
+    for (int h = 0; h < CH; h++) {
+        __m256i b = _mm256_add_epi64(_mm256_set1_epi64x((long long)(b0 + 4u * (unsigned)h)), lane);
+        __m256i p0 = _mm256_mul_epu32(b, m0);
+        c0[h] = _mm256_xor_si256(_mm256_srli_epi64(b, 32), _mm256_set1_epi32((int)ks[0]));
+        c1[h] = _mm256_setzero_si256();
+        c2[h] = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), _mm256_set1_epi32((int)ks[10]));
+        c3[h] = p0;
+    }
+    _Pragma("GCC unroll 9")
+    for (int r = 1; r < 10; r++) {
+        _Pragma("GCC unroll 4")
+        for (int h = 0; h < CH; h++) {
+            __m256i p0 = _mm256_mul_epu32(c0[h], m0);
+            __m256i p1 = _mm256_mul_epu32(c2[h], m1);
+            __m256i x1 = _mm256_xor_si256(c1[h], _mm256_set1_epi32((int)ks[r]));
+            __m256i x3 = _mm256_xor_si256(c3[h], _mm256_set1_epi32((int)ks[10 + r]));
+            c0[h] = _mm256_xor_si256(_mm256_srli_epi64(p1, 32), x1);
+            c2[h] = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), x3);
+            c1[h] = p1;
+            c3[h] = p0;
+        }
+    }
+    _Pragma("GCC unroll 4")
+    for (int h = 0; h < CH; h++) {
+        c[4 * h + 0] = c0[h];
+        c[4 * h + 1] = c1[h];
+        c[4 * h + 2] = c2[h];
+        c[4 * h + 3] = c3[h];
+    }
+}
+
 IR_AVX2 IR_INLINE __m256i pack_lo32_avx2(__m256i a, __m256i b)
 {
     /* Low halves of the 64-bit lanes of a (lanes 0-3) and b (lanes 4-7), in order. */
@@ -193,49 +239,32 @@ IR_AVX2 IR_INLINE __m256i pack_lo32_avx2(__m256i a, __m256i b)
     return _mm256_permute4x64_epi64(_mm256_castps_si256(s), 0xd8);
 }
 
+/* Two chains (8 blocks, 32 words) from their state to stream order at o. */
+IR_AVX2 IR_INLINE void philox_store8_avx2(const __m256i *restrict c, uint32_t *restrict o)
+{
+    __m256i w0 = pack_lo32_avx2(c[0], c[4]);
+    __m256i w1 = pack_lo32_avx2(c[1], c[5]);
+    __m256i w2 = pack_lo32_avx2(c[2], c[6]);
+    __m256i w3 = pack_lo32_avx2(c[3], c[7]);
+    __m256i t0 = _mm256_unpacklo_epi32(w0, w1), t1 = _mm256_unpackhi_epi32(w0, w1);
+    __m256i t2 = _mm256_unpacklo_epi32(w2, w3), t3 = _mm256_unpackhi_epi32(w2, w3);
+    __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    _mm256_storeu_si256((__m256i *)(o + 0), _mm256_permute2x128_si256(u0, u1, 0x20));
+    _mm256_storeu_si256((__m256i *)(o + 8), _mm256_permute2x128_si256(u2, u3, 0x20));
+    _mm256_storeu_si256((__m256i *)(o + 16), _mm256_permute2x128_si256(u0, u1, 0x31));
+    _mm256_storeu_si256((__m256i *)(o + 24), _mm256_permute2x128_si256(u2, u3, 0x31));
+}
+
+#define IR_AVX2_CHAINS 4 /* chains per philox_chains_avx2 call (1, 2 or 4); see there */
 IR_AVX2 IR_INLINE void philox_group_avx2(uint64_t b0, const uint32_t *restrict ks, uint32_t *restrict words)
 {
-    const __m256i m0 = _mm256_set1_epi64x((long long)PHILOX_M0);
-    const __m256i m1 = _mm256_set1_epi64x((long long)PHILOX_M1);
-    const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);
-    __m256i c0[4], c1[4], c2[4], c3[4];
-    for (int h = 0; h < 4; h++) {
-        __m256i b = _mm256_add_epi64(_mm256_set1_epi64x((long long)(b0 + 4u * (unsigned)h)), lane);
-        __m256i ka = _mm256_set1_epi64x((long long)ks[0]);
-        __m256i kb = _mm256_set1_epi64x((long long)ks[10]);
-        __m256i p0 = _mm256_mul_epu32(b, m0);
-        c0[h] = _mm256_xor_si256(_mm256_srli_epi64(b, 32), ka);
-        c1[h] = _mm256_setzero_si256();
-        c2[h] = _mm256_xor_si256(_mm256_srli_epi64(p0, 32), kb);
-        c3[h] = p0;
-    }
-    for (int r = 1; r < 10; r++) {
-        __m256i ka = _mm256_set1_epi64x((long long)ks[r]);
-        __m256i kb = _mm256_set1_epi64x((long long)ks[10 + r]);
-        for (int h = 0; h < 4; h++) {
-            __m256i p0 = _mm256_mul_epu32(c0[h], m0);
-            __m256i p1 = _mm256_mul_epu32(c2[h], m1);
-            c0[h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), c1[h]), ka);
-            c2[h] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), c3[h]), kb);
-            c1[h] = p1;
-            c3[h] = p0;
-        }
-    }
-    for (int g = 0; g < 2; g++) {
-        __m256i w0 = pack_lo32_avx2(c0[2 * g], c0[2 * g + 1]);
-        __m256i w1 = pack_lo32_avx2(c1[2 * g], c1[2 * g + 1]);
-        __m256i w2 = pack_lo32_avx2(c2[2 * g], c2[2 * g + 1]);
-        __m256i w3 = pack_lo32_avx2(c3[2 * g], c3[2 * g + 1]);
-        __m256i t0 = _mm256_unpacklo_epi32(w0, w1), t1 = _mm256_unpackhi_epi32(w0, w1);
-        __m256i t2 = _mm256_unpacklo_epi32(w2, w3), t3 = _mm256_unpackhi_epi32(w2, w3);
-        __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
-        __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
-        uint32_t *o = words + 32 * g;
-        _mm256_storeu_si256((__m256i *)(o + 0), _mm256_permute2x128_si256(u0, u1, 0x20));
-        _mm256_storeu_si256((__m256i *)(o + 8), _mm256_permute2x128_si256(u2, u3, 0x20));
-        _mm256_storeu_si256((__m256i *)(o + 16), _mm256_permute2x128_si256(u0, u1, 0x31));
-        _mm256_storeu_si256((__m256i *)(o + 24), _mm256_permute2x128_si256(u2, u3, 0x31));
-    }
+    __m256i c[16];
+    _Pragma("GCC unroll 4")
+    for (int h = 0; h < 4; h += IR_AVX2_CHAINS)
+        philox_chains_avx2(b0 + 4u * (unsigned)h, ks, c + 4 * h, IR_AVX2_CHAINS);
+    philox_store8_avx2(c, words);
+    philox_store8_avx2(c + 8, words + 32);
 }
 #endif
 
@@ -573,6 +602,94 @@ IR_INLINE void normal_central_wide(const uint32_t *restrict w, float *restrict d
 }
 #endif
 
+/*
+ * The same central pass on 8*K lanes with 8-lane (256-bit) vectors, for the AVX2 variant: AVX2 has
+ * 16 vector registers, and the 16-lane form above (two registers per vector there) spills most of
+ * its state.  Per lane the same operations in the same order as normal_central_wide, except that
+ * t = w - 3 = (0 - l) - 3 is computed as (-3) - l: 0 - l is exact, so both round -l - 3 once.
+ */
+#if IR_WIDE_NORMAL
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+IR_INLINE void normal_central_v8(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K)
+{
+    v8u m2[16];
+    v8f x[16], a[16], b[16], c[16], e[16], r[16];
+    IR_EACH(K) {
+        v8u wk;
+        memcpy(&wk, w + 8 * k, sizeof wk);
+        m2[k] = wk << 1;
+    }
+    IR_EACH(K) x[k] = __builtin_convertvector(~m2[k], v8f) * 0x1p-32f;
+    IR_EACH(K) a[k] = x[k] + 1.0f;
+    IR_EACH(K) a[k] = __builtin_convertvector(m2[k] + 1u, v8f) * a[k];
+    IR_EACH(K) {
+        v8u ix = (v8u)a[k] + (UINT32_C(0x3f800000) - UINT32_C(0x3f3504f3));
+        v8i ei = (v8i)(ix >> 23) - (127 + 32);
+        b[k] = __builtin_convertvector(ei, v8f);
+        a[k] = (v8f)((ix & UINT32_C(0x007fffff)) + UINT32_C(0x3f3504f3));
+    }
+    IR_EACH(K) a[k] = a[k] - 1.0f;
+    IR_EACH(K) c[k] = 2.0f + a[k];
+    IR_EACH(K) c[k] = a[k] / c[k];
+    IR_EACH(K) e[k] = c[k] * c[k];
+    IR_EACH(K) b[k] = b[k] * LN2_F;
+    IR_EACH(K) r[k] = LOG_C3 * e[k];
+    IR_EACH(K) r[k] = r[k] + LOG_C2;
+    IR_EACH(K) r[k] = r[k] * e[k];
+    IR_EACH(K) r[k] = r[k] + LOG_C1;
+    IR_EACH(K) r[k] = r[k] * e[k];
+    IR_EACH(K) r[k] = a[k] - r[k];
+    IR_EACH(K) r[k] = c[k] * r[k];
+    IR_EACH(K) r[k] = a[k] - r[k];
+    IR_EACH(K) r[k] = r[k] + b[k];                        /* log */
+    IR_EACH(K) r[k] = -3.0f - r[k];                       /* w - 3 */
+    IR_EACH(K) a[k] = r[k] * NRM_C[7];
+    IR_EACH(K) a[k] = a[k] + NRM_C[6];
+#define IR_NRM_STEP(i) IR_EACH(K) a[k] = a[k] * r[k]; IR_EACH(K) a[k] = a[k] + NRM_C[i];
+    IR_NRM_STEP(5) IR_NRM_STEP(4) IR_NRM_STEP(3) IR_NRM_STEP(2) IR_NRM_STEP(1) IR_NRM_STEP(0)
+#undef IR_NRM_STEP
+    IR_EACH(K) a[k] = a[k] * x[k];
+    IR_EACH(K) {
+        v8u wk;
+        memcpy(&wk, w + 8 * k, sizeof wk);
+        a[k] = (v8f)((v8u)a[k] ^ (wk & UINT32_C(0x80000000)));
+    }
+    IR_EACH(K) a[k] = a[k] * std;
+    IR_EACH(K) {
+        v8f o = a[k] + mean;
+        memcpy(dst + 8 * k, &o, sizeof o);
+    }
+}
+#endif
+
+/* The central pass over n lanes (a multiple of 64): the 16-lane form for AVX-512 and baseline
+ * x86-64 (128 lanes at a time), the 8-lane form for AVX2 (also 128 lanes at a time: 16 vectors in
+ * flight measured fastest on Zen 5, although most of them live on the stack). */
+IR_INLINE void normal_central_n_wide(const uint32_t *restrict w, float *restrict dst, float mean, float std, int n)
+{
+    int i = 0;
+    for (; i + 128 <= n; i += 128)
+        normal_central_wide(w + i, dst + i, mean, std, 8);
+    if (i < n)
+        normal_central_wide(w + i, dst + i, mean, std, 4);
+}
+
+IR_INLINE void normal_central_n_v8(const uint32_t *restrict w, float *restrict dst, float mean, float std, int n)
+{
+#if IR_WIDE_NORMAL
+    int i = 0;
+    for (; i + 128 <= n; i += 128)
+        normal_central_v8(w + i, dst + i, mean, std, 16);
+    if (i < n)
+        normal_central_v8(w + i, dst + i, mean, std, 8);
+#else
+    normal_central_n_wide(w, dst, mean, std, n);
+#endif
+}
+
 IR_INLINE void tf_randint(const uint32_t *restrict w, int64_t *restrict dst, int64_t low, uint64_t range)
 {
     for (int i = 0; i < GW; i++)
@@ -661,8 +778,10 @@ IR_INLINE void transform_group(int kind, const uint32_t *w, float *dst, float a,
  */
 typedef void (*fix_fn)(const uint32_t *restrict, float *restrict, float, float);
 
-IR_INLINE void sb_normal(philox_fn philox, philox_fn philox4, fix_fn fix, uint64_t b0, const uint32_t *ks,
-                         uint32_t *restrict words, float *restrict d, int ng, float a, float b)
+typedef void (*central_fn)(const uint32_t *restrict, float *restrict, float, float, int);
+
+IR_INLINE void sb_normal(philox_fn philox, philox_fn philox4, central_fn central, fix_fn fix, uint64_t b0,
+                         const uint32_t *ks, uint32_t *restrict words, float *restrict d, int ng, float a, float b)
 {
     /* All the superblock's words first (four groups per call where possible), then the central
      * pass two groups (8 vectors) at a time: wide independent work for the out-of-order core. */
@@ -671,10 +790,7 @@ IR_INLINE void sb_normal(philox_fn philox, philox_fn philox4, fix_fn fix, uint64
         philox4(b0 + (uint64_t)g * NBLK, ks, words + g * GW);
     for (; g < ng; g++)
         philox(b0 + (uint64_t)g * NBLK, ks, words + g * GW);
-    for (g = 0; g + 2 <= ng; g += 2)
-        normal_central_wide(words + g * GW, d + g * GW, a, b, 8);
-    if (g < ng)
-        normal_central_wide(words + g * GW, d + g * GW, a, b, 4);
+    central(words, d, a, b, ng * GW);
     for (int g = 0; g < ng; g++) {
         if (normal_may_need_tail(words + g * GW, GW))
             fix(words + g * GW, d + g * GW, a, b);
@@ -858,12 +974,12 @@ typedef struct {
 } variant_t;
 
 #define IR_NOINLINE __attribute__((noinline))
-#define DEFINE_VARIANT(SUFFIX, ATTR, PHILOX, PHILOX4)                                                             \
+#define DEFINE_VARIANT(SUFFIX, ATTR, PHILOX, PHILOX4, CENTRAL)                                                           \
     ATTR IR_NOINLINE static void fixn_##SUFFIX(const uint32_t *restrict w, float *restrict d, float a, float b) \
     { normal_fix_tails(w, d, a, b); }                                                                      \
     ATTR IR_NOINLINE static void sbn_##SUFFIX(uint64_t b0, const uint32_t *ks, uint32_t *restrict w,       \
                                               float *restrict d, int ng, float a, float b)                 \
-    { sb_normal(PHILOX, PHILOX4, fixn_##SUFFIX, b0, ks, w, d, ng, a, b); }                                 \
+    { sb_normal(PHILOX, PHILOX4, CENTRAL, fixn_##SUFFIX, b0, ks, w, d, ng, a, b); }                                 \
     ATTR IR_NOINLINE static void sbu_##SUFFIX(uint64_t b0, const uint32_t *ks, uint32_t *restrict w,       \
                                               float *restrict d, int ng, float a, float b)                 \
     { sb_uniform(PHILOX, b0, ks, w, d, ng, a, b); }                                                        \
@@ -896,10 +1012,10 @@ typedef struct {
                                                erfinv_##SUFFIX, log_##SUFFIX};
 
 #define IR_NO_ATTR
-DEFINE_VARIANT(generic, IR_NO_ATTR, philox_group_generic, philox_quad_generic)
+DEFINE_VARIANT(generic, IR_NO_ATTR, philox_group_generic, philox_quad_generic, normal_central_n_wide)
 #if IR_X86_VARIANTS
-DEFINE_VARIANT(avx2, IR_AVX2, philox_group_avx2, philox_quad_avx2)
-DEFINE_VARIANT(avx512f, IR_AVX512, philox_group_avx512, philox_quad_avx512)
+DEFINE_VARIANT(avx2, IR_AVX2, philox_group_avx2, philox_quad_avx2, normal_central_n_v8)
+DEFINE_VARIANT(avx512f, IR_AVX512, philox_group_avx512, philox_quad_avx512, normal_central_n_wide)
 #endif
 
 static const variant_t *active = &variant_generic;
@@ -1064,7 +1180,8 @@ PyDoc_STRVAR(log_doc, "log(src_ptr, dst_ptr, n)\n--\n\nPortable float32 natural 
 static PyObject *py_log(PyObject *self, PyObject *args) { (void)self; return unary(args, 1); }
 
 PyDoc_STRVAR(variant_doc,
-"variant()\n--\n\nThe instruction-set variant in use: 'avx512f', 'avx2' or 'generic'.");
+"variant()\n--\n\nThe instruction-set variant in use: 'avx512f', 'avx2' or 'generic' (at import: the best\n"
+"one the CPU runs, or the one the environment variable INITRECIPE_KERNEL_PATH names).");
 static PyObject *py_variant(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -1273,9 +1390,43 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
+/*
+ * INITRECIPE_KERNEL_PATH, read once at import: unset, empty or "best" picks the best variant the
+ * CPU runs; "avx512f", "avx2" or "generic" forces that one.  A name that is not a variant, or one
+ * this CPU cannot run, fails the import with a ValueError (initrecipe.samplers turns it into a
+ * RecipeError): a forced path that silently ran another would mislabel every measurement.
+ */
+#define IR_PATH_ENV "INITRECIPE_KERNEL_PATH"
+static int choose_variant_from_env(void)
+{
+    const char *forced = getenv(IR_PATH_ENV);
+    active = best_variant();
+    if (forced == NULL || forced[0] == '\0' || strcmp(forced, "best") == 0)
+        return 0;
+    const variant_t *v = variant_by_name(forced);
+    if (v != NULL) {
+        active = v;
+        return 0;
+    }
+    int known = strcmp(forced, "avx512f") == 0 || strcmp(forced, "avx2") == 0;
+    PyErr_Format(PyExc_ValueError,
+                 "%s=%s: %s; set it to one of the paths this CPU runs (%s), to 'best', or unset it",
+                 IR_PATH_ENV, forced, known ? "this CPU (or this build) cannot run that kernel path"
+                                            : "not a kernel path (avx512f, avx2, generic or best)",
+#if IR_X86_VARIANTS
+                 __builtin_cpu_supports("avx512f") ? "avx512f, avx2, generic"
+                 : __builtin_cpu_supports("avx2") ? "avx2, generic" : "generic"
+#else
+                 "generic"
+#endif
+    );
+    return -1;
+}
+
 PyMODINIT_FUNC PyInit__portable_kernel(void)
 {
-    active = best_variant();
+    if (choose_variant_from_env() < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence, Union
 
 import torch
 
-from . import __version__
+from . import __version__, hugepages
 from .errors import RecipeError, ReplayError
 from .output_files import (
     OutputExistsError,
@@ -268,6 +268,14 @@ def _write_one(writer: StreamingSafetensorsWriter, name: str, tensor: torch.Tens
         writer.close()
 
 
+def _converted(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor.to(dtype)`` (the same rounding: both are torch's copy kernel), into fresh memory
+    advised to use huge pages (:mod:`initrecipe.hugepages`) when ``tensor`` is a dense CPU one."""
+    if tensor.device.type != "cpu" or not tensor.is_contiguous():
+        return tensor.to(dtype)
+    return hugepages.empty_strided(tensor.shape, tensor.stride(), dtype).copy_(tensor)
+
+
 def _return_freed_memory_to_the_os() -> None:
     """Make glibc serve every allocation of 1 MiB or more with its own mapping.
 
@@ -395,7 +403,7 @@ def to_safetensors(
                 if target is None:  # pragma: no cover - iter_replay yields only what was asked for
                     raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
                 if tensor.dtype != target.spec.dtype:
-                    tensor = tensor.to(target.spec.dtype)
+                    tensor = _converted(tensor, target.spec.dtype)
                 if writing is not None:
                     writing.result()
                 writer = writers[plan.weight_map[target.name]]

@@ -17,6 +17,7 @@ __all__ = [
     "ReplayError",
     "RecipeWarning",
     "UninitializedWarning",
+    "SettingError",
 ]
 
 
@@ -56,3 +57,8 @@ class UninitializedWarning(RecipeWarning):
     """The recorded constructor leaves tensors (fully or partly) uninitialized: eager gives them
     whatever memory holds, and so does replay.  ``recipe.uninitialized_names`` lists them;
     ``initrecipe check --strict`` fails on them."""
+
+
+class SettingError(RecipeError, ValueError):
+    """An environment variable that configures initrecipe (``INITRECIPE_KERNEL_PATH``) has a value
+    this process cannot use."""

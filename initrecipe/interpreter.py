@@ -12,6 +12,7 @@ from .analysis import Action, ProgramFacts, call_refs, flatten_outputs, generato
 from .generator_positions import GeneratorPositions, Position
 from .parallel_draws import ParallelDraws
 from .errors import RecipeError, ReplayError
+from . import hugepages
 from .placement import on_device, run_on_host, runs_on_device
 from .portable import SUBSTITUTED_OPERATORS, portable_key_of, run_draw, run_substitute
 from .program import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
@@ -169,7 +170,7 @@ class ScratchPool:
         nbytes = span * meta.dtype.itemsize
         if nbytes > self._buffer.numel():
             self._buffer = torch.empty(0, dtype=torch.uint8)  # free the old one first
-            self._buffer = torch.empty(nbytes, dtype=torch.uint8)
+            self._buffer = hugepages.empty_strided((nbytes,), (1,), torch.uint8)
         return self._buffer[:nbytes].view(meta.dtype).as_strided(meta.shape, meta.stride)
 
     def release(self) -> None:
@@ -335,8 +336,8 @@ def _execute(
                 for o in ins.outs:
                     if o is not None:
                         meta = facts.values[o]
-                        env[o] = (meta.scratch() if portable is None else
-                                  torch.empty_strided(meta.shape, meta.stride, dtype=meta.dtype, device=portable.device))
+                        env[o] = hugepages.empty_strided(meta.shape, meta.stride, meta.dtype,
+                                                         "cpu" if portable is None else portable.device)
             else:
                 key = portable_key_of(ins, info) if portable is not None else None
                 drawing = info.is_random and key is None
@@ -354,6 +355,8 @@ def _execute(
                     args = [_resolve(a, env, generator) for a in ins.args]
                     kwargs = {k: _resolve(v, env, generator) for k, v in ins.kwargs.items()}
                     result = call_op(ins, info, args, kwargs, generator, f"program[{i}]")
+                    if info.uninitialized_factory:
+                        hugepages.advise(result)  # before anything writes to it
                 if drawing:
                     generators.after_draw(i, gen_id)
                 if action == Action.RUN:

@@ -105,6 +105,7 @@ _OVERWRITING_INPLACE = frozenset(
 _VALUE_DEPENDENT_RANDOM = frozenset("multinomial poisson".split())
 # Operators whose output shape depends on input values: they cannot be shape-propagated on meta.
 _DATA_DEPENDENT_SHAPE = frozenset("nonzero masked_select unique_consecutive _unique2 repeat_interleave".split())
+_UNINITIALIZED_FACTORY = frozenset("empty empty_like empty_strided new_empty new_empty_strided".split())
 
 
 @functools.lru_cache(maxsize=None)
@@ -128,6 +129,7 @@ class OpInfo:
         "aliased_outputs",
         "arg_names",
         "takes_default_dtype",
+        "uninitialized_factory",
     )
 
     def __init__(self, name: str, op: torch._ops.OpOverload) -> None:
@@ -155,6 +157,9 @@ class OpInfo:
             and any(str(a.type) == "Tensor" for a in self.schema.arguments)
         )
         self.data_dependent_shape = packet in _DATA_DEPENDENT_SHAPE
+        # A factory whose result is fresh memory nothing has written yet (replay advises it to use
+        # huge pages: initrecipe.hugepages).
+        self.uninitialized_factory = packet in _UNINITIALIZED_FACTORY
         # Positions of arguments the operator writes to (in-place and out= arguments).
         self.written_args = tuple(
             i

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import hugepages
 from .errors import RecipeFormatError
 from .ops import OpInfo
 from .program import Call, PortableKey
@@ -270,7 +271,7 @@ def run_draw(
         # The stable order of one 32-bit word per index: ties (rare) keep index order.
         words = sample_(torch.empty(draw.params[0], dtype=torch.int64, device=device), "randint", keys, (0, 2**32))
         return torch.sort(words, stable=True).indices.to(dtype)
-    out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+    out = hugepages.empty_strided(shape, stride, dtype, device)
     if out.is_contiguous():
         return sample_(out, draw.kind, keys, params)
     return out.copy_(sample_(torch.empty(shape, dtype=dtype, device=device), draw.kind, keys, params))

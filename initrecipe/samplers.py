@@ -29,16 +29,20 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from .errors import SettingError
 from .philox import philox_words
 
 try:
     from . import _portable_kernel as _kernel
 except ImportError:  # built without a C compiler: the reference path does everything
     _kernel = None
+except ValueError as exc:  # INITRECIPE_KERNEL_PATH names a path this CPU or build cannot run
+    raise SettingError(str(exc)) from None
 
 __all__ = [
     "Segment",
     "KERNEL_AVAILABLE",
+    "kernel_path",
     "SAMPLERS",
     "sample_",
     "check_params",
@@ -943,3 +947,10 @@ def multinomial(probs: torch.Tensor, num_samples: int, replacement: bool, key: t
             race = torch.where(torch.gt(w, 0.0), torch.div(e, torch.where(torch.gt(w, 0.0), w, 1.0)), math.inf)
             result = torch.sort(race, dim=1, stable=True).indices[:, :num_samples]
     return result.reshape(*probs.shape[:-1], num_samples).to(torch.int64)
+
+
+def kernel_path() -> str:
+    """The code path CPU draws take: ``"avx512f"``, ``"avx2"`` or ``"generic"`` (the C kernel's
+    instruction-set variant: the best the CPU runs, or the one ``INITRECIPE_KERNEL_PATH`` forces),
+    or ``"reference"`` when the kernel is not built.  Every path computes the same bits."""
+    return _kernel.variant() if _kernel is not None else "reference"

@@ -131,12 +131,18 @@ def test_every_kernel_variant_gives_the_same_words():
         return
     K = samplers._kernel
     key = derive_key(3, "v", 0)
-    ref = philox_words(key, 61, 5000)
+    # Odd offsets and lengths, whole groups, and a range that crosses the 2**32 block-counter carry.
+    ranges = [(61, 5000), (0, 64 * 17), (3, 1), (4 * (2**32 - 5) + 3, 301), (2**64 - 131, 131)]
+    refs = [philox_words(key, first, count) for first, count in ranges]
+    for (first, count), ref in zip(ranges, refs):  # the pure-Python spec, at both ends and inside
+        for j in sorted({0, count // 2, count - 1}):
+            assert ref[j].item() == stream_word(key, first + j)
     previous = K.variant()
     try:
         for name in K.variants():
             K.set_variant(name)
-            assert torch.equal(kernel_words(key, 61, 5000), ref), name
+            for (first, count), ref in zip(ranges, refs):
+                assert torch.equal(kernel_words(key, first, count), ref), (name, first, count)
     finally:
         K.set_variant(previous)
 

@@ -622,6 +622,96 @@ def test_every_kernel_variant_matches_reference(kind):
         K.set_variant("sse9")
 
 
+SPEC_PARAMS = {"uniform": (-3.25, 7.0), "normal": (0.125, 2.5), "bernoulli": (0.6,), "randint": (-1000, 2**31 + 7),
+               "exponential": (0.75,)}
+
+
+@pytest.mark.parametrize("kind", sorted(SAMPLERS))
+def test_every_kernel_path_matches_the_scalar_spec(kind):
+    # Each path's whole-superblock, whole-group and partial-group code: a long run at an odd
+    # offset and of odd length, written into an unaligned slice of a larger tensor, and a short
+    # run far out in the stream.  All of it must equal the torch-op reference; the elements whose
+    # words take the normal's tail polynomial, the ends and a random sample also the scalar spec.
+    params = SPEC_PARAMS[kind]
+    key = derive_key(17, kind, 3)
+    segments = [(5, 64 * 1000 + 3), (2**40 + 61, 301)]
+    n = sum(length for _, length in segments)
+    dtype = torch.int64 if kind == "randint" else torch.float32
+    ref = reference_sample_(torch.empty(n, dtype=dtype), kind, key, params, segments)
+    words = torch.cat([philox_words(key, first, length) for first, length in segments])
+    index = [first + j for first, length in segments for j in range(length)]
+    tail = torch.nonzero((words & 0x7FFFFFFF) < 2_750_000).flatten().tolist()
+    rng = np.random.default_rng(23)
+    checked = sorted(set(tail + [0, 1, 63, 64, n - 302, n - 301, n - 1] + rng.integers(0, n, 120).tolist()))
+    assert len(tail) > 20  # the tail screen fires: the fix-up code runs
+    for j in checked:
+        value = spec_sample(kind, params, int(words[j]))
+        if kind == "randint":
+            assert ref[j].item() == value, j
+        else:
+            assert bits(F(ref[j].item())) == bits(value), (index[j], ref[j].item(), value)
+    paths = samplers._kernel.variants() if samplers._kernel is not None else []
+    previous = samplers.kernel_path()
+    try:
+        for name in paths:
+            samplers._kernel.set_variant(name)
+            big = torch.full((n + 7,), 99, dtype=dtype)
+            got = sample_(big[3 : 3 + n], kind, key, params, segments)
+            assert bitwise_equal(got, ref), name
+            assert (big[:3] == 99).all() and (big[3 + n :] == 99).all(), name  # nothing written outside
+    finally:
+        if samplers._kernel is not None:
+            samplers._kernel.set_variant(previous)
+
+
+_PATH_PROBE = """
+import hashlib, torch
+from initrecipe import samplers
+out = []
+for kind, params in [("normal", (0.0, 1.0)), ("uniform", (-1.0, 2.0)), ("exponential", (0.5,))]:
+    t = samplers.sample_(torch.empty(70_001), kind, (7, 11), params, [(9, 70_001)])
+    out.append(hashlib.sha256(t.numpy().tobytes()).hexdigest())
+print(samplers.kernel_path(), *out)
+"""
+
+
+def _probe(value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "INITRECIPE_KERNEL_PATH"}
+    if value is not None:
+        env["INITRECIPE_KERNEL_PATH"] = value
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "-c", _PATH_PROBE], capture_output=True, text=True, env=env)
+
+
+def test_kernel_path_environment_variable_forces_each_path():
+    import hashlib
+
+    expected = []
+    for kind, params in [("normal", (0.0, 1.0)), ("uniform", (-1.0, 2.0)), ("exponential", (0.5,))]:
+        t = reference_sample_(torch.empty(70_001), kind, (7, 11), params, [(9, 70_001)])
+        expected.append(hashlib.sha256(t.numpy().tobytes()).hexdigest())
+    if samplers._kernel is None:
+        assert samplers.kernel_path() == "reference"
+        return
+    best = samplers._kernel.variants()[0]
+    for value, path in [("", best), ("best", best)] + [(v, v) for v in samplers._kernel.variants()]:
+        proc = _probe(value)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [path, *expected], value
+
+
+def test_kernel_path_environment_variable_rejects_unknown_paths():
+    value = "AVX2"  # names are case-sensitive
+    proc = _probe(value)
+    if samplers._kernel is None:
+        return
+    assert proc.returncode != 0
+    supported = ", ".join(samplers._kernel.variants())
+    assert (f"initrecipe.errors.SettingError: INITRECIPE_KERNEL_PATH={value}: not a kernel path (avx512f, avx2, "
+            f"generic or best); set it to one of the paths this CPU runs ({supported}), to 'best', or unset it"
+            ) in proc.stderr
+
+
 def test_extreme_values_convert_like_torch():
     # float16 overflow and subnormals, bfloat16 near its range: the kernel's own conversions.
     for dtype, params in [(torch.float16, (0.0, 1e5)), (torch.float16, (0.0, 1e-6)), (torch.float16, (1e-7, 1e-7)),
@@ -997,3 +1087,52 @@ def test_segment_and_tensor_errors():
         sample_(torch.empty(4), "normal", 7, (0.0, 1.0))
     with pytest.raises(ValueError, match="torch.Tensor"):
         sample_([0.0] * 4, "normal", KEY, (0.0, 1.0))
+
+
+_GENERIC_BUILD_PROBE = """
+import importlib.util, sys, torch
+spec = importlib.util.spec_from_file_location("generic_build._portable_kernel", sys.argv[1])
+try:
+    K = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(K)
+except ValueError as exc:
+    print("ValueError:", exc)
+    raise SystemExit(0)
+out = torch.empty(70_001)
+K.fill(1, out.data_ptr(), 0, out.numel(), 7, 11, 9, 0.0, 1.0)
+print(K.variant(), *K.variants(), out.numpy().tobytes().hex()[:64], out.sum().item())
+"""
+
+
+def test_a_build_without_the_x86_paths_refuses_them(tmp_path):
+    # -DIR_GENERIC_ONLY builds what other architectures get: the generic path alone.  Forcing a
+    # path it lacks fails the import with the "cannot run" message; unforced, it gives the bits.
+    if samplers._kernel is None:
+        return
+    import sysconfig
+
+    from setuptools import Distribution, Extension
+    from setuptools.command.build_ext import build_ext
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ext = Extension("_portable_kernel", sources=[os.path.join(root, "initrecipe", "_portable_kernel.c")],
+                    define_macros=[("IR_GENERIC_ONLY", "1")],
+                    extra_compile_args=["-O1", "-std=gnu11", "-fno-fast-math", "-ffp-contract=off"])
+    cmd = build_ext(Distribution({"ext_modules": [ext]}))
+    cmd.build_lib, cmd.build_temp = str(tmp_path / "lib"), str(tmp_path / "tmp")
+    cmd.ensure_finalized()
+    cmd.run()
+    built = str(tmp_path / "lib" / ("_portable_kernel" + sysconfig.get_config_var("EXT_SUFFIX")))
+
+    def probe(value):
+        env = {k: v for k, v in os.environ.items() if k != "INITRECIPE_KERNEL_PATH"}
+        if value is not None:
+            env["INITRECIPE_KERNEL_PATH"] = value
+        proc = subprocess.run([sys.executable, "-c", _GENERIC_BUILD_PROBE, built], capture_output=True, text=True,
+                              env=env, check=True)
+        return proc.stdout.strip()
+
+    assert probe("avx2") == ("ValueError: INITRECIPE_KERNEL_PATH=avx2: this CPU (or this build) cannot run that "
+                             "kernel path; set it to one of the paths this CPU runs (generic), to 'best', or unset it")
+    ref = reference_sample_(torch.empty(70_001), "normal", (7, 11), (0.0, 1.0), [(9, 70_001)])
+    assert probe(None).split() == ["generic", "generic", ref.numpy().tobytes().hex()[:64], str(ref.sum().item())]

@@ -1,6 +1,6 @@
-"""Portable replay of a Llama-1B-sized model against eager init and against ``fill_`` bandwidth.
+"""Portable replay of a Llama-1B-sized model against eager init and against ``fill_`` bandwidth, per kernel path.
 
-Usage: python tools/bench_portable.py [--repeats N] [--model llama-1b|llama-tiny] [--json OUT]
+Usage: python tools/bench_portable.py [--repeats N] [--model llama-1b|llama-tiny] [--paths P,Q|all] [--json OUT]
 
 Every measurement runs in a fresh process (eager and replay alternate, ``--repeats`` times each),
 so each one pays for its own page faults, as a user's process does:
@@ -11,10 +11,16 @@ so each one pays for its own page faults, as a user's process does:
   same bytes, ``fill_`` into freshly allocated tensors of the same shapes (the memory-write
   bandwidth a replay can at best reach), ``fill_`` into the already-touched tensors, and the
   portable ``normal`` sampler into those touched tensors (generation throughput without page
-  faults).
+  faults), and ``fill_`` into fresh tensors advised to use huge pages as replay allocates them
+  (:mod:`initrecipe.hugepages`, forced on): the bandwidth bound for a replay into fresh memory;
+* per kernel path (``--paths``: avx512f, avx2, generic, or all the CPU runs), the replay runs with
+  ``INITRECIPE_KERNEL_PATH`` set and huge pages as the default decides; one more replay per
+  repeat runs with the opposite ``INITRECIPE_HUGE_PAGES`` (the first path), to show what huge
+  pages change.
 
-Prints a table and the ratios: eager time / replay time (target >= 5), replay peak RSS below
-eager's, and generation throughput as a fraction of ``fill_`` (target >= 25%).
+Prints the CPU model, the load average and a table per path, with the ratios: eager time / replay
+time (target >= 8), replay peak RSS below eager's, and replay throughput as a fraction of the
+huge-page ``fill_`` into fresh memory (target >= 50%).
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_record_replay as base  # noqa: E402
+from timing import cpu_model, load_average  # noqa: E402
 
-TARGET_SPEEDUP = 5.0
-TARGET_FILL_FRACTION = 0.25
+TARGET_SPEEDUP = 8.0
+TARGET_FILL_FRACTION = 0.50
 
 
 def child_portable(path: str) -> dict[str, Any]:
     import torch
 
     import initrecipe
-    from initrecipe.samplers import KERNEL_AVAILABLE, sample_
+    from initrecipe import hugepages
+    from initrecipe.samplers import KERNEL_AVAILABLE, kernel_path, sample_
 
     rss_after_imports = base.proc_status_kib("VmRSS")
     t0 = time.perf_counter()
@@ -70,7 +78,17 @@ def child_portable(path: str) -> dict[str, Any]:
     fresh = [torch.empty(shape, dtype=dtype).fill_(1.0) for shape, dtype in shapes]
     fresh_fill = time.perf_counter() - t0
     del fresh
+    huge_pages = hugepages.enabled()  # what the replay above did
+    os.environ["INITRECIPE_HUGE_PAGES"] = "1"  # the bound: fill_ into fresh huge pages
+    t0 = time.perf_counter()
+    fresh = [hugepages.empty_strided(shape, torch.empty(shape, device="meta").stride(), dtype).fill_(1.0)
+             for shape, dtype in shapes]
+    fresh_huge_fill = time.perf_counter() - t0
+    del fresh
     return {
+        "fresh_hugepage_fill_seconds": fresh_huge_fill,
+        "kernel_path": kernel_path(),
+        "huge_pages": huge_pages,
         "seconds": seconds,
         "peak_rss_kib": peak,
         "rss_after_imports_kib": rss_after_imports,
@@ -90,8 +108,23 @@ def run_child(args: list[str]) -> dict[str, Any]:
     return base.run_child(args, script=__file__)
 
 
-def bench(model: str, repeats: int, workdir: str) -> dict[str, Any]:
+def _child_with(env: dict[str, str], args: list[str]) -> dict[str, Any]:
+    """run_child with extra environment variables (the child inherits os.environ)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return run_child(args)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def bench(model: str, repeats: int, workdir: str, paths: list[str]) -> dict[str, Any]:
     import initrecipe
+    from initrecipe import hugepages
 
     path = os.path.join(workdir, f"{model}-portable.recipe")
     model_fn = base.model_fn(model)  # imports transformers: not part of recording
@@ -99,11 +132,28 @@ def bench(model: str, repeats: int, workdir: str) -> dict[str, Any]:
     recipe = initrecipe.record(model_fn, seed=0, rng="portable", sync_rng=False)
     record_seconds = time.perf_counter() - t0
     recipe.save(path)
-    eager, portable = [], []
-    for _ in range(repeats):
+    eager: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
+    other: list[dict[str, Any]] = []
+    flipped = "0" if hugepages.enabled() else "1"  # the default's opposite, for comparison
+    loads = [load_average()]
+    for _ in range(repeats):  # interleaved: load from other processes spreads over all of them
         eager.append(run_child(["eager", model]))
-        portable.append(run_child(["portable", path]))
-    digests = {r["sha256"] for r in portable}
+        for p in paths:
+            runs[p].append(_child_with({"INITRECIPE_KERNEL_PATH": p}, ["portable", path]))
+        other.append(_child_with({"INITRECIPE_KERNEL_PATH": paths[0], "INITRECIPE_HUGE_PAGES": flipped},
+                                 ["portable", path]))
+        loads.append(load_average())
+    digests = {r["sha256"] for rows in [*runs.values(), other] for r in rows}
+    results = {p: summarize(model, repeats, record_seconds, path, eager, rows) for p, rows in runs.items()}
+    results[f"{paths[0]}, INITRECIPE_HUGE_PAGES={flipped}"] = summarize(model, repeats, record_seconds, path, eager,
+                                                                         other)
+    return {"cpu": cpu_model(), "loads": loads, "replays_identical": len(digests) == 1, "paths": results}
+
+
+def summarize(model: str, repeats: int, record_seconds: float, path: str, eager: list[dict[str, Any]],
+              portable: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians and ratios of one path's runs against the eager runs of the same session."""
 
     def med(rows: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in rows)
@@ -123,8 +173,10 @@ def bench(model: str, repeats: int, workdir: str) -> dict[str, Any]:
         "fresh_fill_seconds": med(portable, "fresh_fill_seconds"),
         "warm_fill_seconds": med(portable, "warm_fill_seconds"),
         "warm_normal_seconds": med(portable, "warm_normal_seconds"),
-        "replays_identical": len(digests) == 1,
+        "fresh_hugepage_fill_seconds": med(portable, "fresh_hugepage_fill_seconds"),
         "kernel": portable[0]["kernel"],
+        "kernel_path": portable[0]["kernel_path"],
+        "huge_pages": portable[0]["huge_pages"],
         "threads": portable[0]["threads"],
         "eager_runs": [r["seconds"] for r in eager],
         "replay_runs": [r["seconds"] for r in portable],
@@ -133,27 +185,30 @@ def bench(model: str, repeats: int, workdir: str) -> dict[str, Any]:
     result["replay_gib_per_s"] = gib / result["replay_seconds"]
     result["fresh_fill_gib_per_s"] = gib / result["fresh_fill_seconds"]
     result["replay_fraction_of_fresh_fill"] = result["replay_gib_per_s"] / result["fresh_fill_gib_per_s"]
+    result["fresh_hugepage_fill_gib_per_s"] = gib / result["fresh_hugepage_fill_seconds"]
+    result["replay_fraction_of_hugepage_fill"] = result["replay_gib_per_s"] / result["fresh_hugepage_fill_gib_per_s"]
     result["warm_fill_gib_per_s"] = warm_gib / result["warm_fill_seconds"]
     result["warm_normal_gib_per_s"] = warm_gib / result["warm_normal_seconds"]
     result["warm_normal_fraction_of_warm_fill"] = result["warm_normal_gib_per_s"] / result["warm_fill_gib_per_s"]
     return result
 
 
-def table(r: dict[str, Any]) -> str:
+def table(r: dict[str, Any], cpu: str) -> str:
     ok = lambda good: "ok" if good else "MISSED"  # noqa: E731
+    tag = f"[{cpu}, path {r['kernel_path']}, huge pages {'on' if r['huge_pages'] else 'off'}, {r['threads']} threads]"
     lines = [
-        f"model {r['model']}: {r['weights_gib']:.2f} GiB of weights, recipe {r['recipe_bytes']} bytes, "
-        f"recorded in {r['record_seconds']:.2f} s; {r['threads']} threads, C kernel: {r['kernel']}",
-        f"eager build            {r['eager_seconds']:8.2f} s   peak RSS {r['eager_peak_rss_mib']:8.0f} MiB",
-        f"portable replay        {r['replay_seconds']:8.2f} s   peak RSS {r['replay_peak_rss_mib']:8.0f} MiB",
-        f"speedup                {r['speedup']:8.2f} x   (target >= {TARGET_SPEEDUP}: {ok(r['speedup'] >= TARGET_SPEEDUP)}); "
-        f"RSS lower: {ok(r['replay_peak_rss_mib'] < r['eager_peak_rss_mib'])}",
-        f"replay throughput      {r['replay_gib_per_s']:8.2f} GiB/s vs fill_ into fresh memory "
-        f"{r['fresh_fill_gib_per_s']:.2f} GiB/s: {100 * r['replay_fraction_of_fresh_fill']:.0f}% "
-        f"(target >= {100 * TARGET_FILL_FRACTION:.0f}%: {ok(r['replay_fraction_of_fresh_fill'] >= TARGET_FILL_FRACTION)})",
-        f"normal sampler, warm   {r['warm_normal_gib_per_s']:8.2f} GiB/s vs fill_ into touched memory "
+        f"{tag} model {r['model']}: {r['weights_gib']:.2f} GiB of weights, recipe {r['recipe_bytes']} bytes, "
+        f"recorded in {r['record_seconds']:.2f} s",
+        f"  eager build            {r['eager_seconds']:8.2f} s   peak RSS {r['eager_peak_rss_mib']:8.0f} MiB",
+        f"  portable replay        {r['replay_seconds']:8.2f} s   peak RSS {r['replay_peak_rss_mib']:8.0f} MiB",
+        f"  speedup                {r['speedup']:8.2f} x   (target >= {TARGET_SPEEDUP:g}: "
+        f"{ok(r['speedup'] >= TARGET_SPEEDUP)}); RSS lower: {ok(r['replay_peak_rss_mib'] < r['eager_peak_rss_mib'])}",
+        f"  replay throughput      {r['replay_gib_per_s']:8.2f} GiB/s; fill_ into fresh memory "
+        f"{r['fresh_fill_gib_per_s']:.2f} GiB/s, with huge pages {r['fresh_hugepage_fill_gib_per_s']:.2f} GiB/s: "
+        f"{100 * r['replay_fraction_of_hugepage_fill']:.0f}% of the latter (target >= {100 * TARGET_FILL_FRACTION:.0f}%: "
+        f"{ok(r['replay_fraction_of_hugepage_fill'] >= TARGET_FILL_FRACTION)})",
+        f"  normal sampler, warm   {r['warm_normal_gib_per_s']:8.2f} GiB/s vs fill_ into touched memory "
         f"{r['warm_fill_gib_per_s']:.2f} GiB/s: {100 * r['warm_normal_fraction_of_warm_fill']:.0f}%",
-        f"replays bitwise identical across runs: {r['replays_identical']}",
     ]
     return "\n".join(lines)
 
@@ -162,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="llama-1b", choices=["llama-1b", "llama-tiny"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--paths", default="best",
+                        help="kernel paths, comma-separated (avx512f, avx2, generic), 'all' (every one the CPU "
+                             "runs) or 'best' (default)")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -170,9 +228,20 @@ def main(argv: list[str] | None = None) -> int:
         out = base.child_eager(arg) if kind == "eager" else child_portable(arg)
         print(json.dumps(out))
         return 0
+    from initrecipe import samplers
+
+    if args.paths == "all":
+        paths = list(samplers._kernel.variants()) if samplers._kernel is not None else ["best"]
+    elif args.paths == "best":
+        paths = [samplers._kernel.variants()[0] if samplers._kernel is not None else "best"]
+    else:
+        paths = args.paths.split(",")
     with tempfile.TemporaryDirectory() as workdir:
-        result = bench(args.model, args.repeats, workdir)
-    print(table(result))
+        result = bench(args.model, args.repeats, workdir, paths)
+    print(f"CPU {result['cpu']}; load average before, after each repeat: {' | '.join(result['loads'])}")
+    for r in result["paths"].values():
+        print(table(r, result["cpu"]))
+    print(f"replays bitwise identical across runs and paths: {result['replays_identical']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
