@@ -623,10 +623,10 @@ def test_every_kernel_variant_matches_reference(kind):
 
 
 SPEC_PARAMS = {"uniform": (-3.25, 7.0), "normal": (0.125, 2.5), "bernoulli": (0.6,), "randint": (-1000, 2**31 + 7),
-               "exponential": (0.75,)}
+               "exponential": (0.75,), "cauchy": (-1.5, 0.25), "log_normal": (-0.5, 1.5), "geometric": (0.3,)}
 
 
-@pytest.mark.parametrize("kind", sorted(SAMPLERS))
+@pytest.mark.parametrize("kind", SCALAR_SAMPLERS)  # tensor-parameter draws: test_every_kernel_variant_matches_reference
 def test_every_kernel_path_matches_the_scalar_spec(kind):
     # Each path's whole-superblock, whole-group and partial-group code: a long run at an odd
     # offset and of odd length, written into an unaligned slice of a larger tensor, and a short
