@@ -14,10 +14,12 @@ from .errors import (  # noqa: E402
     RecipeError,
     RecipeFormatError,
     RecipeIntegrityError,
+    RecipeWarning,
     RecordError,
     ReplayError,
     ResourceLimitError,
     UnsupportedVersionError,
+    UnverifiedTorchWarning,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
@@ -69,5 +71,7 @@ __all__ = [
     "WorkLimitError",
     "RecordError",
     "ReplayError",
+    "RecipeWarning",
+    "UnverifiedTorchWarning",
     "__version__",
 ]

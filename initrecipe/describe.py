@@ -326,22 +326,43 @@ class Describer:
                 gain = _args(rest[0])[1]
                 return _init("orthogonal_", [] if gain == 1 else [_p("gain", gain)])
         # sparse_: normal_(0, std), then zeros at random rows of each column
-        if base.packet == "normal_" and base.covers and rest and all(
-            s.packet == "index_put_" and not s.covers and self._is_zero_input(s) for s in rest
-        ):
+        if base.packet == "normal_" and base.covers and rest and len(base.view.shape) == 2:
+            zeroed = [self._zeroed_rows(s) for s in rest]
             mean, std = _args(base)[1:3]
-            indices = _input(rest[0], 1)
-            rows = base.view.shape[0] if base.view.shape else 0
-            if mean == 0 and indices is not None and rows and indices.view.shape:
-                sparsity = indices.view.shape[0] / rows
+            rows = base.view.shape[0]
+            if mean == 0 and rows and all(z is not None and z.view.shape for z in zeroed):
+                sparsity = zeroed[0].view.shape[0] / rows  # type: ignore[union-attr]
                 return _init("sparse_", [_p("sparsity", sparsity), _p("std", std)])
         return None
 
-    def _is_zero_input(self, step: Step) -> bool:
-        values = _input(step, 2)
-        if values is None or values.step is None:
-            return False
-        return self.version(values.step).function == "zeros"
+    def _zeroed_rows(self, step: Step) -> Input | None:
+        """The row indices a step sets to zero in one column of a 2-D storage (``sparse_``'s
+        ``tensor[rows, col] = 0``), or None when it is not such a write.
+
+        torch lowers that assignment differently from release to release: up to 2.14 as
+        ``select(w, 1, col).index_put_([rows], zeros)``, from 2.15 as
+        ``select(w, 1, col).index_fill_(0, rows, 0)``; ``tests/nn_init/`` holds each version's
+        recording."""
+        whole = step.storage_view
+        if step.covers or step.view.shape != whole.shape[:1] or step.view.stride != whole.stride[:1]:
+            return None
+        if step.packet == "index_put_":
+            values = _input(step, 2)
+            if values is None or values.step is None or self.version(values.step).function != "zeros":
+                return None
+            return _input(step, 1)
+        if step.packet == "index_fill_":
+            dim, value = _args(step)[1], _args(step)[3]
+            if dim != 0:
+                return None
+            if isinstance(value, Ref):
+                filled = _input(step, 3)
+                if filled is None or filled.step is None or self.version(filled.step).function != "zeros":
+                    return None
+            elif not (isinstance(value, (int, float)) and value == 0 and math.copysign(1.0, float(value)) > 0):
+                return None
+            return _input(step, 2)
+        return None
 
     def _base(self, step: Step, dtype: torch.dtype) -> Init | None:
         """A full write (or creation) in nn.init terms; None when it is not one."""

@@ -10,6 +10,8 @@ __all__ = [
     "ResourceLimitError",
     "RecordError",
     "ReplayError",
+    "RecipeWarning",
+    "UnverifiedTorchWarning",
 ]
 
 
@@ -39,3 +41,13 @@ class RecordError(RecipeError, RuntimeError):
 
 class ReplayError(RecipeError, RuntimeError):
     """Executing a recipe failed or diverged from what was recorded."""
+
+
+class RecipeWarning(UserWarning):
+    """Base class of every warning initrecipe issues: the work goes on, but read the message."""
+
+
+class UnverifiedTorchWarning(RecipeWarning):
+    """An ``rng="torch"`` recipe is replayed under (or was recorded with) a torch release whose CPU
+    random kernels initrecipe has not verified against ``schema/TORCH_RNG.md``; the weights equal
+    that torch's eager construction only if its kernels draw as the verified releases do."""
