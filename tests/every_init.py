@@ -46,6 +46,12 @@ class EveryInit(nn.Module):
         self.emb = nn.Embedding(6, 4, padding_idx=1)
         self.conv = nn.Conv1d(2, 2, 3)
         nn.init.dirac_(self.conv.weight)
+        self.conv2 = nn.Conv2d(2, 4, 3, groups=2)
+        nn.init.dirac_(self.conv2.weight, groups=2)
+        self.ones_written = nn.Parameter(torch.zeros(2, 2, 3))  # not a dirac_: ones off the diagonal
+        with torch.no_grad():
+            self.ones_written[0, 1, 1] = 1
+            self.ones_written[1, 0, 1] = 1
         self.half = nn.Linear(4, 4).to(torch.bfloat16)
         self.scaled = nn.Parameter(torch.empty(3, 8))
         self.scaled.data.normal_().mul_(0.5)
@@ -71,7 +77,10 @@ EXPECTED_INITS = {
     "trunc": "trunc_normal_(mean=0.0, std=0.02, a=-0.04, b=0.04)",
     "trunc_tail": "trunc_normal_(mean=0.0, std=1.0, a=0.5, b=0.9)",
     "emb.weight": "normal_(mean=0.0, std=1.0); [1] zeros",
-    "conv.weight": "zeros; [0, 0, 1] ones; [1, 1, 1] ones",
+    "conv.weight": "dirac_()",
+    "conv2.weight": "dirac_(groups=2)",
+    "conv2.bias": "uniform_(a=-1/sqrt(9), b=1/sqrt(9))",
+    "ones_written": "zeros; [0, 1, 1] ones; [1, 0, 1] ones",
     "conv.bias": "uniform_(a=-1/sqrt(6), b=1/sqrt(6))",
     "half.weight": "kaiming_uniform_(a=sqrt(5)), as bfloat16",
     "half.bias": "uniform_(a=-1/sqrt(4), b=1/sqrt(4)), as bfloat16",
