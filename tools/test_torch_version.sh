@@ -4,7 +4,8 @@
 # docs/TORCH_VERSIONS.md.
 #
 #   tools/test_torch_version.sh 2.14.1                  # creates .venv-2141 (torch 2.14.1 + test deps), runs the suite
-#   tools/test_torch_version.sh 2.15.0 /path/to/venv    # a venv that already holds torch 2.15.0 and the test deps
+#   tools/test_torch_version.sh 2.15.0 /path/to/venv    # a venv that already holds torch 2.15.0, the test deps
+#                                                       # and this checkout (`pip install --no-deps -e .`)
 #   tools/test_torch_version.sh 2.14.1 "" -x tests/test_golden.py   # pytest arguments after the venv
 #
 # torch comes from PyPI (a CUDA build, which runs on the CPU); PIP_CONFIG_FILE=/dev/null lifts this
@@ -26,6 +27,11 @@ fi
 have=$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])') || exit 1
 if [ "$have" != "$version" ]; then
   echo "$venv holds torch $have, not $version" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/initrecipe" ]; then
+  # tests/test_diff.py runs `git diff` with the `initrecipe` command of the venv as its textconv.
+  echo "$venv has no \`initrecipe\` command: $venv/bin/pip install --no-deps -e ." >&2
   exit 1
 fi
 echo "torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)') in $venv; $(uptime)"
