@@ -21,6 +21,7 @@ from .errors import (  # noqa: E402
     SettingError,
     UninitializedWarning,
     UnsupportedVersionError,
+    UnverifiedTorchWarning,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
@@ -75,5 +76,6 @@ __all__ = [
     "SettingError",
     "RecipeWarning",
     "UninitializedWarning",
+    "UnverifiedTorchWarning",
     "__version__",
 ]

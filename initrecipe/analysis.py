@@ -528,12 +528,34 @@ def _round_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
 def _random_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
     # `random_(from, to=None)` on a floating tensor never returns for `from` near 2**63 (CPU).
     target = args[0] if args else kwargs.get("self")
-    if not isinstance(target, torch.Tensor) or not target.dtype.is_floating_point:
+    if not isinstance(target, torch.Tensor):
         return None
-    limit = int(round(2 / torch.finfo(target.dtype).eps))  # 2**digits: 2**24 for float32
-    for value in list(args[1:]) + [v for k, v in kwargs.items() if k in ("from", "to")]:
+    return _exact_integer_bounds(target.dtype, list(args[1:]) + [v for k, v in kwargs.items() if k in ("from", "to")])
+
+
+def _randint_precondition(args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    # `randint(low, high, size, dtype=float)` and `randint_like(t, low, high)`: the bounds of `random_`.
+    base = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("self")
+    dtype = kwargs.get("dtype")
+    if dtype is None and isinstance(base, torch.Tensor):
+        dtype = base.dtype  # `randint_like` draws into its input's dtype; `randint` into int64
+    bounds = [a for a in args if type(a) is int] + [v for k, v in kwargs.items() if k in ("low", "high")]
+    return _exact_integer_bounds(dtype, bounds) if isinstance(dtype, torch.dtype) else None
+
+
+def _exact_integer_bounds(dtype: torch.dtype, bounds: list[Any]) -> str | None:
+    """Why integer draws into ``dtype`` cannot have these bounds, or None.
+
+    Into a floating dtype torch rounds a bound beyond its exact integers (``2**digits``) inward
+    before drawing (``update_from`` / ``update_to``), which neither the generator-consumption model
+    nor the draw-cost rules describe, and warns about it (2.15: a Python warning, 2.13 and 2.14: on
+    stderr); ``check`` and replay refuse such a draw in every torch release instead."""
+    if not dtype.is_floating_point:
+        return None
+    limit = int(round(2 / torch.finfo(dtype).eps))  # 2**digits: 2**24 for float32
+    for value in bounds:
         if type(value) is int and abs(value) > limit:
-            return f"{value} is outside the integers {target.dtype} represents exactly (|n| <= {limit})"
+            return f"{value} is outside the integers {dtype} represents exactly (|n| <= {limit})"
     return None
 
 
@@ -547,7 +569,17 @@ _PRECONDITIONS = {
     "round_": _round_precondition,
     "random": _random_precondition,
     "random_": _random_precondition,
+    "randint": _randint_precondition,
+    "randint_like": _randint_precondition,
 }
+_RANDOM_PRECONDITIONS = ("random", "random_", "randint", "randint_like")
+
+
+def random_bounds_problem(info: OpInfo, args: Any, kwargs: dict[str, Any]) -> str | None:
+    """Why replay refuses the bounds of an integer draw (``random_``, ``randint``...) into a
+    floating dtype, or None; the recorder asks before the draw runs, on fake tensors."""
+    packet = info.name.split(".")[1]
+    return _PRECONDITIONS[packet](list(args), kwargs) if packet in _RANDOM_PRECONDITIONS else None
 
 
 # ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly: integer

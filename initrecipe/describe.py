@@ -12,7 +12,8 @@ the initializer that produced it, recognised from what the recorder writes for e
   ``uniform_ -> clamp_ -> erfinv_ -> mul_ -> add_ -> clamp_`` (in float32 and copied into a 16-bit
   tensor; initrecipe 0.2 wrote it without the first ``clamp_``); in ``torch`` recipes as torch's rejection
   loop (``normal_``, then the ``< a`` / ``> b`` test and ``where`` redraws);
-* ``orthogonal_(gain)`` (a QR of a normal draw) and ``sparse_(sparsity, std)``;
+* ``orthogonal_(gain)`` (a QR of a normal draw), ``sparse_(sparsity, std)`` and ``dirac_(groups)``
+  (as each supported torch release writes them: ``tests/nn_init/``);
 * a copy or dtype cast of any of these (``..., as bfloat16``), and writes to part of a tensor
   afterwards (``normal_(...); [1] zeros`` for an embedding's padding row).
 
@@ -375,23 +376,81 @@ class Describer:
             if src is not None and src.step is not None and _chain(src.step)[0][0].packet == "linalg_qr":
                 gain = _args(rest[0])[1]
                 return _init("orthogonal_", [] if gain == 1 else [_p("gain", gain)])
+        # dirac_: zeros, then a one at the centre of each (d, d) kernel, group after group
+        if base.packet in _ZEROS and base.covers and rest and 3 <= len(base.view.shape) <= 5:
+            groups = self._dirac_groups(base, rest)
+            if groups is not None:
+                return _init("dirac_", [] if groups == 1 else [Param("groups", str(groups), groups)])
         # sparse_: normal_(0, std), then zeros at random rows of each column
-        if base.packet == "normal_" and base.covers and rest and all(
-            s.packet == "index_put_" and not s.covers and self._is_zero_input(s) for s in rest
-        ):
+        if base.packet == "normal_" and base.covers and rest and len(base.view.shape) == 2:
+            zeroed = [self._zeroed_rows(s) for s in rest]
             mean, std = _args(base)[1:3]
-            indices = _input(rest[0], 1)
-            rows = base.view.shape[0] if base.view.shape else 0
-            if mean == 0 and indices is not None and rows and indices.view.shape:
-                sparsity = indices.view.shape[0] / rows
+            rows = base.view.shape[0]
+            if mean == 0 and rows and all(z is not None and z.view.shape for z in zeroed):
+                sparsity = zeroed[0].view.shape[0] / rows  # type: ignore[union-attr]
                 return _init("sparse_", [_p("sparsity", sparsity), _p("std", std)])
         return None
 
-    def _is_zero_input(self, step: Step) -> bool:
-        values = _input(step, 2)
-        if values is None or values.step is None:
-            return False
-        return self.version(values.step).function == "zeros"
+    def _dirac_groups(self, base: Step, rest: list[Step]) -> int | None:
+        """The ``groups`` of a ``dirac_`` whose single-element writes of one are ``rest``, or None.
+
+        ``tensor[g * out + d, d, *centre] = 1`` is a ``copy_`` of a one up to torch 2.14, a
+        ``fill_(1)`` from 2.15 (``tests/nn_init/``)."""
+        offsets = []
+        for s in rest:
+            if s.view.shape != () or s.view.dtype != base.view.dtype:
+                return None
+            if s.packet == "fill_" and not s.inputs:
+                value = _named(s, "value")
+                if not (isinstance(value, (int, float)) and value == 1):
+                    return None
+            elif s.packet == "copy_":
+                src = _input(s, 1)
+                if src is None or src.step is None or self._input_init(src).function != "ones":
+                    return None
+            else:
+                return None
+            offsets.append(s.view.offset - base.view.offset)
+        shape, stride = base.view.shape, base.view.stride
+        centre = sum((k // 2) * st for k, st in zip(shape[2:], stride[2:]))
+        for groups in range(1, shape[0] + 1):
+            if shape[0] % groups:
+                continue
+            out = shape[0] // groups
+            expected = [(g * out + d) * stride[0] + d * stride[1] + centre
+                        for g in range(groups) for d in range(min(out, shape[1]))]
+            if expected == offsets:
+                return groups
+        return None
+
+    def _zeroed_rows(self, step: Step) -> Input | None:
+        """The row indices a step sets to zero in one column of a 2-D storage (``sparse_``'s
+        ``tensor[rows, col] = 0``), or None when it is not such a write.
+
+        torch lowers that assignment differently from release to release: up to 2.14 as
+        ``select(w, 1, col).index_put_([rows], zeros)``, from 2.15 as
+        ``select(w, 1, col).index_fill_(0, rows, 0)``; ``tests/nn_init/`` holds each version's
+        recording."""
+        whole = step.storage_view
+        if step.covers or step.view.shape != whole.shape[:1] or step.view.stride != whole.stride[:1]:
+            return None
+        if step.packet == "index_put_":
+            values = _input(step, 2)
+            if values is None or values.step is None or self.version(values.step).function != "zeros":
+                return None
+            return _input(step, 1)
+        if step.packet == "index_fill_":
+            dim, value = _args(step)[1], _args(step)[3]
+            if dim != 0:
+                return None
+            if isinstance(value, Ref):
+                filled = _input(step, 3)
+                if filled is None or filled.step is None or self.version(filled.step).function != "zeros":
+                    return None
+            elif not (isinstance(value, (int, float)) and value == 0 and math.copysign(1.0, float(value)) > 0):
+                return None
+            return _input(step, 2)
+        return None
 
     def _base(self, step: Step, dtype: torch.dtype) -> Init | None:
         """A full write (or creation) in nn.init terms; None when it is not one."""

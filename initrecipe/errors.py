@@ -17,6 +17,7 @@ __all__ = [
     "ReplayError",
     "RecipeWarning",
     "UninitializedWarning",
+    "UnverifiedTorchWarning",
     "SettingError",
 ]
 
@@ -50,13 +51,19 @@ class ReplayError(RecipeError, RuntimeError):
 
 
 class RecipeWarning(UserWarning):
-    """Base class of every warning initrecipe issues."""
+    """Base class of every warning initrecipe issues: the work goes on, but read the message."""
 
 
 class UninitializedWarning(RecipeWarning):
     """The recorded constructor leaves tensors (fully or partly) uninitialized: eager gives them
     whatever memory holds, and so does replay.  ``recipe.uninitialized_names`` lists them;
     ``initrecipe check --strict`` fails on them."""
+
+
+class UnverifiedTorchWarning(RecipeWarning):
+    """An ``rng="torch"`` recipe is replayed under (or was recorded with) a torch release whose CPU
+    random kernels initrecipe has not verified against ``schema/TORCH_RNG.md``; the weights equal
+    that torch's eager construction only if its kernels draw as the verified releases do."""
 
 
 class SettingError(RecipeError, ValueError):

@@ -22,7 +22,9 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .analysis import Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, read_storages
+from .analysis import (
+    Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, random_bounds_problem, read_storages,
+)
 from .errors import RecordError
 from .interpreter import PortableContext, execute
 from .ops import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable,
@@ -403,6 +405,13 @@ class _Recorder:
             position = info.arg_names.index(info.generator_arg)
             if generator is None and position < len(args):
                 generator = args[position]
+        problem = random_bounds_problem(info, args, kwargs)
+        if problem is not None:
+            raise RecordError(
+                f"`{info.name}`: {problem}. torch draws such a range inexactly (it warns, and rounds bounds and "
+                "values), which initrecipe does not model, so it refuses the draw under every torch release: draw into an "
+                "integer dtype and convert (`torch.randint(...).float()`), or keep the bounds within that range"
+            )
         with _disable_current_modes():
             gid = self.tracker.before_draw(generator)
         if (self.rng == "portable" and not self.pinned[gid] and info.name not in DRAW_OPERATORS

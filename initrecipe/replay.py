@@ -28,6 +28,7 @@ from .parallel_draws import ParallelDraws
 from .program import Call, Instruction, Literal, Ref, RngRestore
 from .recipe import Recipe, TensorEntry, load
 from .sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
+from .torch_versions import check_torch_version
 from .work import CHECK_SECONDS, WorkEstimate, cost_seconds, estimate, portable_rate, refuse, work_budget
 
 __all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
@@ -212,6 +213,7 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
                   max_work: float | None = None,
                   threads: int | None = None) -> Iterator[tuple[list[TensorEntry], torch.Tensor]]:
     """:func:`iter_replay` with shard requests: slice-only tensors first, then the rest."""
+    check_torch_version(recipe.rng, recipe.producer)
     if not (callable(shards) or isinstance(shards, Mapping)):
         raise TypeError(f"shards must be a mapping name -> Shard or a callable, not {type(shards).__name__}")
     selected = _select(recipe, names)
@@ -357,6 +359,7 @@ def prepare_replay(
     :class:`RecipeError` a replay would raise before its first allocation.
     """
     recipe = _as_recipe(recipe)
+    check_torch_version(recipe.rng, recipe.producer)
     device = torch.device(device)
     selected = _select(recipe, names)
     by_value: dict[int, list[TensorEntry]] = {}

@@ -106,6 +106,8 @@ def test_random_fill_scalars_are_refused_by_check_exactly_when_replay_refuses_th
 @example(rng="torch", factory=("aten.randint.low_generator", 2), dtype=torch.uint8, scalars=[0, 1000])
 @example(rng="torch", factory=("aten.randperm.generator", 1), dtype=torch.int8, scalars=[200, 0])
 @example(rng="torch", factory=("aten.randperm.generator", 1), dtype=torch.float16, scalars=[3000, 0])
+@example(rng="torch", factory=("aten.randint.generator", 1), dtype=torch.float32, scalars=[16777218, 0])  # torch 2.15 warns
+@example(rng="torch", factory=("aten.randint.low_generator", 2), dtype=torch.bfloat16, scalars=[0, 300])
 def test_random_factory_scalars_are_refused_by_check_exactly_when_replay_refuses_them(rng, factory, dtype, scalars):
     op, count = factory
     if op.startswith("aten.randperm") and not (type(scalars[0]) is int and scalars[0] <= 1 << 20):

@@ -8,7 +8,7 @@ names plus the quick torchvision models; ``tools/zoo_vision.py`` runs all 94, wi
 (``docs/ZOO.md``).
 
 These tests carry the ``vision`` marker and run in a second pytest call with torchvision and timm
-on ``PYTHONPATH`` only (the README's test command): installed into the venv, torchvision (a CUDA
+on ``PYTHONPATH`` only (``.ci/run``, stage 1): installed into the venv, torchvision (a CUDA
 build beside the CPU torch) would break every process that imports ``transformers`` without the
 shim, such as the benchmark and distributed tests' subprocesses.
 """
