@@ -12,7 +12,9 @@ Two implementations compute the same bits:
   call (never a fused multiply-add, ``addcmul``, ``lerp`` or ``torch.compile``), constants that are
   exact binary32 values, and integer Philox arithmetic that never overflows int64.  It runs on any
   device and is what CUDA tensors use.  It avoids ``torch.sqrt`` (not correctly rounded on some
-  CPU builds) in favour of its own square root from ``+ * /``;
+  CPU builds) in favour of its own square root from ``+ * /``.  :func:`sample_` takes its Philox
+  words there from torch's own kernel where that passes a self-check (:mod:`initrecipe.torch_philox`);
+  :func:`reference_sample_` always computes them with integer ops;
 * the C kernel ``initrecipe._portable_kernel`` (built at install time when a compiler is present;
   :data:`KERNEL_AVAILABLE`), used automatically for CPU tensors, split across
   ``torch.get_num_threads()`` threads.
@@ -30,6 +32,7 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from .philox import philox_words
+from .torch_philox import device_words
 
 try:
     from . import _portable_kernel as _kernel
@@ -349,7 +352,8 @@ def _store(dst: torch.Tensor, values: torch.Tensor, draw: _Draw) -> None:
     dst.copy_(values)
 
 
-def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment]) -> None:
+def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment],
+                    words_of: Callable[..., torch.Tensor] = philox_words) -> None:
     flat = out.view(-1)
     offset = 0
     with torch.no_grad():
@@ -357,7 +361,7 @@ def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segmen
             done = 0
             while done < length:
                 n = min(_REF_CHUNK, length - done)
-                words = philox_words(key, first + done, n, out.device)
+                words = words_of(key, first + done, n, out.device)
                 _store(flat[offset + done : offset + done + n], _reference_values(draw, words), draw)
                 done += n
             offset += length
@@ -531,7 +535,7 @@ def reference_sample_(
     segments: Sequence[Segment] | None = None,
 ) -> torch.Tensor:
     """:func:`sample_` computed by the eager-torch reference on ``out``'s device, never the C
-    kernel (same bits, slower on CPU; for tests and cross-checks)."""
+    kernel nor torch's Philox kernel (same bits, slower; for tests and cross-checks)."""
     return _fill(out, kind, key, params, segments, use_kernel=False)
 
 
@@ -545,8 +549,8 @@ def _fill(out: torch.Tensor, kind: str, key: tuple[int, int], params: tuple,
         return out
     if use_kernel and out.device.type == "cpu" and _kernel is not None:
         _kernel_fill(out, draw, k, segs)
-    else:
-        _reference_fill(out, draw, k, segs)
+    else:  # sample_ takes its words from torch's Philox kernel where it passes its self-check
+        _reference_fill(out, draw, k, segs, device_words if use_kernel else philox_words)
     return out
 
 
