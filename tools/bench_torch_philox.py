@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from collections import Counter
@@ -96,6 +97,22 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         samplers._kernel = kernel
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=samplers._REF_CHUNK, help="elements per chunk (default 2**20)")
@@ -108,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     if not found.usable:
         print(f"bench_torch_philox: torch's Philox kernel is not used on the CPU here: {found.reason}", file=sys.stderr)
         return 2
+    load_before = load()
     rows = measure(args.n, args.repeats)
     result = {"torch": torch.__version__, "method": found.method, "n": args.n, "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "rows": rows}
-    print(f"torch {torch.__version__} ({found.method}), {torch.get_num_threads()} threads, one chunk of {args.n} "
-          f"elements on the CPU (a proxy for the device path), best of {args.repeats}, alternating")
+              "cpu": cpu_name(), "load_before": load_before, "load_after": load(), "rows": rows}
+    print(f"torch {torch.__version__} ({found.method}), {result['cpu']}, {torch.get_num_threads()} threads, one chunk "
+          f"of {args.n} elements on the CPU (a proxy for the device path), best of {args.repeats}, alternating; "
+          f"load {load_before} -> {result['load_after']}")
     print(f"{'':12} {'ops before':>10} {'ops after':>10} {'ms before':>10} {'ms after':>10} {'speed-up':>9}")
     for name, r in rows.items():
         print(f"{name:12} {r['ops_before']:>10} {r['ops_after']:>10} {r['seconds_before'] * 1e3:>10.2f} "
