@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_portable_gpu: no CUDA device here; nothing measured", file=sys.stderr)
         return 2
     result: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    from initrecipe.torch_philox import status
+
+    result["philox_words"] = status("cuda:0")._asdict()  # torch's kernel (checked) or eager integer ops
     result["golden_differs"] = differing(initrecipe.load(GOLDEN))
     small = initrecipe.record(base.model_fn("llama-tiny"), seed=0, rng="portable", sync_rng=False)
     result["llama_tiny_differs"] = differing(small)
