@@ -29,7 +29,6 @@ an unavailable API at DEBUG.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from types import ModuleType
@@ -105,7 +104,10 @@ def _brief(error: BaseException) -> str:
 
 
 def _api() -> ModuleType:
-    return importlib.import_module("torch.func._random")
+    """torch's private, experimental stateless-random module (a fixed name: nothing read from a file)."""
+    import torch.func._random as api
+
+    return api
 
 
 def _self_check(api: ModuleType, method: str, device: torch.device) -> str:
