@@ -12,7 +12,9 @@ Two implementations compute the same bits:
   call (never a fused multiply-add, ``addcmul``, ``lerp`` or ``torch.compile``), constants that are
   exact binary32 values, and integer Philox arithmetic that never overflows int64.  It runs on any
   device and is what CUDA tensors use.  It avoids ``torch.sqrt`` (not correctly rounded on some
-  CPU builds) in favour of its own square root from ``+ * /``;
+  CPU builds) in favour of its own square root from ``+ * /``.  :func:`sample_` takes its Philox
+  words there from torch's own kernel where that passes a self-check (:mod:`initrecipe.torch_philox`);
+  :func:`reference_sample_` always computes them with integer ops;
 * the C kernel ``initrecipe._portable_kernel`` (built at install time when a compiler is present;
   :data:`KERNEL_AVAILABLE`), used automatically for CPU tensors, split across
   ``torch.get_num_threads()`` threads.
@@ -31,6 +33,7 @@ import torch
 
 from .errors import SettingError
 from .philox import philox_words
+from .torch_philox import device_words
 
 try:
     from . import _portable_kernel as _kernel
@@ -519,13 +522,14 @@ def _store(dst: torch.Tensor, values: torch.Tensor, draw: _Draw) -> None:
 
 
 def stream_words(key: tuple[int, int], first: int, count: int, device: torch.device) -> torch.Tensor:
-    """Words ``first .. first+count-1`` of ``key``'s stream as int64 on ``device``: the one place the
-    torch-op path gets its Philox words (a faster word source hooks in here)."""
+    """Words ``first .. first+count-1`` of ``key``'s stream as int64 on ``device``, computed with
+    eager torch ops (:func:`initrecipe.philox.philox_words`): the reference word source."""
     return philox_words(key, first, count, device)
 
 
 def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segments: list[Segment],
-                    tensor_params: tuple[torch.Tensor, ...] = ()) -> None:
+                    tensor_params: tuple[torch.Tensor, ...] = (),
+                    words_of: Callable[..., torch.Tensor] = stream_words) -> None:
     flat = out.view(-1)
     offset = 0
     with torch.no_grad():
@@ -533,7 +537,7 @@ def _reference_fill(out: torch.Tensor, draw: _Draw, key: tuple[int, int], segmen
             done = 0
             while done < length:
                 n = min(_REF_CHUNK, length - done)
-                words = stream_words(key, first + done, n, out.device)
+                words = words_of(key, first + done, n, out.device)
                 lo = offset + done
                 if tensor_params:
                     values = _reference_new_values(draw, words, tuple(t[lo : lo + n] for t in tensor_params))
@@ -793,7 +797,7 @@ def reference_sample_(
     segments: Sequence[Segment] | None = None,
 ) -> torch.Tensor:
     """:func:`sample_` computed by the eager-torch reference on ``out``'s device, never the C
-    kernel (same bits, slower on CPU; for tests and cross-checks)."""
+    kernel nor torch's Philox kernel (same bits, slower; for tests and cross-checks)."""
     return _fill(out, kind, key, params, segments, use_kernel=False)
 
 
@@ -811,8 +815,8 @@ def _fill(out: torch.Tensor, kind: str, key: tuple[int, int], params: tuple,
             _kernel_fill_ext(out, draw, k, segs, tensor_params)
         else:
             _kernel_fill(out, draw, k, segs)
-    else:
-        _reference_fill(out, draw, k, segs, tensor_params)
+    else:  # sample_ takes its words from torch's Philox kernel where it passes its self-check
+        _reference_fill(out, draw, k, segs, tensor_params, device_words if use_kernel else stream_words)
     return out
 
 
@@ -929,7 +933,7 @@ def multinomial(probs: torch.Tensor, num_samples: int, replacement: bool, key: t
             totals = cumulative[:, -1]
             if not np.all(np.isfinite(totals)) or np.any(totals < 2.0**-1000):
                 raise ValueError("multinomial: every row must have a positive, finite sum of probabilities")
-            words = stream_words(k, 0, count * num_samples, device).reshape(count, num_samples)
+            words = device_words(k, 0, count * num_samples, device).reshape(count, num_samples)
             u = torch.mul(words.to(torch.float64), 2.0**-32)
             v = torch.mul(u, torch.from_numpy(totals).to(device).unsqueeze(1))
             result = torch.searchsorted(torch.from_numpy(cumulative).to(device), v, right=True)
@@ -940,7 +944,7 @@ def multinomial(probs: torch.Tensor, num_samples: int, replacement: bool, key: t
                     f"multinomial: a row has fewer than {num_samples} categories with positive probability "
                     "(needed without replacement)"
                 )
-            words = stream_words(k, 0, count * categories, device)
+            words = device_words(k, 0, count * categories, device)
             e = torch.mul(torch.rsub(_log_parts(torch.rsub(_unit24(words), 1.0), None), 0.0), 1.0)
             e = e.reshape(count, categories).to(torch.float64)
             w = torch.from_numpy(weights).to(device)

@@ -1,6 +1,6 @@
 """Portable replay on a CUDA device: bitwise check against the CPU, and throughput against ``fill_``.
 
-Usage: python tools/bench_portable_gpu.py [--model llama-1b|llama-tiny] [--json OUT]
+Usage: python tools/bench_portable_gpu.py [--model llama-1b|llama-7b|llama-tiny] [--json OUT]
 
 For a machine with a GPU (none was available when this was written, so it has not been run yet):
 
@@ -52,13 +52,16 @@ def timed(fn) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="llama-1b", choices=["llama-1b", "llama-tiny"])
+    parser.add_argument("--model", default="llama-1b", choices=["llama-1b", "llama-7b", "llama-tiny"])
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_portable_gpu: no CUDA device here; nothing measured", file=sys.stderr)
         return 2
     result: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    from initrecipe.torch_philox import status
+
+    result["philox_words"] = status("cuda:0")._asdict()  # torch's kernel (checked) or eager integer ops
     result["golden_differs"] = differing(initrecipe.load(GOLDEN))
     small = initrecipe.record(base.model_fn("llama-tiny"), seed=0, rng="portable", sync_rng=False)
     result["llama_tiny_differs"] = differing(small)
