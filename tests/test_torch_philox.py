@@ -18,12 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_golden import PORTABLE, PORTABLE_EXPECTED, _portable_hashes
 from test_portable import mixed_recipe, mixed_weights
-from test_samplers import INDICES, KEY, PARAMS, VECTORS, bitwise_equal
+from test_samplers import INDICES, KEY, PARAMS, VECTORS, bitwise_equal, tensor_params
 
 import initrecipe
 from initrecipe import Shard, samplers, torch_philox
 from initrecipe.philox import philox_words, stream_word
-from initrecipe.samplers import SAMPLERS, reference_sample_, sample_
+from initrecipe.samplers import SAMPLERS, TENSOR_SAMPLERS, reference_sample_, sample_
 
 VERSION = torch.__version__
 EXPECTED_METHOD = "bits" if VERSION >= (2, 15) else "split" if VERSION >= (2, 14) else ""
@@ -55,6 +55,11 @@ def eager_calls(monkeypatch):
 
     monkeypatch.setattr(torch_philox, "philox_words", spy)
     return calls
+
+
+def params_for(kind: str, n: int) -> tuple:
+    """``PARAMS[kind]``, or for a sampler with tensor parameters (format 1.2) one per element."""
+    return tensor_params(kind, n) if kind in TENSOR_SAMPLERS else PARAMS[kind]
 
 
 def c_kernel(n: int, dtype: torch.dtype, kind: str, key, params, segments=None) -> torch.Tensor:
@@ -148,12 +153,12 @@ def test_every_sampler_equals_the_c_kernel(kind, monkeypatch):
         (2 + 5 + 7, [(1, 2), (6, 5), (2**33 + 3, 7)]),
         (2 * 999 + 13, [(TWO_64 - 13, 13), (5, 2 * 999)]),
     ]
-    expected = {(d, n): c_kernel(n, d, kind, KEY, PARAMS[kind], segs) for d in dtypes for n, segs in cases}
+    expected = {(d, n): c_kernel(n, d, kind, KEY, params_for(kind, n), segs) for d in dtypes for n, segs in cases}
     monkeypatch.setattr(samplers, "_kernel", None)
     monkeypatch.setattr(samplers, "_REF_CHUNK", 999)  # chunks start off the block boundaries
     for d in dtypes:
         for n, segs in cases:
-            got = sample_(torch.empty(n, dtype=d), kind, KEY, PARAMS[kind], segs)
+            got = sample_(torch.empty(n, dtype=d), kind, KEY, params_for(kind, n), segs)
             assert bitwise_equal(got, expected[d, n]), (d, n, segs)
 
 
@@ -167,10 +172,11 @@ def test_any_segments_equal_the_c_kernel(kind, key, runs):
     segments = [(min(first, TWO_64 - n), n) for first, n in runs]
     n = sum(length for _, length in segments)
     dtype = torch.int64 if kind == "randint" else torch.float32
-    expected = c_kernel(n, dtype, kind, key, PARAMS[kind], segments)
+    params = params_for(kind, n)
+    expected = c_kernel(n, dtype, kind, key, params, segments)
     kernel, samplers._kernel = samplers._kernel, None
     try:
-        got = sample_(torch.empty(n, dtype=dtype), kind, key, PARAMS[kind], segments)
+        got = sample_(torch.empty(n, dtype=dtype), kind, key, params, segments)
     finally:
         samplers._kernel = kernel
     assert bitwise_equal(got, expected)
@@ -299,8 +305,10 @@ def test_cuda_torch_op_path_equals_the_c_kernel():  # pragma: no cover - runs wh
         dtype = torch.int64 if kind == "randint" else torch.float32
         segments = [(1, 3), (2**33 + 3, 1 << 20), (TWO_64 - 13, 13)]
         n = sum(length for _, length in segments)
-        expected = c_kernel(n, dtype, kind, KEY, PARAMS[kind], segments)
-        on_gpu = sample_(torch.empty(n, dtype=dtype, device="cuda"), kind, KEY, PARAMS[kind], segments)
-        eager_gpu = reference_sample_(torch.empty(n, dtype=dtype, device="cuda"), kind, KEY, PARAMS[kind], segments)
+        params = params_for(kind, n)
+        expected = c_kernel(n, dtype, kind, KEY, params, segments)
+        on_gpu_params = tuple(p.cuda() if isinstance(p, torch.Tensor) else p for p in params)
+        on_gpu = sample_(torch.empty(n, dtype=dtype, device="cuda"), kind, KEY, on_gpu_params, segments)
+        eager_gpu = reference_sample_(torch.empty(n, dtype=dtype, device="cuda"), kind, KEY, on_gpu_params, segments)
         assert bitwise_equal(on_gpu.cpu(), expected), kind
         assert bitwise_equal(eager_gpu.cpu(), expected), kind
