@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import RecipeError
+from .errors import OutputWriteError, RecipeError
 
 __all__ = ["main"]
 
@@ -109,7 +109,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _check_output_file(path: str) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder, or in a missing folder."""
-    from .output_files import OutputWriteError, refuse_folder_at
+    from .output_files import refuse_folder_at
 
     target = Path(path)
     refuse_folder_at(target)

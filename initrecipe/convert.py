@@ -25,10 +25,8 @@ from typing import Any, Callable, Sequence, Union
 import torch
 
 from . import __version__, hugepages
-from .errors import RecipeError, ReplayError
+from .errors import OutputExistsError, RecipeError, ReplayError
 from .output_files import (
-    OutputExistsError,
-    OutputWriteError,
     deferred_signals,
     fsync_dir,
     output_error,
@@ -45,8 +43,6 @@ __all__ = [
     "plan_shards",
     "parse_size",
     "parse_dtype",
-    "OutputExistsError",
-    "OutputWriteError",
     "WEIGHTS_NAME",
     "WEIGHTS_INDEX_NAME",
     "CONFIG_NAME",

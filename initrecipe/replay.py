@@ -11,7 +11,6 @@ import torch
 from .analysis import (
     Action,
     is_rng_instruction,
-    MemoryLimitError,
     ProgramFacts,
     call_refs,
     format_bytes,
@@ -19,7 +18,7 @@ from .analysis import (
     plan_execution,
     repeat_interleave_output_size,
 )
-from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
+from .errors import MemoryLimitError, RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
 from .gcpause import gc_paused, pausing_gc
 from . import cpu_generator
 from .generator_positions import modelled_draws
@@ -148,7 +147,7 @@ def iter_replay(
             Box | None``.  A slice equals the same slice of the
             whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
             :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
-        max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
+        max_work: refuse (:class:`~initrecipe.WorkLimitError`, before allocating anything) a
             replay estimated at more than this many seconds of work on the reference CPU
             (:mod:`initrecipe.work`).  Default: a minute, plus 0.1 µs per element of the tensors
             it returns; ``math.inf`` for no limit.
@@ -260,7 +259,7 @@ def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.devic
                         sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict,
                         whole_plan: "ReplayPlan | None", max_work: float | None) -> WorkEstimate:
     """The work of a sharded replay: each slice's share of its tensor's program, and the tensors
-    built whole; :class:`~initrecipe.work.WorkLimitError` when over the budget."""
+    built whole; :class:`~initrecipe.WorkLimitError` when over the budget."""
     program_seconds: dict[int, float] = {}  # id of a slice plan -> reference seconds of its whole program
     sliced_seconds = 0.0
     elements = 0
@@ -643,7 +642,7 @@ def replay(
             (``MemAvailable`` from ``/proc/meminfo``; for a CUDA ``device`` the tensors must also
             fit the free memory ``torch.cuda.mem_get_info`` reports).
         shards: only a slice of some tensors (see :func:`iter_replay`); not with ``into``.
-        max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
+        max_work: refuse (:class:`~initrecipe.WorkLimitError`, before allocating anything) a
             replay estimated at more than this many seconds of work on the reference CPU.
             Default: a minute, plus 0.1 µs per element of the tensors it returns (see
             :mod:`initrecipe.work`); ``math.inf`` for no limit.

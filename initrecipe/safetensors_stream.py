@@ -32,9 +32,8 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .errors import RecipeError
+from .errors import OutputWriteError, RecipeError
 from .output_files import (
-    OutputWriteError,
     create_temp,
     deferred_signals,
     fsync_dir,
