@@ -30,7 +30,8 @@ from .sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_sl
 from .torch_versions import check_torch_version
 from .work import CHECK_SECONDS, WorkEstimate, cost_seconds, estimate, portable_rate, refuse, work_budget
 
-__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
+__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "select_entries", "shard_box",
+           "RecipeSource", "NameFilter"]
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
 NameFilter = Union[Iterable[str], Callable[[str], bool], None]
@@ -43,7 +44,8 @@ def _as_recipe(recipe: RecipeSource) -> Recipe:
     return load(recipe)
 
 
-def _select(recipe: Recipe, names: NameFilter) -> list[TensorEntry]:
+def select_entries(recipe: Recipe, names: NameFilter) -> list[TensorEntry]:
+    """The entries ``names`` selects, in recipe order; :class:`ReplayError` for a listed name the recipe lacks."""
     if names is None:
         return list(recipe.tensors)
     if callable(names):
@@ -169,7 +171,8 @@ def iter_replay(
     return _run_plan(plan)
 
 
-def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Box | None:
+def shard_box(shards: ShardRequest, entry: TensorEntry) -> Box | None:
+    """The block of ``entry`` that ``shards`` requests (``None``: the whole tensor), checked against its shape."""
     shard = shards(entry.name, entry.shape) if callable(shards) else shards.get(entry.name)  # type: ignore[union-attr]
     if shard is None:
         return None
@@ -215,12 +218,12 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
     check_torch_version(recipe.rng, recipe.producer)
     if not (callable(shards) or isinstance(shards, Mapping)):
         raise TypeError(f"shards must be a mapping name -> Shard or a callable, not {type(shards).__name__}")
-    selected = _select(recipe, names)
+    selected = select_entries(recipe, names)
     if isinstance(shards, Mapping):
         unknown = sorted(set(shards) - {e.name for e in selected})
         if unknown:
             raise ReplayError(f"a shard is requested for `{unknown[0]}`, which is not a tensor this replay yields")
-    requests = {e.name: _shard_of(shards, e) for e in selected}
+    requests = {e.name: shard_box(shards, e) for e in selected}
     _precheck_work(recipe, selected, max_work)
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
@@ -360,7 +363,7 @@ def prepare_replay(
     recipe = _as_recipe(recipe)
     check_torch_version(recipe.rng, recipe.producer)
     device = torch.device(device)
-    selected = _select(recipe, names)
+    selected = select_entries(recipe, names)
     by_value: dict[int, list[TensorEntry]] = {}
     for entry in selected:
         by_value.setdefault(entry.value, []).append(entry)
