@@ -11,6 +11,10 @@ Example:
 __version__ = "0.2.0"
 
 from .errors import (  # noqa: E402
+    CheckpointError,
+    MemoryLimitError,
+    OutputExistsError,
+    OutputWriteError,
     RecipeError,
     RecipeFormatError,
     RecipeIntegrityError,
@@ -22,13 +26,13 @@ from .errors import (  # noqa: E402
     UninitializedWarning,
     UnsupportedVersionError,
     UnverifiedTorchWarning,
+    WorkLimitError,
 )
 from .recipe import Recipe, TensorEntry, load  # noqa: E402
 from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
 from .sharding import Box, Shard  # noqa: E402
 from .convert import to_safetensors  # noqa: E402
 from .diff import RecipeDiff, diff  # noqa: E402
-from .work import WorkLimitError  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,10 +74,14 @@ __all__ = [
     "UnsupportedVersionError",
     "RecipeIntegrityError",
     "ResourceLimitError",
+    "MemoryLimitError",
     "WorkLimitError",
     "RecordError",
     "ReplayError",
     "SettingError",
+    "CheckpointError",
+    "OutputExistsError",
+    "OutputWriteError",
     "RecipeWarning",
     "UninitializedWarning",
     "UnverifiedTorchWarning",

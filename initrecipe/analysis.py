@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from .errors import RecipeError, RecipeFormatError, ResourceLimitError
+from .errors import MemoryLimitError, RecipeError, RecipeFormatError, ResourceLimitError
 from . import ops as _ops_module
 from .ops import OpInfo, op_info
 from .portable import SUBSTITUTED_OPERATORS, check_draw, check_substitute, draws_from_generator, portable_key_of
@@ -262,10 +262,6 @@ def _infer_facts(
 
 
 _MAX_SIZE = 2**63 - 1
-
-
-class MemoryLimitError(ResourceLimitError):
-    """The memory a program allocates is over ``max_bytes`` (raised by :func:`infer_facts`)."""
 
 
 class _Budget:

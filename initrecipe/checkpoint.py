@@ -24,10 +24,10 @@ from typing import IO, Any, Iterator
 
 import torch
 
-from .errors import RecipeError
+from .errors import CheckpointError
 from .safetensors_stream import SAFETENSORS_DTYPES
 
-__all__ = ["CheckpointError", "StoredTensor", "Checkpoint", "open_checkpoint", "looks_like_checkpoint"]
+__all__ = ["StoredTensor", "Checkpoint", "open_checkpoint", "looks_like_checkpoint"]
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -37,10 +37,6 @@ MAX_INDEX_BYTES = 100 << 20
 _MAX_DIMS = 64
 
 _DTYPES = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
-
-
-class CheckpointError(RecipeError, ValueError):
-    """A safetensors checkpoint cannot be read (missing, damaged, or not a checkpoint)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import RecipeError
+from .errors import OutputWriteError, RecipeError
 
 __all__ = ["main"]
 
@@ -78,11 +78,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
+    from .convert import replay_to_file
     from .recipe import load
-    from .replay import replay
-    import torch
-
-    from .safetensors_stream import save_file
 
     recipe = load(args.recipe)
     _check_output_file(args.output)
@@ -93,23 +90,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         rank, world = _parse_shard(args.shard)
         shards = lambda name, shape: Shard.of(shape[0], rank, world) if shape else None  # noqa: E731
     start = time.perf_counter()
-    weights = replay(recipe, device=args.device, names=args.names.split(",") if args.names else None, shards=shards,
-                     max_work=args.max_work)
-    elapsed = time.perf_counter() - start
-    tensors: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, tensor in weights.items():
-        if id(tensor) not in seen:  # tied names: stored once, under the first name
-            seen.add(id(tensor))
-            tensors[name] = tensor.detach()
-    path = save_file(args.output, tensors, {"format": "pt", "initrecipe.hash": recipe.content_hash})
-    print(f"replayed {len(tensors)} tensors in {elapsed:.2f} s into {path}", file=sys.stderr)
+    path, count = replay_to_file(recipe, args.output, device=args.device,
+                                 names=args.names.split(",") if args.names else None, shards=shards,
+                                 max_work=args.max_work)
+    print(f"replayed {count} tensors into {path} in {time.perf_counter() - start:.2f} s", file=sys.stderr)
     return 0
 
 
 def _check_output_file(path: str) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder, or in a missing folder."""
-    from .output_files import OutputWriteError, refuse_folder_at
+    from .output_files import refuse_folder_at
 
     target = Path(path)
     refuse_folder_at(target)
@@ -284,7 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="recipe file to write")
     p.set_defaults(run=_cmd_record)
 
-    p = sub.add_parser("replay", help="replay a recipe into one safetensors file")
+    p = sub.add_parser(
+        "replay", help="replay a recipe into one safetensors file",
+        description="Replay a recipe into one safetensors file, streaming (each tensor is written as soon as it "
+                    "is final). The file holds what initrecipe.replay() returns: every parameter and buffer, "
+                    "non-persistent buffers included, each tie once under its first name; `convert` writes a "
+                    "state_dict-style checkpoint instead (no non-persistent buffers). Metadata: format=pt, "
+                    "initrecipe.content_hash, initrecipe.version.",
+    )
     p.add_argument("recipe")
     p.add_argument("--device", default="cpu")
     p.add_argument("--names", metavar="N1,N2,...", help="replay only these tensors (comma-separated names)")

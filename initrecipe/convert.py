@@ -1,4 +1,6 @@
-"""Turn a recipe into a Hugging Face style safetensors checkpoint folder, streaming.
+"""Turn a recipe into safetensors files, streaming: a Hugging Face style checkpoint folder
+(:func:`to_safetensors`, ``initrecipe convert``) or one file of what :func:`initrecipe.replay`
+returns (:func:`replay_to_file`, ``initrecipe replay -o``).  Both go through the same writer.
 
 The folder looks like what ``transformers``' ``save_pretrained`` writes: ``model.safetensors``,
 or ``model-00001-of-0000N.safetensors`` shards and ``model.safetensors.index.json`` when the
@@ -9,6 +11,13 @@ Shapes and dtypes are known before any tensor exists, so every file's header, an
 tensor's place in it, is fixed up front; tensors are replayed one at a time and written straight
 to their offsets.  Peak memory stays near the largest tensor (twice it with a dtype cast), not
 the model.
+
+Which tensors each writes: :func:`to_safetensors` what ``model.state_dict()`` holds (non-persistent
+buffers left out, each tie once under its first persistent name), so ``from_pretrained`` loads it;
+:func:`replay_to_file` every tensor :func:`initrecipe.replay` returns for the same ``names`` and
+``shards`` (non-persistent buffers included, each tie once under its first name).  Both write the
+metadata ``format: pt``, ``initrecipe.content_hash`` (the recipe's content hash) and
+``initrecipe.version``.
 """
 
 from __future__ import annotations
@@ -20,15 +29,13 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 
 from . import __version__, hugepages
-from .errors import RecipeError, ReplayError
+from .errors import OutputExistsError, RecipeError, ReplayError
 from .output_files import (
-    OutputExistsError,
-    OutputWriteError,
     deferred_signals,
     fsync_dir,
     output_error,
@@ -37,16 +44,18 @@ from .output_files import (
     write_temp,
 )
 from .recipe import Recipe, TensorEntry, load
-from .replay import iter_replay
+from .replay import NameFilter, iter_replay, select_entries, shard_box
 from .safetensors_stream import SAFETENSORS_DTYPES, StreamingSafetensorsWriter, TensorSpec, plan_layout
+from .sharding import Box, ShardRequest
 
 __all__ = [
     "to_safetensors",
+    "replay_to_file",
+    "file_metadata",
+    "METADATA_HASH_KEY",
     "plan_shards",
     "parse_size",
     "parse_dtype",
-    "OutputExistsError",
-    "OutputWriteError",
     "WEIGHTS_NAME",
     "WEIGHTS_INDEX_NAME",
     "CONFIG_NAME",
@@ -58,6 +67,15 @@ CONFIG_NAME = "config.json"
 _SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
+
+METADATA_HASH_KEY = "initrecipe.content_hash"
+"""The safetensors metadata key holding the recipe's content hash (0.2.0's ``replay -o`` wrote
+``initrecipe.hash``; initrecipe's readers ignore file metadata, so files with either key read alike)."""
+
+
+def file_metadata(recipe: Recipe) -> dict[str, str]:
+    """The ``__metadata__`` of every safetensors file initrecipe writes."""
+    return {"format": "pt", METADATA_HASH_KEY: recipe.content_hash, "initrecipe.version": __version__}
 
 
 # --------------------------------------------------------------------------- parsing helpers
@@ -294,6 +312,122 @@ def _return_freed_memory_to_the_os() -> None:
         pass
 
 
+def _stream(stream: Iterable[tuple[list[TensorEntry], torch.Tensor]],
+            place: Callable[[list[TensorEntry]], tuple[StreamingSafetensorsWriter, TensorSpec]],
+            writers: Iterable[StreamingSafetensorsWriter],
+            on_bytes: Callable[[int], None] | None = None,
+            on_tensor: Callable[[int], None] | None = None) -> int:
+    """Write each replayed tensor where ``place`` says (cast to its planned dtype); the count written.
+
+    One tensor is written on a background thread while the replay builds the next one: at most
+    two tensors are held at a time, and disk writes overlap generation.  On any exception (a
+    signal included) every writer is aborted, which stops the write in flight within one chunk.
+    """
+    done = 0
+    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write")
+    try:
+        writing: Future[None] | None = None
+        for entries, tensor in stream:
+            writer, spec = place(entries)
+            if tensor.dtype != spec.dtype:
+                tensor = _converted(tensor, spec.dtype)
+            if writing is not None:
+                writing.result()
+            writing = io.submit(_write_one, writer, spec.name, tensor, on_bytes)
+            del tensor
+            done += 1
+            if on_tensor is not None:
+                on_tensor(done)
+        if writing is not None:
+            writing.result()
+    except BaseException:
+        # Stop the write in flight (within one chunk) before waiting for the thread.
+        for writer in writers:
+            writer.abort()
+        raise
+    finally:
+        io.shutdown(wait=True)
+    return done
+
+
+def _replayed_tensors(recipe: Recipe, names: NameFilter, shards: ShardRequest) -> dict[str, TensorSpec]:
+    """What :func:`initrecipe.replay` returns for ``names`` and ``shards``, as files store it: each
+    distinct tensor (a value, or a value's block) once, under its first name in recipe order.
+    Maps every selected name to the spec of the tensor stored for it."""
+    where: dict[str, TensorSpec] = {}
+    first: dict[tuple[int, Box | None], TensorSpec] = {}
+    for entry in select_entries(recipe, names):
+        box = shard_box(shards, entry) if shards is not None else None
+        if entry.dtype not in SAFETENSORS_DTYPES:
+            raise RecipeError(f"`{entry.name}` has dtype {entry.dtype}, which safetensors cannot store")
+        shape = box.shape(entry.shape) if box is not None else entry.shape
+        where[entry.name] = first.setdefault((entry.value, box), TensorSpec(entry.name, entry.dtype, shape))
+    return where
+
+
+def replay_to_file(
+    recipe: RecipeSource,
+    path: str | os.PathLike,
+    *,
+    names: NameFilter = None,
+    shards: ShardRequest = None,
+    device: str | torch.device = "cpu",
+    max_work: float | None = None,
+) -> tuple[Path, int]:
+    """Replay a recipe straight into one safetensors file, one tensor at a time (``initrecipe replay -o``).
+
+    The file holds what :func:`initrecipe.replay` returns for the same ``names`` and ``shards``,
+    non-persistent buffers included (use :func:`to_safetensors` for a ``state_dict``-style
+    checkpoint); tied names are stored once, under the first.  Tensors are written as soon as
+    each is final, so peak memory stays near the largest tensor, not the file.  ``path`` keeps
+    its old content (or nothing) until the new file is complete; a symbolic link there is
+    replaced, not written through.
+
+    Returns:
+        The path written and the number of tensors stored in it.
+
+    Raises:
+        OutputWriteError: ``path`` is a folder, its folder does not exist, the disk is full, ...
+            (nothing is left under ``path``'s name; the temporary file is removed).
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load(recipe)
+    path = Path(path)
+    if names is not None and not callable(names) and not isinstance(names, str):
+        names = list(names)  # read twice below: by the replay and by the file's plan
+    # Check and plan the replay (names, shards, memory, work) before anything is created on disk.
+    stream = iter_replay(recipe, device=device, names=names, shards=shards, draw_in_place=False, max_work=max_work)
+    where = _replayed_tensors(recipe, names, shards)
+    stored = list({id(spec): spec for spec in where.values()}.values())
+    layout = plan_layout(stored, file_metadata(recipe))
+    refuse_folder_at(path)
+    _return_freed_memory_to_the_os()
+    writer: StreamingSafetensorsWriter | None = None
+    try:
+        writer = StreamingSafetensorsWriter(path, layout)
+        out = writer
+
+        def place(entries: list[TensorEntry]) -> tuple[StreamingSafetensorsWriter, TensorSpec]:
+            spec = where.get(entries[0].name)
+            if spec is None:  # pragma: no cover - iter_replay yields only what was asked for
+                raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
+            return out, spec
+
+        done = _stream(stream, place, [writer])
+        if done != len(stored):
+            raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
+        with deferred_signals():
+            writer.commit()
+    except BaseException as exc:
+        if writer is not None:
+            writer.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, RecipeError):
+            raise output_error(exc, path, layout.file_size) from None
+        raise
+    fsync_dir(path.parent)
+    return path, len(stored)
+
+
 def to_safetensors(
     recipe: RecipeSource,
     out_dir: str | os.PathLike,
@@ -355,11 +489,7 @@ def to_safetensors(
     stored = _stored_tensors(recipe, cast)
     plan = plan_shards(stored, shard_limit)
     by_value = {s.value: s for s in stored}
-    metadata = {
-        "format": "pt",
-        "initrecipe.content_hash": recipe.content_hash,
-        "initrecipe.version": __version__,
-    }
+    metadata = file_metadata(recipe)
     specs = {s.name: s.spec for s in stored}
     layouts = {fname: plan_layout([specs[n] for n in names], metadata) for fname, names in plan.files.items()}
     needed = sum(layout.file_size for layout in layouts.values())
@@ -391,36 +521,18 @@ def to_safetensors(
         for fname, layout in layouts.items():
             writers[fname] = StreamingSafetensorsWriter(out_dir / fname, layout)
         bar = _progress_bar(progress, plan.total_size, len(stored))
-        on_bytes = bar.update if bar is not None else None
-        done = 0
-        # One tensor is written on a background thread while the replay builds the next one: at
-        # most two tensors are held at a time, and disk writes overlap generation.
-        io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write")
-        try:
-            writing: Future[None] | None = None
-            for entries, tensor in stream:
-                target = by_value.get(entries[0].value)
-                if target is None:  # pragma: no cover - iter_replay yields only what was asked for
-                    raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
-                if tensor.dtype != target.spec.dtype:
-                    tensor = _converted(tensor, target.spec.dtype)
-                if writing is not None:
-                    writing.result()
-                writer = writers[plan.weight_map[target.name]]
-                writing = io.submit(_write_one, writer, target.name, tensor, on_bytes)
-                del tensor
-                done += 1
-                if bar is not None:
-                    bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
-            if writing is not None:
-                writing.result()
-        except BaseException:
-            # Stop the write in flight (within one chunk) before waiting for the thread.
-            for writer in writers.values():
-                writer.abort()
-            raise
-        finally:
-            io.shutdown(wait=True)
+
+        def place(entries: list[TensorEntry]) -> tuple[StreamingSafetensorsWriter, TensorSpec]:
+            target = by_value.get(entries[0].value)
+            if target is None:  # pragma: no cover - iter_replay yields only what was asked for
+                raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
+            return writers[plan.weight_map[target.name]], target.spec
+
+        def counted(done: int) -> None:
+            if bar is not None:
+                bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
+
+        done = _stream(stream, place, writers.values(), bar.update if bar is not None else None, counted)
         if done != len(stored):
             raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
         # Everything from here on is short; a signal waits until the folder is consistent:

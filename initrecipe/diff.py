@@ -855,7 +855,7 @@ def diff(
 
     Raises:
         RecipeError: an input cannot be read (missing, damaged, hostile, not a recipe or
-            checkpoint); :class:`~initrecipe.checkpoint.CheckpointError` for checkpoints.
+            checkpoint); :class:`~initrecipe.CheckpointError` for checkpoints.
 
     Example:
         >>> import initrecipe, torch

@@ -7,18 +7,27 @@ turns them all into errors.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for an annotation only: this module imports nothing of initrecipe's at run time
+    from .work import WorkEstimate
+
 __all__ = [
     "RecipeError",
     "RecipeFormatError",
     "UnsupportedVersionError",
     "RecipeIntegrityError",
     "ResourceLimitError",
+    "MemoryLimitError",
+    "WorkLimitError",
     "RecordError",
     "ReplayError",
+    "SettingError",
+    "CheckpointError",
+    "OutputExistsError",
+    "OutputWriteError",
     "RecipeWarning",
     "UninitializedWarning",
     "UnverifiedTorchWarning",
-    "SettingError",
 ]
 
 
@@ -42,12 +51,39 @@ class ResourceLimitError(RecipeError, MemoryError):
     """Replaying the recipe would exceed a configured resource limit."""
 
 
+class MemoryLimitError(ResourceLimitError):
+    """The memory a program allocates is over ``max_bytes`` (raised by :func:`initrecipe.analysis.infer_facts`)."""
+
+
+class WorkLimitError(ResourceLimitError):
+    """Replaying the recipe would take more work than its budget (``max_work``) allows."""
+
+    estimate: "WorkEstimate"
+
+
 class RecordError(RecipeError, RuntimeError):
     """The model constructor did something the recorder cannot capture faithfully."""
 
 
 class ReplayError(RecipeError, RuntimeError):
     """Executing a recipe failed or diverged from what was recorded."""
+
+
+class SettingError(RecipeError, ValueError):
+    """An environment variable that configures initrecipe (``INITRECIPE_KERNEL_PATH``,
+    ``INITRECIPE_HUGE_PAGES``) has a value this process cannot use."""
+
+
+class CheckpointError(RecipeError, ValueError):
+    """A safetensors checkpoint cannot be read (missing, damaged, or not a checkpoint)."""
+
+
+class OutputExistsError(RecipeError, FileExistsError):
+    """The output folder already holds a checkpoint and overwriting was not asked for."""
+
+
+class OutputWriteError(RecipeError, OSError):
+    """Writing the output failed: disk full, no permission, read-only file system, ..."""
 
 
 class RecipeWarning(UserWarning):
@@ -65,7 +101,3 @@ class UnverifiedTorchWarning(RecipeWarning):
     random kernels initrecipe has not verified against ``schema/TORCH_RNG.md``; the weights equal
     that torch's eager construction only if its kernels draw as the verified releases do."""
 
-
-class SettingError(RecipeError, ValueError):
-    """An environment variable that configures initrecipe (``INITRECIPE_KERNEL_PATH``) has a value
-    this process cannot use."""

@@ -24,11 +24,9 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-from .errors import RecipeError
+from .errors import OutputWriteError
 
 __all__ = [
-    "OutputExistsError",
-    "OutputWriteError",
     "deferred_signals",
     "temp_path_for",
     "create_temp",
@@ -39,14 +37,6 @@ __all__ = [
     "fsync_dir",
     "output_error",
 ]
-
-
-class OutputExistsError(RecipeError, FileExistsError):
-    """The output folder already holds a checkpoint and overwriting was not asked for."""
-
-
-class OutputWriteError(RecipeError, OSError):
-    """Writing the output failed: disk full, no permission, read-only file system, ..."""
 
 
 _DEFERRED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))

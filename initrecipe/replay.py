@@ -11,7 +11,6 @@ import torch
 from .analysis import (
     Action,
     is_rng_instruction,
-    MemoryLimitError,
     ProgramFacts,
     call_refs,
     format_bytes,
@@ -19,7 +18,7 @@ from .analysis import (
     plan_execution,
     repeat_interleave_output_size,
 )
-from .errors import RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
+from .errors import MemoryLimitError, RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
 from .gcpause import gc_paused, pausing_gc
 from . import cpu_generator
 from .generator_positions import modelled_draws
@@ -31,7 +30,8 @@ from .sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_sl
 from .torch_versions import check_torch_version
 from .work import CHECK_SECONDS, WorkEstimate, cost_seconds, estimate, portable_rate, refuse, work_budget
 
-__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "RecipeSource", "NameFilter"]
+__all__ = ["replay", "iter_replay", "available_memory", "sliceable", "sliceable_names", "select_entries", "shard_box",
+           "RecipeSource", "NameFilter"]
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
 NameFilter = Union[Iterable[str], Callable[[str], bool], None]
@@ -44,7 +44,8 @@ def _as_recipe(recipe: RecipeSource) -> Recipe:
     return load(recipe)
 
 
-def _select(recipe: Recipe, names: NameFilter) -> list[TensorEntry]:
+def select_entries(recipe: Recipe, names: NameFilter) -> list[TensorEntry]:
+    """The entries ``names`` selects, in recipe order; :class:`ReplayError` for a listed name the recipe lacks."""
     if names is None:
         return list(recipe.tensors)
     if callable(names):
@@ -148,7 +149,7 @@ def iter_replay(
             Box | None``.  A slice equals the same slice of the
             whole tensor.  In ``portable`` recipes a tensor with an elementwise program (see
             :func:`sliceable`) is generated slice-only; otherwise the whole tensor is built first.
-        max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
+        max_work: refuse (:class:`~initrecipe.WorkLimitError`, before allocating anything) a
             replay estimated at more than this many seconds of work on the reference CPU
             (:mod:`initrecipe.work`).  Default: a minute, plus 0.1 µs per element of the tensors
             it returns; ``math.inf`` for no limit.
@@ -170,7 +171,8 @@ def iter_replay(
     return _run_plan(plan)
 
 
-def _shard_of(shards: ShardRequest, entry: TensorEntry) -> Box | None:
+def shard_box(shards: ShardRequest, entry: TensorEntry) -> Box | None:
+    """The block of ``entry`` that ``shards`` requests (``None``: the whole tensor), checked against its shape."""
     shard = shards(entry.name, entry.shape) if callable(shards) else shards.get(entry.name)  # type: ignore[union-attr]
     if shard is None:
         return None
@@ -216,12 +218,12 @@ def _iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_b
     check_torch_version(recipe.rng, recipe.producer)
     if not (callable(shards) or isinstance(shards, Mapping)):
         raise TypeError(f"shards must be a mapping name -> Shard or a callable, not {type(shards).__name__}")
-    selected = _select(recipe, names)
+    selected = select_entries(recipe, names)
     if isinstance(shards, Mapping):
         unknown = sorted(set(shards) - {e.name for e in selected})
         if unknown:
             raise ReplayError(f"a shard is requested for `{unknown[0]}`, which is not a tensor this replay yields")
-    requests = {e.name: _shard_of(shards, e) for e in selected}
+    requests = {e.name: shard_box(shards, e) for e in selected}
     _precheck_work(recipe, selected, max_work)
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
@@ -260,7 +262,7 @@ def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.devic
                         sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict,
                         whole_plan: "ReplayPlan | None", max_work: float | None) -> WorkEstimate:
     """The work of a sharded replay: each slice's share of its tensor's program, and the tensors
-    built whole; :class:`~initrecipe.work.WorkLimitError` when over the budget."""
+    built whole; :class:`~initrecipe.WorkLimitError` when over the budget."""
     program_seconds: dict[int, float] = {}  # id of a slice plan -> reference seconds of its whole program
     sliced_seconds = 0.0
     elements = 0
@@ -361,7 +363,7 @@ def prepare_replay(
     recipe = _as_recipe(recipe)
     check_torch_version(recipe.rng, recipe.producer)
     device = torch.device(device)
-    selected = _select(recipe, names)
+    selected = select_entries(recipe, names)
     by_value: dict[int, list[TensorEntry]] = {}
     for entry in selected:
         by_value.setdefault(entry.value, []).append(entry)
@@ -643,7 +645,7 @@ def replay(
             (``MemAvailable`` from ``/proc/meminfo``; for a CUDA ``device`` the tensors must also
             fit the free memory ``torch.cuda.mem_get_info`` reports).
         shards: only a slice of some tensors (see :func:`iter_replay`); not with ``into``.
-        max_work: refuse (:class:`~initrecipe.work.WorkLimitError`, before allocating anything) a
+        max_work: refuse (:class:`~initrecipe.WorkLimitError`, before allocating anything) a
             replay estimated at more than this many seconds of work on the reference CPU.
             Default: a minute, plus 0.1 µs per element of the tensors it returns (see
             :mod:`initrecipe.work`); ``math.inf`` for no limit.

@@ -32,14 +32,11 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from .errors import RecipeError
+from .errors import OutputWriteError, RecipeError
 from .output_files import (
-    OutputWriteError,
     create_temp,
     deferred_signals,
     fsync_dir,
-    output_error,
-    refuse_folder_at,
     remove_quietly,
     temp_path_for,
 )
@@ -50,7 +47,6 @@ __all__ = [
     "Layout",
     "plan_layout",
     "StreamingSafetensorsWriter",
-    "save_file",
     "temp_path_for",
     "fsync_dir",
 ]
@@ -322,32 +318,3 @@ class StreamingSafetensorsWriter:
             remove_quietly(self.tmp)
             self.tmp = None
 
-
-def save_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``tensors`` into one safetensors file atomically (as ``safetensors.torch.save_file``
-    lays it out, but streaming each tensor to its offset, and without needing numpy).
-
-    ``path`` holds its old content (or nothing) until the new file is complete; a symbolic link
-    at ``path`` is replaced, not written through.  Tensor names go into the header only.
-
-    Raises:
-        OutputWriteError: ``path`` is a folder, its folder does not exist, the disk is full, ...
-    """
-    path = Path(path)
-    layout = plan_layout([TensorSpec(n, t.dtype, tuple(t.shape)) for n, t in tensors.items()], metadata)
-    writer: StreamingSafetensorsWriter | None = None
-    try:
-        refuse_folder_at(path)
-        writer = StreamingSafetensorsWriter(path, layout)
-        for name, tensor in tensors.items():
-            writer.write(name, tensor)
-        with deferred_signals():
-            writer.commit()
-    except BaseException as exc:
-        if writer is not None:
-            writer.abort()
-        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
-            raise output_error(exc, path) from None
-        raise
-    fsync_dir(path.parent)
-    return path

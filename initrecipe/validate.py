@@ -37,13 +37,13 @@ from dataclasses import dataclass, field
 import torch
 
 from .describe import Uninitialized, uninitialized_tensors
-from .errors import RecipeError
+from .errors import RecipeError, WorkLimitError
 from .gcpause import pausing_gc
 from .interpreter import state_tensor
 from .lineage import analyse
 from .program import RngSetState
 from .recipe import Recipe, Source, load
-from .work import WorkEstimate, WorkLimitError
+from .work import WorkEstimate
 
 __all__ = ["check", "check_report", "CheckReport"]
 

@@ -38,11 +38,10 @@ from typing import Any, Iterable
 
 import torch
 
-from .errors import ResourceLimitError
+from .errors import WorkLimitError
 from .program import Call
 
 __all__ = [
-    "WorkLimitError",
     "WorkEstimate",
     "Cost",
     "DEFAULT_MAX_WORK",
@@ -53,12 +52,6 @@ __all__ = [
     "work_budget",
     "format_seconds",
 ]
-
-
-class WorkLimitError(ResourceLimitError):
-    """Replaying the recipe would take more work than its budget (``max_work``) allows."""
-
-    estimate: "WorkEstimate"
 
 
 # --------------------------------------------------------------------------- the budget

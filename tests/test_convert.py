@@ -15,14 +15,9 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 import initrecipe
-from initrecipe import safetensors_stream
+from initrecipe import OutputExistsError, OutputWriteError, safetensors_stream
 from initrecipe.cli import main
-from initrecipe.convert import (
-    OutputExistsError,
-    OutputWriteError,
-    parse_size,
-    to_safetensors,
-)
+from initrecipe.convert import parse_size, to_safetensors
 
 
 class Small(nn.Module):

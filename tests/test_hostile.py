@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 import initrecipe
+from initrecipe import WorkLimitError
 from initrecipe import recipe as recipe_mod
 from initrecipe.cli import main as cli_main
 from initrecipe.program import Call, GenRef, Literal, Ref
 from initrecipe.recipe import Recipe, TensorEntry
 from initrecipe.validate import check
-from initrecipe.work import WorkLimitError
 
 KEYS = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 MiB = 1 << 20

@@ -34,9 +34,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 import initrecipe
-from initrecipe import output_files, safetensors_stream
+from initrecipe import OutputExistsError, OutputWriteError, output_files, safetensors_stream
 from initrecipe.cli import main
-from initrecipe.convert import OutputExistsError, OutputWriteError, to_safetensors
+from initrecipe.convert import to_safetensors
 from initrecipe.recipe import compute_hash
 
 
