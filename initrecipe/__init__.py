@@ -10,6 +10,7 @@ Example:
 
 __version__ = "0.2.0"
 
+from . import errors  # noqa: E402
 from .errors import (  # noqa: E402
     CheckpointError,
     MemoryLimitError,
@@ -37,14 +38,14 @@ from .diff import RecipeDiff, diff  # noqa: E402
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .distributed import distribute, materialize
-    from .findings import record
+    from .recorder import record
 
 
 def __getattr__(name: str):
     # The recorder (and torch's fake-tensor machinery) loads only when used: a machine that only
     # replays recipes never imports it.  Likewise torch.distributed for `materialize`/`distribute`.
     if name == "record":
-        from .findings import record
+        from .recorder import record
 
         return record
     if name in ("materialize", "distribute"):
@@ -69,21 +70,6 @@ __all__ = [
     "load",
     "Recipe",
     "TensorEntry",
-    "RecipeError",
-    "RecipeFormatError",
-    "UnsupportedVersionError",
-    "RecipeIntegrityError",
-    "ResourceLimitError",
-    "MemoryLimitError",
-    "WorkLimitError",
-    "RecordError",
-    "ReplayError",
-    "SettingError",
-    "CheckpointError",
-    "OutputExistsError",
-    "OutputWriteError",
-    "RecipeWarning",
-    "UninitializedWarning",
-    "UnverifiedTorchWarning",
     "__version__",
+    *errors.__all__,  # the whole error and warning tree
 ]

@@ -178,6 +178,7 @@ def recipe_defaults() -> Iterator[None]:
         torch.set_default_dtype(dtype)
 
 
+@recipe_defaults()
 def infer_facts(
     program: list[Instruction],
     generators: int,
@@ -205,19 +206,6 @@ def infer_facts(
     The facts include each instruction's cost (``facts.costs``, see :mod:`initrecipe.work`), from
     which a replay estimates its work before it runs.
     """
-    with recipe_defaults():
-        return _infer_facts(program, generators, max_bytes=max_bytes, names=names, rng=rng)
-
-
-def _infer_facts(
-    program: list[Instruction],
-    generators: int,
-    *,
-    max_bytes: int | None = None,
-    names: dict[int, str] | None = None,
-    rng: str = "torch",
-) -> ProgramFacts:
-    """:func:`infer_facts` under the defaults recipes are specified with."""
     facts = ProgramFacts()
     env: dict[int, torch.Tensor] = {}
     storages: dict[int, int] = {}  # StorageImpl address -> storage id (env keeps every storage alive)

@@ -14,11 +14,12 @@ import json
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import OutputWriteError, RecipeError
+from .errors import OutputWriteError, RecipeError, UninitializedWarning
 
 __all__ = ["main"]
 
@@ -62,7 +63,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
         raise SystemExit("initrecipe: error: give PKG.MODULE:CALLABLE or --hf-config CONFIG_JSON")
     _check_output_file(args.output)
     start = time.perf_counter()
-    recipe = record(model_fn, seed=args.seed, rng=args.rng)  # type: ignore[arg-type]
+    with warnings.catch_warnings():  # reported below as one line naming the saved file
+        warnings.simplefilter("ignore", UninitializedWarning)
+        recipe = record(model_fn, seed=args.seed, rng=args.rng)  # type: ignore[arg-type]
     path = recipe.save(args.output)
     size = path.stat().st_size
     print(

@@ -1,10 +1,10 @@
-"""Uninitialized tensors as findings of ``record``: :func:`record` warns about them.
+"""Uninitialized tensors as findings of ``record``: the one sentence that reports them.
 
 A constructor that allocates a tensor with ``torch.empty`` (or a meta-device flow whose
 ``to_empty`` storage no ``reset_parameters``/``init_weights`` writes) gives that tensor whatever
 memory holds, in eager and in replay alike: the recipe is faithful, the model is probably not what
 its author meant.  :func:`initrecipe.describe.uninitialized_tensors` decides which tensors are
-affected (fully or partly); this module turns the decision into the
+affected (fully or partly); this module words the decision for the
 :class:`~initrecipe.errors.UninitializedWarning` that ``initrecipe.record`` issues and the line
 ``initrecipe record`` prints.  ``initrecipe check`` lists each tensor (``--strict``: exit 1), and
 ``initrecipe diff`` reports tensors that become uninitialized.
@@ -12,17 +12,10 @@ affected (fully or partly); this module turns the decision into the
 
 from __future__ import annotations
 
-import warnings
-from typing import Callable
-
-import torch
-
 from .describe import Uninitialized
 from .display import count_text, safe
-from .errors import UninitializedWarning
-from .recipe import Recipe
 
-__all__ = ["record", "uninitialized_message"]
+__all__ = ["uninitialized_message"]
 
 _SHOWN = 3  # names a message lists before "and N more"
 
@@ -50,34 +43,3 @@ def uninitialized_message(
             f"{its} values, so eager gives {it} whatever memory holds and so does replay; initialize {it} in the "
             f"constructor or with init_weights ({listed})")
 
-
-def record(
-    model_fn: Callable[[], torch.nn.Module],
-    *,
-    seed: int | None = None,
-    rng: str = "torch",
-    sync_rng: bool = True,
-) -> Recipe:
-    """Record ``model_fn`` (:func:`initrecipe.recorder.record`: every argument, the guarantee and
-    the errors are its), then report the tensors it leaves uninitialized.
-
-    Warns:
-        UninitializedWarning: some tensors are (fully or partly) written by no instruction, so
-            eager and replay give them whatever memory holds; the message names the first few and
-            counts the rest, ``recipe.uninitialized_names`` lists them all.  Silence it with
-            ``warnings.simplefilter("ignore", initrecipe.UninitializedWarning)`` where that is
-            intended (the weights are loaded later).
-
-    Example:
-        >>> import initrecipe, torch
-        >>> recipe = initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0)   # no warning
-        >>> recipe.uninitialized_names
-        []
-    """
-    from .recorder import record as record_program
-
-    recipe = record_program(model_fn, seed=seed, rng=rng, sync_rng=sync_rng)
-    found = recipe.uninitialized
-    if found:
-        warnings.warn(uninitialized_message(found), UninitializedWarning, stacklevel=2)
-    return recipe

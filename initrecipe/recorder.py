@@ -8,6 +8,7 @@ import functools
 import os
 import sys
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -25,7 +26,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from .analysis import (
     Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, random_bounds_problem, read_storages,
 )
-from .errors import RecordError
+from .errors import RecordError, UninitializedWarning
+from .findings import uninitialized_message
 from .interpreter import PortableContext, execute
 from .ops import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable,
                   generator_overload, op_info)
@@ -1199,6 +1201,13 @@ def record(
     Raises:
         RecordError: the constructor did something initrecipe cannot capture faithfully.
 
+    Warns:
+        UninitializedWarning: some tensors are (fully or partly) written by no instruction, so
+            eager and replay give them whatever memory holds; the message names the first few and
+            counts the rest, ``recipe.uninitialized_names`` lists them all.  Silence it with
+            ``warnings.simplefilter("ignore", initrecipe.UninitializedWarning)`` where that is
+            intended (the weights are loaded later).
+
     Example:
         >>> import initrecipe, torch
         >>> recipe = initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0)
@@ -1227,6 +1236,9 @@ def record(
         before.apply()  # a failed recording changes nothing
         raise
     left.apply()  # as `model_fn()` left them, as eager leaves them
+    found = recipe.uninitialized
+    if found:
+        warnings.warn(uninitialized_message(found), UninitializedWarning, stacklevel=2)
     return recipe
 
 

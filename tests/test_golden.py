@@ -138,6 +138,12 @@ def test_portable_golden_replays_to_the_pinned_bits(path: str, monkeypatch: pyte
     """The bits of a portable recipe are pinned across torch versions (this file was written under
     torch 2.13.0 and checked under 2.14.1 with tools/make_portable_golden.py --check), thread counts
     and the CPU kernel vs the device-generic torch-op path that accelerators run."""
+    _assert_replays_to(PORTABLE, PORTABLE_EXPECTED, path, monkeypatch)
+
+
+def _assert_replays_to(recipe: Path, expected: dict, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``recipe`` replays to ``expected``'s per-tensor hashes on 1 and 2 threads, through the C
+    kernel (``path="kernel"``) or the torch-op path (``"reference"``)."""
     import initrecipe.samplers as samplers
 
     if path == "reference":
@@ -148,8 +154,8 @@ def test_portable_golden_replays_to_the_pinned_bits(path: str, monkeypatch: pyte
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            got = _portable_hashes(initrecipe.replay(initrecipe.load(PORTABLE)))
-            assert got == PORTABLE_EXPECTED["tensors"], f"{path}, {count} threads"
+            got = _portable_hashes(initrecipe.replay(initrecipe.load(recipe)))
+            assert got == expected["tensors"], f"{path}, {count} threads"
     finally:
         torch.set_num_threads(threads)
 
@@ -181,18 +187,7 @@ def test_portable_1_2_golden_is_the_committed_file() -> None:
 def test_portable_1_2_golden_replays_to_the_pinned_bits(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Written under torch 2.13.0, checked under 2.14.1 and 2.15.0 (tools/make_portable_golden.py
     --format 1.2 --check); 1 and 2 threads; the C kernel and the torch-op path."""
-    import initrecipe.samplers as samplers
-
-    if path == "reference":
-        monkeypatch.setattr(samplers, "_kernel", None)
-    threads = torch.get_num_threads()
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            got = _portable_hashes(initrecipe.replay(initrecipe.load(PORTABLE_12)))
-            assert got == PORTABLE_12_EXPECTED["tensors"], f"{path}, {count} threads"
-    finally:
-        torch.set_num_threads(threads)
+    _assert_replays_to(PORTABLE_12, PORTABLE_12_EXPECTED, path, monkeypatch)
 
 
 def test_portable_1_2_golden_is_schema_valid_and_a_1_1_label_is_refused() -> None:

@@ -1,6 +1,6 @@
 """What reporting uninitialized tensors adds to ``initrecipe.record``: the time of
-``recipe.uninitialized`` (shape propagation on meta, live programs, the decision) against the
-recording itself, in the same run, for GPT-2 (124M) and a Llama-1B-sized config.
+``recipe.uninitialized`` (shape propagation on meta, live programs, the decision) against the whole
+``record`` call, which includes it, in the same run, for GPT-2 (124M) and a Llama-1B-sized config.
 
 Run: ``PYTHONPATH=. python tools/bench_findings.py``; prints one line per model.
 """
@@ -8,12 +8,11 @@ Run: ``PYTHONPATH=. python tools/bench_findings.py``; prints one line per model.
 from __future__ import annotations
 
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from timing import best_seconds  # noqa: E402
+from timing import best_seconds, cpu_model, load_average  # noqa: E402
 
 import initrecipe.recorder as recorder  # noqa: E402
 
@@ -28,7 +27,7 @@ def models():
 
 
 def main() -> None:
-    print(f"# {platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}")
+    print(f"# {cpu_model()}, load {load_average()}")
     for name, fn in models():
         record_s = best_seconds(lambda: recorder.record(fn, seed=0), repeats=5)
         recipe = recorder.record(fn, seed=0)
@@ -38,7 +37,7 @@ def main() -> None:
             recipe.uninitialized
 
         find_s = best_seconds(find, repeats=5)
-        print(f"{name}: record {record_s * 1e3:.1f} ms, uninitialized pass {find_s * 1e3:.1f} ms "
+        print(f"{name}: record {record_s * 1e3:.1f} ms, of which the uninitialized pass {find_s * 1e3:.1f} ms "
               f"({find_s / record_s:.2f}x of record), {len(recipe.program)} instructions, "
               f"{len(recipe.uninitialized)} uninitialized")
 
