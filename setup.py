@@ -1,8 +1,8 @@
 """Build script for initrecipe's optional C extensions.
 
-* ``initrecipe._portable_kernel``: the portable samplers.  Without it ``initrecipe.samplers``
+* ``initrecipe.rng.portable._portable_kernel``: the portable samplers.  Without it ``initrecipe.rng.portable.samplers``
   falls back to its eager-torch reference implementation (same bits, slower).
-* ``initrecipe._mt19937``: jump-ahead for torch's CPU generator.  Without it rng="torch" replays
+* ``initrecipe.rng.torch._mt19937``: jump-ahead for torch's CPU generator.  Without it rng="torch" replays
   and recordings advance the generator by drawing, as eager does (same bits, slower).
 
 All project metadata lives in pyproject.toml; this file only declares the extensions.  Both are
@@ -39,14 +39,14 @@ class BuildPortableKernel(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "initrecipe._portable_kernel",
-            sources=["initrecipe/_portable_kernel.c"],
+            "initrecipe.rng.portable._portable_kernel",
+            sources=["initrecipe/rng/portable/_portable_kernel.c"],
             optional=True,
         ),
         Extension(
-            "initrecipe._mt19937",
-            sources=["initrecipe/_mt19937.c"],
-            depends=["initrecipe/_mt19937_constants.h"],
+            "initrecipe.rng.torch._mt19937",
+            sources=["initrecipe/rng/torch/_mt19937.c"],
+            depends=["initrecipe/rng/torch/_mt19937_constants.h"],
             optional=True,
         ),
     ],

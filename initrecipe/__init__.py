@@ -10,8 +10,8 @@ Example:
 
 __version__ = "0.2.0"
 
-from . import errors  # noqa: E402
-from .errors import (  # noqa: E402
+from initrecipe import errors  # noqa: E402
+from initrecipe.errors import (  # noqa: E402
     CheckpointError,
     MemoryLimitError,
     OutputExistsError,
@@ -29,27 +29,27 @@ from .errors import (  # noqa: E402
     UnverifiedTorchWarning,
     WorkLimitError,
 )
-from .recipe import Recipe, TensorEntry, load  # noqa: E402
-from .replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
-from .sharding import Box, Shard  # noqa: E402
-from .convert import to_safetensors  # noqa: E402
-from .diff import RecipeDiff, diff  # noqa: E402
+from initrecipe.format.recipe import Recipe, TensorEntry, load  # noqa: E402
+from initrecipe.runtime.replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
+from initrecipe.runtime.sharding import Box, Shard  # noqa: E402
+from initrecipe.export.convert import to_safetensors  # noqa: E402
+from initrecipe.inspect.diff import RecipeDiff, diff  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .distributed import distribute, materialize
-    from .recorder import record
+    from initrecipe.distributed import distribute, materialize
+    from initrecipe.capture.recorder import record
 
 
 def __getattr__(name: str):
     # The recorder (and torch's fake-tensor machinery) loads only when used: a machine that only
     # replays recipes never imports it.  Likewise torch.distributed for `materialize`/`distribute`.
     if name == "record":
-        from .recorder import record
+        from initrecipe.capture.recorder import record
 
         return record
     if name in ("materialize", "distribute"):
-        from . import distributed
+        from initrecipe import distributed
 
         return getattr(distributed, name)
     raise AttributeError(f"module 'initrecipe' has no attribute {name!r}")

@@ -18,14 +18,14 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
-from .errors import OutputWriteError, RecipeError, UninitializedWarning
+from initrecipe import __version__
+from initrecipe.errors import OutputWriteError, RecipeError, UninitializedWarning
 
 __all__ = ["main"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .describe import Uninitialized
+    from initrecipe.analysis.describe import Uninitialized
 
 
 def _load_callable(spec: str) -> Callable[[], object]:
@@ -50,11 +50,11 @@ def _load_callable(spec: str) -> Callable[[], object]:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from .findings import uninitialized_message
-    from .recorder import record
+    from initrecipe.capture.findings import uninitialized_message
+    from initrecipe.capture.recorder import record
 
     if args.hf_config:
-        from .hf import model_fn_from_config
+        from initrecipe.capture.hf import model_fn_from_config
 
         model_fn = model_fn_from_config(args.hf_config, auto_class=args.auto_class)
     elif args.target:
@@ -81,14 +81,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .convert import replay_to_file
-    from .recipe import load
+    from initrecipe.export.convert import replay_to_file
+    from initrecipe.format.recipe import load
 
     recipe = load(args.recipe)
     _check_output_file(args.output)
     shards = None
     if args.shard:
-        from .sharding import Shard
+        from initrecipe.runtime.sharding import Shard
 
         rank, world = _parse_shard(args.shard)
         shards = lambda name, shape: Shard.of(shape[0], rank, world) if shape else None  # noqa: E731
@@ -102,7 +102,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _check_output_file(path: str) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder, or in a missing folder."""
-    from .output_files import refuse_folder_at
+    from initrecipe.support.output_files import refuse_folder_at
 
     target = Path(path)
     refuse_folder_at(target)
@@ -125,14 +125,14 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def _safe(text: str) -> str:
     """Escape control characters in names read from a file before printing them."""
-    from .display import safe
+    from initrecipe.support.display import safe
 
     return safe(text)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from .recipe import load
-    from .show import summarize
+    from initrecipe.format.recipe import load
+    from initrecipe.inspect.show import summarize
 
     summary = summarize(load(args.recipe), label=args.recipe)
     if args.json:
@@ -156,7 +156,7 @@ def _write(text: str) -> None:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from .diff import diff
+    from initrecipe.inspect.diff import diff
 
     try:
         result = diff(args.a, args.b, values=args.values, tolerance=args.tolerance)
@@ -191,8 +191,8 @@ def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import to_safetensors
-    from .recipe import load
+    from initrecipe.export.convert import to_safetensors
+    from initrecipe.format.recipe import load
 
     recipe = load(args.recipe)
     start = time.perf_counter()
@@ -219,7 +219,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .validate import check_report
+    from initrecipe.inspect.check import check_report
 
     report = check_report(args.recipe, max_bytes=args.max_bytes, max_work=args.max_work)
     findings, warned = report.findings, report.warnings
@@ -245,7 +245,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _warning_json(u: Uninitialized) -> dict[str, object]:
     """One ``check --json`` warning: an uninitialized tensor."""
-    from .display import dtype_text
+    from initrecipe.support.display import dtype_text
 
     return {"kind": "uninitialized", "name": u.name, "shape": list(u.shape), "dtype": dtype_text(u.dtype),
             "numel": u.numel, "uninitialized_elements": u.elements, "message": u.why}

@@ -38,9 +38,9 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar, Union
 
 import torch
 
-from .errors import ReplayError
-from .recipe import Recipe, load
-from .sharding import Box
+from initrecipe.errors import ReplayError
+from initrecipe.format.recipe import Recipe, load
+from initrecipe.runtime.sharding import Box
 
 __all__ = ["materialize", "distribute", "local_box", "PlacementRequest"]
 
@@ -149,7 +149,7 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
         ReplayError: the module and the recipe do not have the same tensors (both lists are in
             the message), a tensor is already materialized, or a placement cannot be filled.
     """
-    from .replay import iter_replay
+    from initrecipe.runtime.replay import iter_replay
 
     recipe = _as_recipe(recipe)
     tensors = _module_tensors(module)
@@ -228,7 +228,7 @@ def distribute(recipe: Recipe | str | Any, mesh: Any, placements: PlacementReque
     """
     from torch.distributed.tensor import DTensor, Replicate
 
-    from .replay import iter_replay
+    from initrecipe.runtime.replay import iter_replay
 
     recipe = _as_recipe(recipe)
     target_device = torch.device(device) if device is not None else torch.device(mesh.device_type)

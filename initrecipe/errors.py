@@ -9,7 +9,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # for an annotation only: this module imports nothing of initrecipe's at run time
-    from .work import WorkEstimate
+    from initrecipe.analysis.cost import WorkEstimate
 
 __all__ = [
     "RecipeError",
@@ -52,7 +52,7 @@ class ResourceLimitError(RecipeError, MemoryError):
 
 
 class MemoryLimitError(ResourceLimitError):
-    """The memory a program allocates is over ``max_bytes`` (raised by :func:`initrecipe.analysis.infer_facts`)."""
+    """The memory a program allocates is over ``max_bytes`` (raised by :func:`initrecipe.analysis.facts.infer_facts`)."""
 
 
 class WorkLimitError(ResourceLimitError):

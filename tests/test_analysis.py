@@ -6,10 +6,10 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from initrecipe.analysis import _arange_on_meta
+from initrecipe.analysis.facts import _arange_on_meta
 from initrecipe.errors import RecipeFormatError
-from initrecipe.ops import op_info
-from initrecipe.program import Call
+from initrecipe.program.operators import op_info
+from initrecipe.program.ir import Call
 
 NUMBERS = st.one_of(st.integers(-1000, 1000), st.floats(-1000, 1000, allow_nan=False))
 OVERLOADS = {1: "aten.arange.default", 2: "aten.arange.start", 3: "aten.arange.start_step"}
@@ -54,7 +54,7 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
 def test_pointwise_shortcut_matches_the_meta_kernel(data: st.DataObject) -> None:
-    from initrecipe.analysis import _pointwise_on_meta
+    from initrecipe.analysis.facts import _pointwise_on_meta
 
     name, tensors = data.draw(st.sampled_from(POINTWISE))
     info = op_info(name)

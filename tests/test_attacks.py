@@ -23,9 +23,9 @@ import torch
 
 import initrecipe
 from initrecipe import Shard
-from initrecipe.replay import iter_replay, prepare_replay, sliceable_names
-from initrecipe.show import summarize
-from initrecipe.validate import check, check_report
+from initrecipe.runtime.replay import iter_replay, prepare_replay, sliceable_names
+from initrecipe.inspect.show import summarize
+from initrecipe.inspect.check import check, check_report
 
 ATTACKS = Path(__file__).parent / "attacks"
 TABLE = json.loads((ATTACKS / "outcomes.json").read_text())

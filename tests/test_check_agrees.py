@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import initrecipe
-from initrecipe.program import Call, GenRef, PortableKey, Ref
-from initrecipe.recipe import Recipe, TensorEntry
-from initrecipe.validate import check
+from initrecipe.program.ir import Call, GenRef, PortableKey, Ref
+from initrecipe.format.recipe import Recipe, TensorEntry
+from initrecipe.inspect.check import check
 
 # In-place fills: (operator, number of scalar arguments).
 FILLS = [

@@ -15,9 +15,10 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 import initrecipe
-from initrecipe import OutputExistsError, OutputWriteError, safetensors_stream
+from initrecipe import OutputExistsError, OutputWriteError
+from initrecipe.export import safetensors_writer as safetensors_stream
 from initrecipe.cli import main
-from initrecipe.convert import parse_size, to_safetensors
+from initrecipe.export.convert import parse_size, to_safetensors
 
 
 class Small(nn.Module):
@@ -388,7 +389,7 @@ def _assert_module_matches(model: nn.Module, weights: dict[str, torch.Tensor], d
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "llama_untied"])
 def test_from_pretrained_loads_exactly_the_replayed_weights(arch, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from initrecipe.hf import model_fn_from_config
+    from initrecipe.capture.hf import model_fn_from_config
 
     cfg = _tiny_configs()[arch]
     cfg.save_pretrained(tmp_path / "cfg")

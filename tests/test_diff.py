@@ -20,7 +20,7 @@ from torch import nn
 
 import initrecipe
 from initrecipe.cli import main
-from initrecipe.diff import compare_values
+from initrecipe.inspect.diff import compare_values
 
 ROOT = Path(__file__).resolve().parent.parent
 jsonschema = pytest.importorskip("jsonschema")
@@ -506,11 +506,11 @@ def test_git_diff_with_the_readme_textconv_names_the_changed_tensor(recipes, tmp
 def test_diff_and_show_import_neither_the_recorder_nor_transformers(recipes, checkpoints):
     code = (
         "import sys, initrecipe\n"
-        "from initrecipe.show import summarize\n"
+        "from initrecipe.inspect.show import summarize\n"
         f"summarize(initrecipe.load({str(recipes['llama-0.02'])!r})).text()\n"
         f"str(initrecipe.diff({str(recipes['llama-0.02'])!r}, {str(recipes['llama-0.01'])!r}))\n"
         f"str(initrecipe.diff({str(recipes['llama-tied'])!r}, {str(checkpoints['full'])!r}))\n"
-        "print([m for m in ('initrecipe.recorder', 'initrecipe.rng', 'transformers') if m in sys.modules])\n"
+        "print([m for m in ('initrecipe.capture.recorder', 'initrecipe.capture.generators', 'transformers') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-from initrecipe import describe
+from initrecipe.analysis import describe
 from initrecipe.cli import main
-from initrecipe.describe import Uninitialized, uninitialized_tensors
-from initrecipe.lineage import analyse
-from initrecipe.show import summarize
+from initrecipe.analysis.describe import Uninitialized, uninitialized_tensors
+from initrecipe.analysis.lineage import analyse
+from initrecipe.inspect.show import summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFF_SCHEMA = jsonschema.Draft202012Validator(json.loads((ROOT / "schema" / "diff.schema.json").read_text()))

@@ -1,4 +1,4 @@
-"""initrecipe.fixed_qr: a Householder QR whose bits depend only on the input (schema/FIXED_QR.md)."""
+"""initrecipe.rng.portable.fixed_qr: a Householder QR whose bits depend only on the input (schema/FIXED_QR.md)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initrecipe.fixed_qr import _round_sqrt, qr, sqrt_rn
+from initrecipe.rng.portable.fixed_qr import _round_sqrt, qr, sqrt_rn
 
 DTYPES = (torch.float32, torch.float64)
 MODES = ("reduced", "complete", "r")

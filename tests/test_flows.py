@@ -25,7 +25,7 @@ from torch import nn
 import flow_models as fm
 import initrecipe
 from initrecipe.cli import main
-from initrecipe.show import summarize
+from initrecipe.inspect.show import summarize
 from zoo_check import bitwise_equal
 
 ModelFn = Callable[[], nn.Module]

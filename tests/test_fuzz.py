@@ -10,7 +10,7 @@ mutation gets past the integrity check into the deeper validation.
 
 Every case must end in a successful replay or an :class:`initrecipe.RecipeError`: no other
 exception, no hang (a per-case time bound), no memory blow-up (replays run with a 64 MiB limit).
-``initrecipe.validate.check`` must agree: when it reports a finding, replay fails too.
+``initrecipe.inspect.check.check`` must agree: when it reports a finding, replay fails too.
 
 The normal run has a fixed set of 3,000 cases; ``python -m pytest -m slow tests/test_fuzz.py`` runs
 50,000 new random ones.
@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-from initrecipe.ops import ALLOWED_OPERATORS
-from initrecipe.validate import check
+from initrecipe.program.operators import ALLOWED_OPERATORS
+from initrecipe.inspect.check import check
 
 KEYS = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 MAX_BYTES = 64 << 20

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import initrecipe
-from initrecipe.recipe import encode_for_schema
+from initrecipe.format.recipe import encode_for_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -144,7 +144,7 @@ def test_portable_golden_replays_to_the_pinned_bits(path: str, monkeypatch: pyte
 def _assert_replays_to(recipe: Path, expected: dict, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``recipe`` replays to ``expected``'s per-tensor hashes on 1 and 2 threads, through the C
     kernel (``path="kernel"``) or the torch-op path (``"reference"``)."""
-    import initrecipe.samplers as samplers
+    import initrecipe.rng.portable.samplers as samplers
 
     if path == "reference":
         monkeypatch.setattr(samplers, "_kernel", None)

@@ -1,4 +1,4 @@
-"""initrecipe.hf: a model constructor from a local transformers config.json, never the network."""
+"""initrecipe.capture.hf: a model constructor from a local transformers config.json, never the network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import initrecipe
-from initrecipe.hf import INSTALL_HINT, model_fn_from_config
+from initrecipe.capture.hf import INSTALL_HINT, model_fn_from_config
 
 transformers = pytest.importorskip("transformers")
 

@@ -19,11 +19,11 @@ from torch import nn
 
 import initrecipe
 from initrecipe import WorkLimitError
-from initrecipe import recipe as recipe_mod
+from initrecipe.format import recipe as recipe_mod
 from initrecipe.cli import main as cli_main
-from initrecipe.program import Call, GenRef, Literal, Ref
-from initrecipe.recipe import Recipe, TensorEntry
-from initrecipe.validate import check
+from initrecipe.program.ir import Call, GenRef, Literal, Ref
+from initrecipe.format.recipe import Recipe, TensorEntry
+from initrecipe.inspect.check import check
 
 KEYS = ("format", "version", "rng", "seed", "generators", "ops", "program", "tensors", "producer")
 MiB = 1 << 20
@@ -549,7 +549,7 @@ def test_max_bytes_overrides_the_default_limit(monkeypatch):
     bias = initrecipe.replay(recipe, names=["bias"], max_bytes=64 * 4)["bias"]
     assert torch.equal(bias, weights["bias"])
     # Without the jump-ahead it draws the weight's numbers on scratch memory, which counts too.
-    monkeypatch.setattr(initrecipe.cpu_generator, "available", lambda: False)
+    monkeypatch.setattr(initrecipe.rng.torch.generator_state, "available", lambda: False)
     assert torch.equal(initrecipe.replay(recipe, names=["bias"], max_bytes=need)["bias"], weights["bias"])
     raises(initrecipe.ResourceLimitError, "replaying this recipe needs 16.2 KiB, more than the limit of 256 bytes; "
            "the largest is scratch memory for program[7], a random draw into `weight` that this replay needs only "

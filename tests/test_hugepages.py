@@ -1,4 +1,4 @@
-"""Huge pages for replay's fresh outputs (initrecipe.hugepages): where advised, values unchanged,
+"""Huge pages for replay's fresh outputs (initrecipe.support.hugepages): where advised, values unchanged,
 peak memory unchanged, silently off where the system or INITRECIPE_HUGE_PAGES says so."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-from initrecipe import hugepages
-from initrecipe.ops import op_info
+from initrecipe.support import hugepages
+from initrecipe.program.operators import op_info
 
 MiB = 1 << 20
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,11 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import initrecipe.interpreter as interpreter
-from initrecipe.analysis import ProgramFacts, TensorMeta
-from initrecipe.interpreter import ScratchPool, draw_on_scratch
-from initrecipe.ops import op_info
-from initrecipe.program import Call, GenRef, Ref
+import initrecipe.runtime.interpreter as interpreter
+from initrecipe.analysis.facts import ProgramFacts, TensorMeta
+from initrecipe.runtime.interpreter import ScratchPool, draw_on_scratch
+from initrecipe.program.operators import op_info
+from initrecipe.program.ir import Call, GenRef, Ref
 
 
 def _advance(op: str, shape: tuple[int, ...], dtype: torch.dtype, args: tuple, seed: int) -> torch.Tensor:

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import initrecipe
-from initrecipe.show import summarize
-from initrecipe.torch_versions import VERIFIED_TORCH, torch_release
+from initrecipe.inspect.show import summarize
+from initrecipe.runtime.torch_versions import VERIFIED_TORCH, torch_release
 
 from every_init import EXPECTED_INITS, EveryInit
 

@@ -34,10 +34,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 import initrecipe
-from initrecipe import OutputExistsError, OutputWriteError, output_files, safetensors_stream
+from initrecipe import OutputExistsError, OutputWriteError
+from initrecipe.support import output_files
+from initrecipe.export import safetensors_writer as safetensors_stream
 from initrecipe.cli import main
-from initrecipe.convert import to_safetensors
-from initrecipe.recipe import compute_hash
+from initrecipe.export.convert import to_safetensors
+from initrecipe.format.recipe import compute_hash
 
 
 @pytest.fixture(autouse=True)

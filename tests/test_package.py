@@ -18,7 +18,7 @@ def test_replay_imports_neither_the_recorder_nor_transformers(tmp_path):
     code = (
         "import sys, initrecipe\n"
         f"w = initrecipe.replay({str(path)!r})\n"
-        "bad = [m for m in ('initrecipe.recorder', 'initrecipe.rng', 'transformers') "
+        "bad = [m for m in ('initrecipe.capture.recorder', 'initrecipe.capture.generators', 'transformers') "
         "if m in sys.modules]\n"
         "print(len(w), bad)\n"
     )

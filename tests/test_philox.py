@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initrecipe import samplers
-from initrecipe.philox import KEY_DOMAIN, derive_key, philox4x32_10, philox_blocks, philox_words, stream_word
+from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable.philox import KEY_DOMAIN, derive_key, philox4x32_10, philox_blocks, philox_words, stream_word
 
 # Random123 kat_vectors, "philox4x32 10" lines: counter, key -> output.
 KAT = [

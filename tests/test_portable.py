@@ -21,7 +21,7 @@ from torch import nn
 
 import initrecipe
 from initrecipe import Shard
-from initrecipe.program import Call, GenRef, PortableKey
+from initrecipe.program.ir import Call, GenRef, PortableKey
 
 SEED = 1234
 
@@ -202,7 +202,7 @@ def test_reading_random_values_while_recording_records_again_with_the_keys() -> 
 
 
 def test_reading_random_values_is_refused_when_recording_does_not_settle(monkeypatch) -> None:
-    import initrecipe.recorder as recorder
+    import initrecipe.capture.recorder as recorder
 
     monkeypatch.setattr(recorder, "_PORTABLE_RECORDINGS", 1)
 
@@ -397,7 +397,7 @@ def test_device_split_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> No
     """The off-CPU execution path (exact operators in place, others on CPU copies) on the CPU."""
     import importlib
 
-    from initrecipe.interpreter import PortableContext
+    from initrecipe.runtime.interpreter import PortableContext
 
     replay_module = importlib.import_module("initrecipe.replay")
 
@@ -555,8 +555,8 @@ def test_draws_the_samplers_cannot_take_are_refused_while_recording() -> None:
 def test_device_path_mixes_no_cpu_tensors(kind: str, params: tuple) -> None:
     """What an accelerator runs — the samplers' torch-op path, erfinv, log, the fixed QR — runs on the
     meta device too: no CPU tensor (other than scalars) enters it, so it runs unchanged on CUDA."""
-    from initrecipe.fixed_qr import qr
-    from initrecipe.samplers import erfinv, log, reference_sample_
+    from initrecipe.rng.portable.fixed_qr import qr
+    from initrecipe.rng.portable.samplers import erfinv, log, reference_sample_
 
     for dtype in (torch.float32, torch.bfloat16):
         out = torch.empty(1000, dtype=dtype, device="meta")
@@ -597,7 +597,7 @@ NEW_OPS = {
 
 
 def test_each_new_random_operator_records_and_replays_portably() -> None:
-    from initrecipe.recipe import format_version_for
+    from initrecipe.format.recipe import format_version_for
 
     recipe = initrecipe.record(NewDraws, seed=SEED, rng="portable")
     keyed = {ins.kwargs["generator"].stream: ins.op for ins in recipe.program
@@ -617,8 +617,8 @@ def test_each_new_random_operator_records_and_replays_portably() -> None:
     assert (weights["picks"] != 1).all() and weights["picks"].dtype == torch.int64
     assert all(len(set(row.tolist())) == 4 for row in weights["order"])
     # The values are the samplers' for each tensor's own stream key (the names), whatever the model order.
-    from initrecipe.philox import derive_key
-    from initrecipe.samplers import sample_
+    from initrecipe.rng.portable.philox import derive_key
+    from initrecipe.rng.portable.samplers import sample_
 
     expected = sample_(torch.empty(16), "bernoulli", derive_key(SEED, "mask", 0), (0.5,))
     assert torch.equal(weights["mask"], expected)
@@ -705,8 +705,8 @@ def test_trunc_normal_float32_endpoint_word_lands_inside() -> None:
     elements; with f32(2Φ(α)-1) = -1 that is erfinv(-1) = -inf, which the clamp of initrecipe 0.2's
     program put on the bound -2.  Find such an element of a large tensor and replay just that
     element (slice-only): the corrected program gives a finite value far from the bound."""
-    from initrecipe.philox import derive_key
-    from initrecipe.samplers import erfinv, sample_
+    from initrecipe.rng.portable.philox import derive_key
+    from initrecipe.rng.portable.samplers import erfinv, sample_
 
     n = 1 << 25
     key = derive_key(SEED, "w", 0)

@@ -18,7 +18,7 @@ from torch import nn
 
 import initrecipe
 from initrecipe.cli import main
-from initrecipe.convert import METADATA_HASH_KEY, replay_to_file, to_safetensors
+from initrecipe.export.convert import METADATA_HASH_KEY, replay_to_file, to_safetensors
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 MiB = 1 << 20
@@ -153,7 +153,7 @@ def test_help_says_which_buffers_replay_writes(capsys):
 
 _PEAK = textwrap.dedent("""
     import gc, json, sys
-    import initrecipe.cli, initrecipe.convert, initrecipe.replay  # imports outside the measurement
+    import initrecipe.cli, initrecipe.export.convert, initrecipe.replay  # imports outside the measurement
 
     def hwm_kib():
         with open("/proc/self/status") as f:

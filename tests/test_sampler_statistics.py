@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 
 import initrecipe
-from initrecipe.philox import derive_key
-from initrecipe.samplers import multinomial, sample_
+from initrecipe.rng.portable.philox import derive_key
+from initrecipe.rng.portable.samplers import multinomial, sample_
 
 P_MIN = 1e-4  # PyTorch's threshold in its distribution tests
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)

@@ -22,9 +22,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initrecipe import samplers
-from initrecipe.philox import derive_key, philox_words, stream_word
-from initrecipe.samplers import (
+from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable.philox import derive_key, philox_words, stream_word
+from initrecipe.rng.portable.samplers import (
     KERNEL_AVAILABLE,
     SAMPLERS,
     TENSOR_SAMPLERS,
@@ -537,7 +537,7 @@ def test_erfinv_and_log_vectors():
 def test_kernel_is_built_on_the_target_platform():
     assert KERNEL_AVAILABLE == (samplers._kernel is not None)
     if sys.platform == "linux" and platform.machine() == "x86_64":
-        assert KERNEL_AVAILABLE, "initrecipe._portable_kernel was not built (pip install needs a C compiler)"
+        assert KERNEL_AVAILABLE, "initrecipe.rng.portable._portable_kernel was not built (pip install needs a C compiler)"
 
 
 @st.composite
@@ -827,7 +827,7 @@ def test_returns_out_and_handles_empty_and_scalar():
 
 def test_kernel_fallback_gives_the_same_bits():
     code = (
-        "import sys, hashlib; sys.modules['initrecipe._portable_kernel'] = None\n"
+        "import sys, hashlib; sys.modules['initrecipe.rng.portable._portable_kernel'] = None\n"
         "import torch\n"
         "from initrecipe import samplers\n"
         "assert not samplers.KERNEL_AVAILABLE\n"

@@ -30,10 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import initrecipe
-from initrecipe.ops import ALLOWED_OPERATORS
-from initrecipe.portable import DRAW_OPERATORS, SUBSTITUTED_OPERATORS
-from initrecipe.program import DTYPES, Call, GenRef, Literal, Ref, RngRestore, RngSeed, RngSetState
-from initrecipe.recipe import RNG_MODES, Recipe, TensorEntry, encode_for_schema
+from initrecipe.program.operators import ALLOWED_OPERATORS
+from initrecipe.rng.portable.semantics import DRAW_OPERATORS, SUBSTITUTED_OPERATORS
+from initrecipe.program.ir import DTYPES, Call, GenRef, Literal, Ref, RngRestore, RngSeed, RngSetState
+from initrecipe.format.recipe import RNG_MODES, Recipe, TensorEntry, encode_for_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -511,7 +511,7 @@ def test_format_md_lists_every_allowlisted_operator() -> None:
 
 
 def test_schema_enums_match_the_implementation() -> None:
-    from initrecipe import recipe as recipe_module
+    from initrecipe.format import recipe as recipe_module
 
     defs = SCHEMA["$defs"]
     assert defs["dtype"]["enum"] == list(DTYPES)
@@ -528,7 +528,7 @@ def test_schema_enums_match_the_implementation() -> None:
 
 
 def test_schema_limits_match_the_reader() -> None:
-    from initrecipe import recipe as recipe_module
+    from initrecipe.format import recipe as recipe_module
 
     defs, props = SCHEMA["$defs"], SCHEMA["properties"]
     assert props["generators"]["maximum"] == recipe_module.MAX_GENERATORS
@@ -838,9 +838,9 @@ def test_reference_reader_refuses_bad_portable_files(
     assert out.returncode == 1 and message in out.stderr, out.stderr
 
 
-# Replay-time checks of FORMAT.md sections 6.3 and 10, run by `initrecipe.validate.check`.
+# Replay-time checks of FORMAT.md sections 6.3 and 10, run by `initrecipe.inspect.check.check`.
 def test_portable_recipe_passes_the_replay_checks(portable: dict[str, Recipe]) -> None:
-    from initrecipe.validate import check
+    from initrecipe.inspect.check import check
 
     for recipe in portable.values():
         assert check(recipe.to_bytes()) == []
@@ -859,7 +859,7 @@ def test_portable_recipe_passes_the_replay_checks(portable: dict[str, Recipe]) -
     ids=["operator without a sampler", "uniform from > to", "key under another keyword"],
 )
 def test_replay_checks_refuse_bad_portable_draws(portable_doc: dict[str, Any], mutate: Callable, message: str) -> None:
-    from initrecipe.validate import check
+    from initrecipe.inspect.check import check
 
     doc = copy.deepcopy(portable_doc)
     mutate(doc)
@@ -870,7 +870,7 @@ def test_replay_checks_refuse_bad_portable_draws(portable_doc: dict[str, Any], m
 @pytest.mark.parametrize("name", [name for name, (_, load_refuses) in PORTABLE_MUTATIONS.items() if not load_refuses])
 def test_replay_checks_refuse_misplaced_keys(portable_doc: dict[str, Any], name: str) -> None:
     """A key anywhere but the generator argument of a random call: the loader reads it, replay refuses it."""
-    from initrecipe.validate import check
+    from initrecipe.inspect.check import check
 
     doc = copy.deepcopy(portable_doc)
     PORTABLE_MUTATIONS[name][0](doc)

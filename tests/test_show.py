@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-from initrecipe.analysis import Action, infer_facts, plan_execution
+from initrecipe.analysis.facts import Action, infer_facts, plan_execution
 from initrecipe.cli import main
-from initrecipe.describe import Describer
-from initrecipe.lineage import analyse
-from initrecipe.namegroups import collapse, index_set_text
-from initrecipe.program import Call, Ref, RngSeed, GenRef
-from initrecipe.recipe import Recipe, TensorEntry
-from initrecipe.show import summarize
+from initrecipe.analysis.describe import Describer
+from initrecipe.analysis.lineage import analyse
+from initrecipe.support.namegroups import collapse, index_set_text
+from initrecipe.program.ir import Call, Ref, RngSeed, GenRef
+from initrecipe.format.recipe import Recipe, TensorEntry
+from initrecipe.inspect.show import summarize
 
 from every_init import EXPECTED_INITS, EveryInit
 
@@ -44,7 +44,7 @@ def test_every_nn_init_function_is_named_in_both_rng_modes(every_init, rng):
 
 
 def test_torch_and_portable_recordings_describe_alike_with_equal_keys(every_init):
-    from initrecipe.lineage import Interner
+    from initrecipe.analysis.lineage import Interner
 
     interner, describer = Interner(), Describer()
     keys = [{t.name: t.init.key for t in summarize(every_init[rng], interner=interner, describer=describer).tensors}

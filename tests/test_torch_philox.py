@@ -1,4 +1,4 @@
-"""Philox words from torch's own kernel (``initrecipe.torch_philox``) in the samplers' torch-op path.
+"""Philox words from torch's own kernel (``initrecipe.rng.portable.torch_philox``) in the samplers' torch-op path.
 
 Which path a torch takes is asserted, never assumed: torch >= 2.15 reads the words with
 ``torch.func._random.bits_``, torch 2.14 with ``split``, and torch 2.13 (no CPU kernel) falls back
@@ -21,9 +21,11 @@ from test_portable import mixed_recipe, mixed_weights
 from test_samplers import INDICES, KEY, PARAMS, VECTORS, bitwise_equal, tensor_params
 
 import initrecipe
-from initrecipe import Shard, samplers, torch_philox
-from initrecipe.philox import philox_words, stream_word
-from initrecipe.samplers import SAMPLERS, TENSOR_SAMPLERS, reference_sample_, sample_
+from initrecipe import Shard
+from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable import torch_philox
+from initrecipe.rng.portable.philox import philox_words, stream_word
+from initrecipe.rng.portable.samplers import SAMPLERS, TENSOR_SAMPLERS, reference_sample_, sample_
 
 VERSION = torch.__version__
 EXPECTED_METHOD = "bits" if VERSION >= (2, 15) else "split" if VERSION >= (2, 14) else ""
@@ -218,7 +220,7 @@ def test_a_wrong_word_falls_back_with_a_logged_warning(monkeypatch, torch_ops, e
         return torch.where(torch.eq(words, stream_word(key, first)), words ^ 1, words) if first == 0 else words
 
     _stand_in(monkeypatch, off_by_one)
-    with caplog.at_level(logging.WARNING, logger="initrecipe.torch_philox"):
+    with caplog.at_level(logging.WARNING, logger="initrecipe.rng.portable.torch_philox"):
         found = torch_philox.status("cpu")
     bad = stream_word((0x243F6A88, 0x85A308D3), 0)
     reason = (f"stand_in gave word 0 of key (608135816, 2242054355) as {bad ^ 1:#010x}, "
@@ -236,7 +238,7 @@ def test_an_exception_in_the_self_check_falls_back(monkeypatch, torch_ops, caplo
         raise RuntimeError("no kernel for this device.\nsecond line")
 
     _stand_in(monkeypatch, broken)
-    with caplog.at_level(logging.DEBUG, logger="initrecipe.torch_philox"):
+    with caplog.at_level(logging.DEBUG, logger="initrecipe.rng.portable.torch_philox"):
         found = torch_philox.status("cpu")
     reason = f"torch {VERSION} on cpu: stand_in raised RuntimeError: no kernel for this device."
     assert found == torch_philox.KernelWords(False, "", reason)
@@ -257,7 +259,7 @@ def test_an_exception_after_the_self_check_falls_back_for_good(monkeypatch, torc
     _stand_in(monkeypatch, fails_later)
     assert torch_philox.status("cpu") == torch_philox.KernelWords(True, "stand_in", "")
     eager_calls.clear()
-    with caplog.at_level(logging.WARNING, logger="initrecipe.torch_philox"):
+    with caplog.at_level(logging.WARNING, logger="initrecipe.rng.portable.torch_philox"):
         got = sample_(torch.empty(777), "exponential", KEY, (2.0,))
     assert bitwise_equal(got, c_kernel_free_reference(777, "exponential", (2.0,)))
     reason = "stand_in raised OutOfMemoryError: CUDA out of memory"

@@ -19,18 +19,18 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-import initrecipe.draw_costs as draw_costs
-import initrecipe.parallel_draws as parallel_draws
-from initrecipe import cpu_generator
-from initrecipe.cpu_generator import GeneratorState, advance
-from initrecipe.draw_costs import DrawCost, normal_cost, random_cost, trusted, uniform_cost
-from initrecipe.generator_positions import after_cost
+import initrecipe.rng.torch.draw_costs as draw_costs
+import initrecipe.rng.torch.parallel_draws as parallel_draws
+from initrecipe.rng.torch import generator_state as cpu_generator
+from initrecipe.rng.torch.generator_state import GeneratorState, advance
+from initrecipe.rng.torch.draw_costs import DrawCost, normal_cost, random_cost, trusted, uniform_cost
+from initrecipe.rng.torch.positions import after_cost
 
 from eager_check import assert_replay_matches_eager, eager_tensors
 
 AWKWARD = [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 100, 2**20 + 3]
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-pytestmark = pytest.mark.skipif(not cpu_generator.available(), reason="initrecipe._mt19937 is not built")
+pytestmark = pytest.mark.skipif(not cpu_generator.available(), reason="initrecipe.rng.torch._mt19937 is not built")
 
 
 def _int32_draws(generator: torch.Generator, n: int) -> None:
@@ -352,7 +352,7 @@ def test_streaming_and_partial_replays_skip_dead_draws_and_keep_bits():
         assert torch.equal(tensor, eager[entries[0].name]), entries[0].name
     last = "model.layers.2.mlp.down_proj.weight"
     assert torch.equal(initrecipe.replay(recipe, names=[last])[last], eager[last])
-    from initrecipe.replay import prepare_replay
+    from initrecipe.runtime.replay import prepare_replay
 
     plan = prepare_replay(recipe, names=[last])
     # Only the one live draw runs: every reset_parameters draw and every other init is skipped.

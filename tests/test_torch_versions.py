@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import initrecipe
-from initrecipe import torch_versions
+from initrecipe.runtime import torch_versions
 from initrecipe.errors import RecipeWarning, ReplayError, UnverifiedTorchWarning
-from initrecipe.torch_versions import VERIFIED_TORCH, check_torch_version, torch_release
-from initrecipe.validate import check
+from initrecipe.runtime.torch_versions import VERIFIED_TORCH, check_torch_version, torch_release
+from initrecipe.inspect.check import check
 
 HERE = torch_release()
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -16,7 +16,7 @@ from torch import nn
 
 import initrecipe
 from eager_check import assert_replay_matches_eager
-from initrecipe.validate import check
+from initrecipe.inspect.check import check
 
 ALLOWLIST_HINT = ("initrecipe cannot replay it. Build this part of the model outside the recorded constructor, or "
                   "open an issue asking for the operator to be added to the allowlist")

@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import initrecipe  # noqa: E402
-from initrecipe.validate import check  # noqa: E402
+from initrecipe.inspect.check import check  # noqa: E402
 from zoo_check import check_portable, check_torch_mode  # noqa: E402
 from zoo_vision_models import TIMM_CI, TORCHVISION_CI, timm_zoo, torchvision_zoo  # noqa: E402
 

@@ -141,10 +141,10 @@ def check_torch_mode(label: str, model_fn: ModelFn, seed: int = SEED) -> initrec
 def names_without_draws(recipe: initrecipe.Recipe) -> list[str]:
     """Names whose live programs contain no random draw (their bits must equal eager's).
 
-    One forward pass (:func:`initrecipe.lineage.analyse`); a draw whose values are overwritten
+    One forward pass (:func:`initrecipe.analysis.lineage.analyse`); a draw whose values are overwritten
     before they reach the tensor (``torch.randn`` allocated, then ``zero_``) does not count.
     """
-    from initrecipe.lineage import analyse
+    from initrecipe.analysis.lineage import analyse
 
     lineage = analyse(recipe)
     infos = lineage.facts.infos

@@ -28,7 +28,7 @@ values (``bench_fidelity.snapshot``); the parent counts the tensors bitwise equa
 those whose values pass a two-sample KS test against eager's at the same name and shape.
 
 Scaling: one process records Llama configs of 1B, 7B, 70B and 405B sizes (``sync_rng=False``:
-nothing is materialized or drawn) and plans their replay with ``initrecipe.replay.prepare_replay``
+nothing is materialized or drawn) and plans their replay with ``initrecipe.runtime.replay.prepare_replay``
 (shape propagation on the meta device, no allocation).
 
 Outputs, in ``--out-dir`` (default ``docs/bench``; ``--quick`` writes to a temporary folder):
@@ -221,7 +221,7 @@ def _job(job: dict[str, Any]) -> dict[str, Any]:
         if system.startswith("record-"):
             import transformers  # noqa: F401  (as the model-building children: before the timer)
             import initrecipe
-            import initrecipe.recorder  # noqa: F401
+            import initrecipe.capture.recorder  # noqa: F401
 
             rng = system.split("-", 1)[1]
             fn = base.model_fn(model)
@@ -308,8 +308,8 @@ def child_scaling(spec: str) -> dict[str, Any]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import initrecipe
-    import initrecipe.recorder  # noqa: F401
-    from initrecipe.replay import prepare_replay
+    import initrecipe.capture.recorder  # noqa: F401
+    from initrecipe.runtime.replay import prepare_replay
 
     args = json.loads(spec)
     reps = args["reps"]

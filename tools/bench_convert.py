@@ -95,7 +95,7 @@ def child(mode: str, config: str, workdir: Path) -> dict[str, Any]:
         # The disk's own floor: write as many bytes as the checkpoint holds, in 64 MiB pwrites with
         # the same writeback hint, then fsync: what no converter can beat on this machine.
         import initrecipe
-        from initrecipe.safetensors_stream import _start_writeback
+        from initrecipe.export.safetensors_writer import _start_writeback
 
         total = initrecipe.load(workdir / "model.recipe").total_bytes
         chunk = bytearray(64 * MIB)
@@ -115,12 +115,12 @@ def child(mode: str, config: str, workdir: Path) -> dict[str, Any]:
         result["disk_bytes"] = total
     elif mode in ("convert", "convert-drawing"):
         import initrecipe
-        from initrecipe.convert import to_safetensors
+        from initrecipe.export.convert import to_safetensors
 
         if mode == "convert-drawing":
             # The baseline: generators advanced by drawing, every dead draw run, one thread (what
             # initrecipe 0.2 did, and what it still does without its C extension).
-            initrecipe.cpu_generator.available = lambda: False
+            initrecipe.rng.torch.generator_state.available = lambda: False
 
         result["rss_after_imports_mib"] = _rss_now_mib()
         start = time.perf_counter()
@@ -134,7 +134,7 @@ def child(mode: str, config: str, workdir: Path) -> dict[str, Any]:
         cfg = transformers.LlamaConfig(**CONFIGS[config])
         if mode == "record":
             import initrecipe
-            from initrecipe.convert import to_safetensors
+            from initrecipe.export.convert import to_safetensors
 
             result["rss_after_imports_mib"] = _rss_now_mib()
             start = time.perf_counter()

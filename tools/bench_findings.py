@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from timing import best_seconds, cpu_model, load_average  # noqa: E402
 
-import initrecipe.recorder as recorder  # noqa: E402
+import initrecipe.capture.recorder as recorder  # noqa: E402
 
 
 def models():

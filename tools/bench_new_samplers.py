@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initrecipe.samplers import KERNEL_AVAILABLE, reference_sample_, sample_  # noqa: E402
+from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE, reference_sample_, sample_  # noqa: E402
 from timing import best_seconds  # noqa: E402  (tools/ is the script's folder)
 
 KEY = (0x12345678, 0x9ABCDEF0)

@@ -12,7 +12,7 @@ so each one pays for its own page faults, as a user's process does:
   bandwidth a replay can at best reach), ``fill_`` into the already-touched tensors, and the
   portable ``normal`` sampler into those touched tensors (generation throughput without page
   faults), and ``fill_`` into fresh tensors advised to use huge pages as replay allocates them
-  (:mod:`initrecipe.hugepages`, forced on): the bandwidth bound for a replay into fresh memory;
+  (:mod:`initrecipe.support.hugepages`, forced on): the bandwidth bound for a replay into fresh memory;
 * per kernel path (``--paths``: avx512f, avx2, generic, or all the CPU runs), the replay runs with
   ``INITRECIPE_KERNEL_PATH`` set and huge pages as the default decides; one more replay per
   repeat runs with the opposite ``INITRECIPE_HUGE_PAGES`` (the first path), to show what huge
@@ -49,8 +49,8 @@ def child_portable(path: str) -> dict[str, Any]:
     import torch
 
     import initrecipe
-    from initrecipe import hugepages
-    from initrecipe.samplers import KERNEL_AVAILABLE, kernel_path, sample_
+    from initrecipe.support import hugepages
+    from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE, kernel_path, sample_
 
     rss_after_imports = base.proc_status_kib("VmRSS")
     t0 = time.perf_counter()
@@ -124,7 +124,7 @@ def _child_with(env: dict[str, str], args: list[str]) -> dict[str, Any]:
 
 def bench(model: str, repeats: int, workdir: str, paths: list[str]) -> dict[str, Any]:
     import initrecipe
-    from initrecipe import hugepages
+    from initrecipe.support import hugepages
 
     path = os.path.join(workdir, f"{model}-portable.recipe")
     model_fn = base.model_fn(model)  # imports transformers: not part of recording
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         out = base.child_eager(arg) if kind == "eager" else child_portable(arg)
         print(json.dumps(out))
         return 0
-    from initrecipe import samplers
+    from initrecipe.rng.portable import samplers
 
     if args.paths == "all":
         paths = list(samplers._kernel.variants()) if samplers._kernel is not None else ["best"]

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_portable_gpu: no CUDA device here; nothing measured", file=sys.stderr)
         return 2
     result: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    from initrecipe.torch_philox import status
+    from initrecipe.rng.portable.torch_philox import status
 
     result["philox_words"] = status("cuda:0")._asdict()  # torch's kernel (checked) or eager integer ops
     result["golden_differs"] = differing(initrecipe.load(GOLDEN))

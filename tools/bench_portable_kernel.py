@@ -9,7 +9,7 @@ Measures, in one process and on one float32 tensor of N elements (default 2**28,
   ``t.uniform_()`` for reference;
 * fresh: ``sample_(torch.empty(N), ...)`` into a newly allocated tensor (so the page faults are
   paid inside the call), against ``torch.empty(N).fill_(1.0)`` and against ``fill_`` into a
-  fresh tensor advised to use huge pages (:mod:`initrecipe.hugepages`, as replay allocates).
+  fresh tensor advised to use huge pages (:mod:`initrecipe.support.hugepages`, as replay allocates).
 
 ``--variant all`` measures every kernel path the CPU runs (avx512f, avx2, generic) interleaved:
 each repeat runs every path once, so load from other processes spreads over all of them, and
@@ -34,8 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initrecipe import hugepages, samplers  # noqa: E402
-from initrecipe.samplers import KERNEL_AVAILABLE, sample_  # noqa: E402
+from initrecipe.support import hugepages
+from initrecipe.rng.portable import samplers  # noqa: E402
+from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE, sample_  # noqa: E402
 from timing import best_seconds, cpu_model, load_average  # noqa: E402  (tools/ is the script's folder)
 
 TARGET_NORMAL = 2e9

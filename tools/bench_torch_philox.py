@@ -2,12 +2,12 @@
 
 Usage: python tools/bench_torch_philox.py [--n N] [--repeats R] [--json OUT]
 
-The torch-op path of ``initrecipe.samplers`` (what a GPU runs, and the CPU without the C kernel)
+The torch-op path of ``initrecipe.rng.portable.samplers`` (what a GPU runs, and the CPU without the C kernel)
 fills one chunk (``samplers._REF_CHUNK`` = 2**20 elements by default) with
 
 * *before*: Philox words from eager torch integer ops (``philox_words``; ``reference_sample_``);
 * *after*: Philox words from torch's own kernel (``torch.func._random``, via
-  ``initrecipe.torch_philox``), with the same transforms as torch ops.
+  ``initrecipe.rng.portable.torch_philox``), with the same transforms as torch ops.
 
 For every sampler it counts the aten operators one chunk dispatches (a ``TorchDispatchMode``; on
 a GPU each is about one kernel launch) and times the chunk on the CPU (best of ``--repeats``,
@@ -32,8 +32,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initrecipe import samplers, torch_philox  # noqa: E402
-from initrecipe.philox import philox_words  # noqa: E402
+from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable import torch_philox  # noqa: E402
+from initrecipe.rng.portable.philox import philox_words  # noqa: E402
 from timing import best_seconds  # noqa: E402  (tools/ is the script's folder)
 
 KEY = (0x12345678, 0x9ABCDEF0)

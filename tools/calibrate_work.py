@@ -1,9 +1,9 @@
-"""Measure the rates behind initrecipe's replay work estimate (``initrecipe/work.py``) on this machine.
+"""Measure the rates behind initrecipe's replay work estimate (``initrecipe/analysis/cost.py``) on this machine.
 
 Usage: flock /tmp/initrecipe-heavy.lock python tools/calibrate_work.py [--quick] [--json OUT]
 
 Every replay is estimated, before it runs, in *reference seconds*: the time the operators it would
-execute take on the machine the constants in ``initrecipe/work.py`` were measured on.  This tool
+execute take on the machine the constants in ``initrecipe/analysis/cost.py`` were measured on.  This tool
 measures those rates with torch's own CPU kernels, the way replay calls them (all threads torch
 uses by default), and prints, per cost class, the measured rate next to the constant the package
 uses, so that the constants can be re-derived and checked on another machine:
@@ -37,10 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initrecipe import work  # noqa: E402
-from initrecipe.program import Call, GenRef, Ref, RngSeed  # noqa: E402
-from initrecipe.recipe import Recipe, TensorEntry  # noqa: E402
-from initrecipe.replay import prepare_replay, replay  # noqa: E402
+from initrecipe.analysis import cost as work  # noqa: E402
+from initrecipe.program.ir import Call, GenRef, Ref, RngSeed  # noqa: E402
+from initrecipe.format.recipe import Recipe, TensorEntry  # noqa: E402
+from initrecipe.runtime.replay import prepare_replay, replay  # noqa: E402
 
 MiB = 1 << 20
 
@@ -107,7 +107,7 @@ def measure(quick: bool) -> dict[str, dict[str, float]]:
     z = torch.empty(m)
     random["randn"] = rate(m, best(lambda: torch.randn(m, generator=g)))
     random["poisson (rate 50)"] = rate(m // 8, best(lambda: torch.poisson(torch.full((m // 8,), 50.0), generator=g)))
-    from initrecipe.samplers import KERNEL_AVAILABLE, reference_sample_, sample_
+    from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE, reference_sample_, sample_
 
     key = (1, 2)
     random["portable normal (kernel)" if KERNEL_AVAILABLE else "portable normal (torch ops)"] = rate(
@@ -195,7 +195,7 @@ def instruction_rates(count: int) -> dict[str, float]:
 
 
 def constants() -> dict[str, float]:
-    """The rates initrecipe/work.py uses, for comparison."""
+    """The rates initrecipe/analysis/cost.py uses, for comparison."""
     return {name: getattr(work, name) for name in dir(work) if name.isupper() and isinstance(getattr(work, name), float)}
 
 

@@ -5,7 +5,7 @@ Usage: python tools/gpu_check.py [--skip-1b] [--json OUT] [--dry-run-on-cpu]
 Each check prints one line ``PASS``/``FAIL <name>: <detail>`` and the script exits non-zero if any
 failed.  NOT YET RUN: no GPU has been available to this project; nothing here is a measured result.
 
-* ``words``: which Philox words the torch-op path uses on ``cuda:0`` (``initrecipe.torch_philox``):
+* ``words``: which Philox words the torch-op path uses on ``cuda:0`` (``initrecipe.rng.portable.torch_philox``):
   torch's own kernel must pass its self-check on torch >= 2.14;
 * ``golden-portable``: every tensor of ``tests/golden/portable-v1.1.recipe`` replayed with
   ``device="cuda"`` has the pinned sha256 (the same as the CPU's);
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import initrecipe  # noqa: E402
-from initrecipe import torch_philox  # noqa: E402
+from initrecipe.rng.portable import torch_philox  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 DEVICE = "cuda"  # --dry-run-on-cpu: "cpu"

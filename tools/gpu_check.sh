@@ -45,7 +45,7 @@ for name in ("msgpack", "safetensors", "transformers", "hypothesis", "pytest", "
         print(name, "MISSING:", error)
 EOF
 
-if ! "$PY" -c "import initrecipe._portable_kernel, initrecipe._mt19937" 2>/dev/null; then
+if ! "$PY" -c "import initrecipe.rng.portable._portable_kernel, initrecipe.rng.torch._mt19937" 2>/dev/null; then
   step build 180 "$PY" setup.py -q build_ext --inplace
 fi
 if [ "${SUITE_ONLY:-0}" = 1 ]; then

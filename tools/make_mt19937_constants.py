@@ -1,4 +1,4 @@
-"""Compute the constants of initrecipe's mt19937 jump-ahead and write ``initrecipe/_mt19937_constants.h``.
+"""Compute the constants of initrecipe's mt19937 jump-ahead and write ``initrecipe/rng/torch/_mt19937_constants.h``.
 
 torch's CPU generator is mt19937.  Its untempered output words x_1, x_2, ... satisfy a linear
 recurrence over GF(2) whose characteristic polynomial P has degree 19937; any one bit position of

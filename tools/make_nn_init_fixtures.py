@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import initrecipe  # noqa: E402
-from initrecipe.lineage import analyse  # noqa: E402
+from initrecipe.analysis.lineage import analyse  # noqa: E402
 
 from every_init import EveryInit  # noqa: E402
 

@@ -1,0 +1,1 @@
+"""Static passes over a program: facts (verify, infer), plans, cost, lineage and descriptions."""

@@ -1,0 +1,1 @@
+"""Safetensors: stream a recipe into checkpoint files, and read checkpoints back."""

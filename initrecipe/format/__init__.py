@@ -1,0 +1,1 @@
+"""The Recipe object and its msgpack file format (schema/FORMAT.md)."""

@@ -1,0 +1,1 @@
+"""Reading recipes: show, diff and check."""

@@ -1,0 +1,1 @@
+"""Random-number generators: torch's CPU generator modelled by arithmetic, and the portable Philox mode."""

@@ -1,0 +1,1 @@
+"""Replay: run a planned program on real tensors, whole, sliced or streamed, on any device."""
