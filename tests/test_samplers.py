@@ -666,7 +666,7 @@ def test_every_kernel_path_matches_the_scalar_spec(kind):
 
 _PATH_PROBE = """
 import hashlib, torch
-from initrecipe import samplers
+from initrecipe.rng.portable import samplers
 out = []
 for kind, params in [("normal", (0.0, 1.0)), ("uniform", (-1.0, 2.0)), ("exponential", (0.5,))]:
     t = samplers.sample_(torch.empty(70_001), kind, (7, 11), params, [(9, 70_001)])
@@ -829,7 +829,7 @@ def test_kernel_fallback_gives_the_same_bits():
     code = (
         "import sys, hashlib; sys.modules['initrecipe.rng.portable._portable_kernel'] = None\n"
         "import torch\n"
-        "from initrecipe import samplers\n"
+        "from initrecipe.rng.portable import samplers\n"
         "assert not samplers.KERNEL_AVAILABLE\n"
         "t = samplers.sample_(torch.empty(3000), 'normal', (5, 6), (0.0, 1.0), [(7, 1000), (2**40, 2000)])\n"
         "e = samplers.erfinv(torch.linspace(-1, 1, 1001))\n"
@@ -1115,7 +1115,7 @@ def test_a_build_without_the_x86_paths_refuses_them(tmp_path):
     from setuptools.command.build_ext import build_ext
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ext = Extension("_portable_kernel", sources=[os.path.join(root, "initrecipe", "_portable_kernel.c")],
+    ext = Extension("_portable_kernel", sources=[os.path.join(root, "initrecipe", "rng", "portable", "_portable_kernel.c")],
                     define_macros=[("IR_GENERIC_ONLY", "1")],
                     extra_compile_args=["-O1", "-std=gnu11", "-fno-fast-math", "-ffp-contract=off"])
     cmd = build_ext(Distribution({"ext_modules": [ext]}))

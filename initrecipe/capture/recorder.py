@@ -753,7 +753,7 @@ def _sequence_data_materializes(recorder: _Recorder) -> Iterator[None]:
 
 
 _INTERNAL_FILES = (  # initrecipe itself and torch's private machinery (dispatch, fake tensors)
-    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,  # the whole package
     os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "_"),
     os.path.join(os.path.dirname(os.path.abspath(torch.__file__)), "utils", "_"),
 )
