@@ -19,7 +19,7 @@ from torch import nn
 
 import initrecipe
 from initrecipe import WorkLimitError
-from initrecipe.format import recipe as recipe_mod
+from initrecipe.format import envelope, spec
 from initrecipe.cli import main as cli_main
 from initrecipe.program.ir import Call, GenRef, Literal, Ref
 from initrecipe.format.recipe import Recipe, TensorEntry
@@ -135,7 +135,7 @@ def test_a_newer_version(base, monkeypatch):
         "format versions up to 1.2. Upgrade with `pip install -U initrecipe`",
         initrecipe.load, newer,
     )
-    monkeypatch.setitem(recipe_mod._FIRST_READER, (2, 3), "0.4.0")
+    monkeypatch.setitem(spec.FIRST_READER, (2, 3), "0.4.0")
     err = raises(initrecipe.UnsupportedVersionError, "recipe format 2.3 needs initrecipe >= 0.4.0; ",
                  initrecipe.load, edited(base, lambda d: d.__setitem__("version", [2, 3])))
     assert "corrupt" not in str(err)  # a genuine newer recipe: its hash matches
@@ -282,7 +282,7 @@ def test_verify_hash_false_reads_a_damaged_file_for_inspection(base):
 
 def test_the_content_hash_is_independent_of_initrecipe(base):
     doc = doc_of(base)
-    assert doc["hash"] == content_hash(doc) == recipe_mod.compute_hash(doc)
+    assert doc["hash"] == content_hash(doc) == envelope.compute_hash(doc)
 
 
 # --------------------------------------------------------------------------- structure

@@ -39,7 +39,7 @@ from initrecipe.support import output_files
 from initrecipe.export import safetensors_writer as safetensors_stream
 from initrecipe.cli import main
 from initrecipe.export.convert import to_safetensors
-from initrecipe.format.recipe import compute_hash
+from initrecipe.format.envelope import compute_hash
 
 
 @pytest.fixture(autouse=True)
@@ -403,7 +403,7 @@ def _bytes_written(pid: int) -> int:
 # A slow disk for the child: 1 MiB per write call, 20 ms each.  The CLI code is the real one.
 _SLOW_DISK = textwrap.dedent("""
     import sys, time
-    from initrecipe import safetensors_stream as s
+    from initrecipe.export import safetensors_writer as s
     real = s._pwrite
     def slow(fd, data, offset):
         time.sleep(0.02)

@@ -597,7 +597,7 @@ NEW_OPS = {
 
 
 def test_each_new_random_operator_records_and_replays_portably() -> None:
-    from initrecipe.format.recipe import format_version_for
+    from initrecipe.format.spec import format_version_for
 
     recipe = initrecipe.record(NewDraws, seed=SEED, rng="portable")
     keyed = {ins.kwargs["generator"].stream: ins.op for ins in recipe.program

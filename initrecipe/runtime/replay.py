@@ -25,7 +25,8 @@ from initrecipe.rng.torch.positions import modelled_draws
 from initrecipe.runtime.interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
 from initrecipe.program.ir import Call, Instruction, Literal, Ref, RngRestore
-from initrecipe.format.recipe import Recipe, TensorEntry, load
+from initrecipe.format.decode import load
+from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
 from initrecipe.runtime.torch_versions import check_torch_version
 from initrecipe.analysis.cost import CHECK_SECONDS, WorkEstimate, cost_seconds, estimate, portable_rate, refuse, work_budget
