@@ -399,7 +399,7 @@ def test_device_split_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> No
 
     from initrecipe.runtime.interpreter import PortableContext
 
-    replay_module = importlib.import_module("initrecipe.replay")
+    replay_module = importlib.import_module("initrecipe.runtime.replay_run")
 
     monkeypatch.setattr(replay_module, "PortableContext", functools.partial(PortableContext, split_devices=True))
     recipe = initrecipe.record(Pinned, seed=0, rng="portable")

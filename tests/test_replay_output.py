@@ -153,7 +153,7 @@ def test_help_says_which_buffers_replay_writes(capsys):
 
 _PEAK = textwrap.dedent("""
     import gc, json, sys
-    import initrecipe.cli, initrecipe.export.convert, initrecipe.replay  # imports outside the measurement
+    import initrecipe.cli, initrecipe.export.convert, initrecipe.runtime.replay  # imports outside the measurement
 
     def hwm_kib():
         with open("/proc/self/status") as f:

@@ -47,7 +47,9 @@ from initrecipe.export.shard_plan import (
 from initrecipe.export.streaming import progress_bar, stream_tensors
 from initrecipe.format.decode import load
 from initrecipe.format.recipe import Recipe, TensorEntry
-from initrecipe.runtime.replay import NameFilter, iter_replay, select_entries, shard_box
+from initrecipe.runtime.replay import iter_replay
+from initrecipe.runtime.replay_plan import NameFilter, select_entries
+from initrecipe.runtime.replay_shards import shard_box
 from initrecipe.runtime.sharding import Box, ShardRequest
 from initrecipe.support.malloc import return_freed_memory_to_the_os
 from initrecipe.support.output_files import (

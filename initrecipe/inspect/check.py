@@ -44,6 +44,7 @@ from initrecipe.analysis.lineage import analyse
 from initrecipe.program.ir import RngSetState
 from initrecipe.format.decode import Source, load
 from initrecipe.format.recipe import Recipe
+from initrecipe.runtime.replay_plan import prepare_replay
 from initrecipe.analysis.cost import WorkEstimate
 
 __all__ = ["check", "check_report", "CheckReport"]
@@ -110,8 +111,6 @@ def check_report(source: Source | Recipe, *, max_bytes: int | None = None, verif
             except (RuntimeError, ValueError) as exc:
                 findings.append(f"program[{i}].state: torch rejects this generator state ({str(exc).splitlines()[0]})")
                 break
-    from initrecipe.runtime.replay import prepare_replay
-
     work = None
     facts = None
     try:

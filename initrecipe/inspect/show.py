@@ -23,7 +23,8 @@ from initrecipe.program.ir import Call, GenRef, PortableKey
 from initrecipe.format.recipe import Recipe, TensorEntry, set_uninitialized_finder
 from initrecipe.format.spec import format_version_for
 from initrecipe.analysis.facts import infer_facts
-from initrecipe.runtime.replay import check_entries, sliceable_names
+from initrecipe.runtime.replay import sliceable_names
+from initrecipe.runtime.replay_plan import check_entries
 
 __all__ = ["TensorInfo", "TensorGroup", "RecipeSummary", "summarize", "tensor_infos", "find_uninitialized",
            "uninitialized_line", "SHOW_SCHEMA"]
