@@ -127,6 +127,14 @@ def replay_to_file(
     layout = plan_layout(stored, file_metadata(recipe))
     refuse_folder_at(path)
     return_freed_memory_to_the_os()
+    _write_file(path, layout, stream, where, len(stored))
+    return path, len(stored)
+
+
+def _write_file(path: Path, layout: Layout, stream: Iterator[tuple[list[TensorEntry], torch.Tensor]],
+                where: dict[str, TensorSpec], count: int) -> None:
+    """Stream the replayed tensors into one new file at ``path`` (each name stored as ``where``
+    says) and commit it; on any failure (a signal included) remove it, leaving ``path`` as it was."""
     writer: StreamingSafetensorsWriter | None = None
     try:
         writer = StreamingSafetensorsWriter(path, layout)
@@ -139,8 +147,8 @@ def replay_to_file(
             return out, spec
 
         done = stream_tensors(stream, place, [writer])
-        if done != len(stored):
-            raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
+        if done != count:
+            raise ReplayError(f"replay produced {done} of the {count} tensors to write")
         with deferred_signals():
             writer.commit()
     except BaseException as exc:
@@ -150,7 +158,6 @@ def replay_to_file(
             raise output_error(exc, path, layout.file_size) from None
         raise
     fsync_dir(path.parent)
-    return path, len(stored)
 
 
 
@@ -202,16 +209,7 @@ def to_safetensors(
     """
     if not isinstance(recipe, Recipe):
         recipe = load(recipe)
-    try:
-        cast = parse_dtype(dtype)
-        shard_limit = parse_size(max_shard_size)
-    except ValueError as exc:
-        raise RecipeError(str(exc)) from None
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RecipeError(f"`{out_dir}` exists and is not a folder")
-    config_data = config_bytes(config, cast) if config is not None else None
-    folder = _plan_folder(recipe, out_dir, cast, shard_limit, config_data)
+    folder = _plan_folder(recipe, Path(out_dir), dtype, max_shard_size, config)
     _refuse_existing_outputs(folder, force)
     # Check and plan the replay (memory, work) before anything is created on disk.
     persistent = {t.name for t in recipe.tensors if t.persistent}
@@ -245,9 +243,18 @@ class _FolderPlan:
         return finals
 
 
-def _plan_folder(recipe: Recipe, out_dir: Path, cast: torch.dtype | None, shard_limit: int,
-                 config_data: bytes | None) -> _FolderPlan:
-    """The tensors stored (cast to ``cast``), their shards and each shard file's layout."""
+def _plan_folder(recipe: Recipe, out_dir: Path, dtype: torch.dtype | str | None, max_shard_size: int | str,
+                 config: str | os.PathLike | None) -> _FolderPlan:
+    """The options read, then the tensors stored (cast to ``dtype``), their shards, each shard
+    file's layout and the config file's bytes (:func:`to_safetensors` documents the arguments)."""
+    try:
+        cast = parse_dtype(dtype)
+        shard_limit = parse_size(max_shard_size)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RecipeError(f"`{out_dir}` exists and is not a folder")
+    config_data = config_bytes(config, cast) if config is not None else None
     stored = stored_tensors(recipe, cast)
     plan = plan_shards(stored, shard_limit)
     metadata = file_metadata(recipe)

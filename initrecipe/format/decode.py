@@ -184,7 +184,7 @@ def _decode_settings(doc: dict[str, Any]) -> tuple[str, int | None]:
     return rng, seed
 
 
-def _decode_ops(raw: Any) -> list[str]:
+def _decode_ops(raw: object) -> list[str]:
     """The ``ops`` table: distinct operator names, each on the allowlist."""
     ops = expect(raw, list, "ops", "a list of operator names")
     if len(ops) > MAX_OPERATOR_NAMES:
@@ -215,7 +215,7 @@ def _refuse_new_draws(program: list[Instruction], version: list[int]) -> None:
         )
 
 
-def _decode_producer(raw: Any) -> dict[str, str]:
+def _decode_producer(raw: object) -> dict[str, str]:
     """The ``producer`` map: at most 256 string entries."""
     producer = expect(raw, dict, "producer", "a map")
     if len(producer) > 256:

@@ -259,7 +259,7 @@ def _decode_call(item: list, i: int, ops: list[str], dec: ArgDecoder, where: str
     return Call(ops[op_idx], tuple(outs), dec_args, dec_kwargs, out_meta)
 
 
-def _decode_out_meta(raw: Any, outputs: int, where: str) -> tuple[tuple[torch.dtype, tuple[int, ...]], ...]:
+def _decode_out_meta(raw: object, outputs: int, where: str) -> tuple[tuple[torch.dtype, tuple[int, ...]], ...]:
     """A CALL's optional ``out_meta``: one ``[dtype, shape]`` pair per output."""
     metas = expect(raw, list, f"{where}.out_meta", "a list of [dtype, shape] pairs")
     if len(metas) != outputs:
