@@ -29,11 +29,13 @@ from initrecipe.errors import (  # noqa: E402
     UnverifiedTorchWarning,
     WorkLimitError,
 )
-from initrecipe.format.recipe import Recipe, TensorEntry, load  # noqa: E402
+from initrecipe.format.decode import load  # noqa: E402
+from initrecipe.format.recipe import Recipe, TensorEntry  # noqa: E402
 from initrecipe.runtime.replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
 from initrecipe.runtime.sharding import Box, Shard  # noqa: E402
 from initrecipe.export.convert import to_safetensors  # noqa: E402
-from initrecipe.inspect.diff import RecipeDiff, diff  # noqa: E402
+from initrecipe.inspect.diff import diff  # noqa: E402
+from initrecipe.inspect.diff_result import RecipeDiff  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

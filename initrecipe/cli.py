@@ -82,7 +82,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     from initrecipe.export.convert import replay_to_file
-    from initrecipe.format.recipe import load
+    from initrecipe.format.decode import load
 
     recipe = load(args.recipe)
     _check_output_file(args.output)
@@ -131,7 +131,7 @@ def _safe(text: str) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from initrecipe.format.recipe import load
+    from initrecipe.format.decode import load
     from initrecipe.inspect.show import summarize
 
     summary = summarize(load(args.recipe), label=args.recipe)
@@ -192,7 +192,7 @@ def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from initrecipe.export.convert import to_safetensors
-    from initrecipe.format.recipe import load
+    from initrecipe.format.decode import load
 
     recipe = load(args.recipe)
     start = time.perf_counter()

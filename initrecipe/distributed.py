@@ -39,7 +39,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar, Union
 import torch
 
 from initrecipe.errors import ReplayError
-from initrecipe.format.recipe import Recipe, load
+from initrecipe.format.decode import load
+from initrecipe.format.recipe import Recipe
 from initrecipe.runtime.sharding import Box
 
 __all__ = ["materialize", "distribute", "local_box", "PlacementRequest"]

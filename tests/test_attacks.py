@@ -23,7 +23,8 @@ import torch
 
 import initrecipe
 from initrecipe import Shard
-from initrecipe.runtime.replay import iter_replay, prepare_replay, sliceable_names
+from initrecipe.runtime.replay import iter_replay, sliceable_names
+from initrecipe.runtime.replay_plan import prepare_replay
 from initrecipe.inspect.show import summarize
 from initrecipe.inspect.check import check, check_report
 

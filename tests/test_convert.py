@@ -18,7 +18,8 @@ import initrecipe
 from initrecipe import OutputExistsError, OutputWriteError
 from initrecipe.export import safetensors_writer as safetensors_stream
 from initrecipe.cli import main
-from initrecipe.export.convert import parse_size, to_safetensors
+from initrecipe.export.convert import to_safetensors
+from initrecipe.export.options import parse_size
 
 
 class Small(nn.Module):

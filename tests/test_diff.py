@@ -20,7 +20,7 @@ from torch import nn
 
 import initrecipe
 from initrecipe.cli import main
-from initrecipe.inspect.diff import compare_values
+from initrecipe.inspect.value_compare import compare_values
 
 ROOT = Path(__file__).resolve().parent.parent
 jsonschema = pytest.importorskip("jsonschema")

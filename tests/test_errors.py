@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Private control-flow exceptions that never reach a caller: each is caught (or, for the CLI's
 # SIGTERM stand-in, turned into an exit status) inside the module that defines it.
 PRIVATE = {
-    "initrecipe.format.recipe._MapKeyError",  # a bad map key found while decoding -> RecipeFormatError
+    "initrecipe.format.unpack._MapKeyError",  # a bad map key found while decoding -> RecipeFormatError
     "initrecipe.cli._Terminated",  # SIGTERM/SIGHUP raised as KeyboardInterrupt -> exit 128 + signal
 }
 

@@ -39,7 +39,7 @@ from initrecipe.support import output_files
 from initrecipe.export import safetensors_writer as safetensors_stream
 from initrecipe.cli import main
 from initrecipe.export.convert import to_safetensors
-from initrecipe.format.recipe import compute_hash
+from initrecipe.format.envelope import compute_hash
 
 
 @pytest.fixture(autouse=True)

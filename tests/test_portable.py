@@ -399,7 +399,7 @@ def test_device_split_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> No
 
     from initrecipe.runtime.interpreter import PortableContext
 
-    replay_module = importlib.import_module("initrecipe.runtime.replay")
+    replay_module = importlib.import_module("initrecipe.runtime.replay_run")
 
     monkeypatch.setattr(replay_module, "PortableContext", functools.partial(PortableContext, split_devices=True))
     recipe = initrecipe.record(Pinned, seed=0, rng="portable")
@@ -597,7 +597,7 @@ NEW_OPS = {
 
 
 def test_each_new_random_operator_records_and_replays_portably() -> None:
-    from initrecipe.format.recipe import format_version_for
+    from initrecipe.format.spec import format_version_for
 
     recipe = initrecipe.record(NewDraws, seed=SEED, rng="portable")
     keyed = {ins.kwargs["generator"].stream: ins.op for ins in recipe.program

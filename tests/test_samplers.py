@@ -22,7 +22,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable import binary32, kernel_samplers, reference_samplers, sampler_params, samplers
 from initrecipe.rng.portable.philox import derive_key, philox_words, stream_word
 from initrecipe.rng.portable.samplers import (
     KERNEL_AVAILABLE,
@@ -495,14 +495,14 @@ def test_scalar_spec_erfinv_and_log():
     xs = np.concatenate([rng.uniform(-1, 1, 300), 1 - np.logspace(-7.2, -0.2, 100), [0.0, -0.0, 1e-30, 1.0, -1.0,
                                                                                         1.5, np.nan]]).astype(F)
     got = erfinv(torch.from_numpy(xs))
-    assert bitwise_equal(got, samplers._reference_erfinv32(torch.from_numpy(xs)))
+    assert bitwise_equal(got, binary32.reference_erfinv32(torch.from_numpy(xs)))
     for x, g in zip(xs, got.numpy()):
         e = spec_erfinv(x)
         assert bits(g) == bits(e) or (math.isnan(g) and math.isnan(e)), (x, g, e)
     ys = np.concatenate([rng.uniform(0, 10, 200), 10.0 ** rng.uniform(-44, 38, 200), [0.0, -0.0, -1.0, np.inf, np.nan,
                                                                                          1e-45, 1.0]]).astype(F)
     got = log(torch.from_numpy(ys))
-    assert bitwise_equal(got, samplers._reference_log32(torch.from_numpy(ys)))
+    assert bitwise_equal(got, binary32.reference_log32(torch.from_numpy(ys)))
     for y, g in zip(ys, got.numpy()):
         e = spec_log(y)
         assert bits(g) == bits(e) or (math.isnan(g) and math.isnan(e)), (y, g, e)
@@ -614,8 +614,8 @@ def test_every_kernel_variant_matches_reference(kind):
         y = torch.cat([torch.rand(10_001) * 100, torch.tensor([0.0, -0.0, -1.0, math.inf, math.nan, 1e-45, 1e-39])])
         for name in K.variants():
             K.set_variant(name)
-            assert bitwise_equal(erfinv(x), samplers._reference_erfinv32(x)), name
-            assert bitwise_equal(log(y), samplers._reference_log32(y)), name
+            assert bitwise_equal(erfinv(x), binary32.reference_erfinv32(x)), name
+            assert bitwise_equal(log(y), binary32.reference_log32(y)), name
     finally:
         K.set_variant(previous)
     with pytest.raises(ValueError):
@@ -782,9 +782,9 @@ def test_thread_count_does_not_change_bits():
 def test_chunking_does_not_change_bits(monkeypatch):
     n = 200_003
     whole = {kind: sample_(torch.empty(n), kind, KEY, PARAMS[kind], [(9, n)]) for kind in ("normal", "exponential")}
-    monkeypatch.setattr(samplers, "_KERNEL_MIN_CHUNK", 1000)
-    monkeypatch.setattr(samplers, "_KERNEL_MAX_CHUNK", 4093)
-    monkeypatch.setattr(samplers, "_REF_CHUNK", 777)
+    monkeypatch.setattr(kernel_samplers, "_KERNEL_MIN_CHUNK", 1000)
+    monkeypatch.setattr(kernel_samplers, "_KERNEL_MAX_CHUNK", 4093)
+    monkeypatch.setattr(reference_samplers, "REF_CHUNK", 777)
     for kind, ref in whole.items():
         assert bitwise_equal(sample_(torch.empty(n), kind, KEY, PARAMS[kind], [(9, n)]), ref)
         split = [(9, 1), (10, 63), (73, 100_000), (100_073, n - 100_064)]
@@ -800,7 +800,7 @@ def test_reference_path_when_no_kernel(monkeypatch):
     y = torch.rand(5000) * 50
     expected = (erfinv(x), log(y), sample_(torch.empty(3000, dtype=torch.bfloat16), "normal", KEY, (0.0, 1.0)))
     monkeypatch.setattr(samplers, "_kernel", None)
-    monkeypatch.setattr(samplers, "_REF_CHUNK", 999)
+    monkeypatch.setattr(reference_samplers, "REF_CHUNK", 999)
     got = (erfinv(x), log(y), sample_(torch.empty(3000, dtype=torch.bfloat16), "normal", KEY, (0.0, 1.0)))
     for a, b in zip(got, expected):
         assert bitwise_equal(a, b)
@@ -937,7 +937,7 @@ def test_normal_accuracy_against_float64_inverse_cdf():
         2 ** np.arange(31) - 1, np.arange(2_740_000, 2_760_000, 97), np.arange(2_600_000, 2_700_000, 101),
     ])
     words = torch.from_numpy(m.astype(np.int64))
-    t = samplers._reference_values(samplers._Draw("normal", 0.0, 1.0), words).double().numpy()
+    t = reference_samplers.reference_values(sampler_params.Draw("normal", 0.0, 1.0), words).double().numpy()
     p = (2 * m + 1) / 2.0**33
     inv = statistics.NormalDist().inv_cdf
     ref = -np.array([inv(v) for v in p])
@@ -945,7 +945,7 @@ def test_normal_accuracy_against_float64_inverse_cdf():
     assert err.max() < 1e-6  # the design target is 2e-6; measured 6.1e-7
     assert (t > 0).all()
     # The negative half is the exact mirror image.
-    neg = samplers._reference_values(samplers._Draw("normal", 0.0, 1.0), words | (1 << 31)).double().numpy()
+    neg = reference_samplers.reference_values(sampler_params.Draw("normal", 0.0, 1.0), words | (1 << 31)).double().numpy()
     assert np.array_equal(neg, -t)
 
 
@@ -955,7 +955,7 @@ def test_normal_tail_screen_is_conservative():
     m = torch.cat([torch.arange(2_750_000, 2_850_000), torch.randint(2_750_000, 2**31, (100_000,))])
     x = torch.mul(torch.rsub(2 * m, 0xFFFFFFFF).to(torch.float32), 2.0**-32)
     om = torch.mul(torch.add(2 * m, 1).to(torch.float32), 2.0**-32)
-    w = torch.rsub(samplers._log_parts(torch.mul(om, torch.add(x, 1.0)), None), 0.0)
+    w = torch.rsub(binary32.log_parts(torch.mul(om, torch.add(x, 1.0)), None), 0.0)
     assert w.max().item() < 5.98
 
 
@@ -1024,7 +1024,7 @@ def test_log_accuracy():
 def test_psqrt_accuracy():
     rng = np.random.default_rng(7)
     w = rng.uniform(4, 32, 1_000_000).astype(F)
-    got = samplers._psqrt(torch.from_numpy(w)).double().numpy()
+    got = binary32.psqrt(torch.from_numpy(w)).double().numpy()
     ref = np.sqrt(w.astype(np.float64))
     ulp = np.spacing(ref.astype(F)).astype(np.float64)
     assert (np.abs(got - ref) / ulp).max() <= 0.76
@@ -1115,7 +1115,8 @@ def test_a_build_without_the_x86_paths_refuses_them(tmp_path):
     from setuptools.command.build_ext import build_ext
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ext = Extension("_portable_kernel", sources=[os.path.join(root, "initrecipe", "rng", "portable", "_portable_kernel.c")],
+    source = os.path.join(root, "initrecipe", "rng", "portable", "_portable_kernel.c")
+    ext = Extension("_portable_kernel", sources=[source],
                     define_macros=[("IR_GENERIC_ONLY", "1")],
                     extra_compile_args=["-O1", "-std=gnu11", "-fno-fast-math", "-ffp-contract=off"])
     cmd = build_ext(Distribution({"ext_modules": [ext]}))

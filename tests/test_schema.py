@@ -33,7 +33,8 @@ import initrecipe
 from initrecipe.program.operators import ALLOWED_OPERATORS
 from initrecipe.rng.portable.semantics import DRAW_OPERATORS, SUBSTITUTED_OPERATORS
 from initrecipe.program.ir import DTYPES, Call, GenRef, Literal, Ref, RngRestore, RngSeed, RngSetState
-from initrecipe.format.recipe import RNG_MODES, Recipe, TensorEntry, encode_for_schema
+from initrecipe.format.recipe import Recipe, TensorEntry, encode_for_schema
+from initrecipe.format.spec import RNG_MODES
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -511,7 +512,7 @@ def test_format_md_lists_every_allowlisted_operator() -> None:
 
 
 def test_schema_enums_match_the_implementation() -> None:
-    from initrecipe.format import recipe as recipe_module
+    from initrecipe.format import spec as recipe_module
 
     defs = SCHEMA["$defs"]
     assert defs["dtype"]["enum"] == list(DTYPES)
@@ -521,14 +522,14 @@ def test_schema_enums_match_the_implementation() -> None:
     assert set(defs["streamKey"]["properties"]) == {"key"}
     assert defs["streamKey"]["properties"]["key"]["prefixItems"][1]["maximum"] == 2**32 - 1
     assert SCHEMA["properties"]["version"]["enum"] == [[1, 0], [1, 1], list(recipe_module.FORMAT_VERSION)]
-    assert tags["layout"]["layout"]["enum"] == list(recipe_module._LAYOUTS)
-    assert tags["memory_format"]["memory_format"]["enum"] == list(recipe_module._MEMORY_FORMATS)
-    assert SCHEMA["required"] == [*recipe_module._TOP_LEVEL_KEYS, "hash"]
-    assert defs["tensorEntry"]["prefixItems"][2]["enum"] == list(recipe_module._KINDS)
+    assert tags["layout"]["layout"]["enum"] == list(recipe_module.LAYOUTS)
+    assert tags["memory_format"]["memory_format"]["enum"] == list(recipe_module.MEMORY_FORMATS)
+    assert SCHEMA["required"] == [*recipe_module.TOP_LEVEL_KEYS, "hash"]
+    assert defs["tensorEntry"]["prefixItems"][2]["enum"] == list(recipe_module.TENSOR_KINDS)
 
 
 def test_schema_limits_match_the_reader() -> None:
-    from initrecipe.format import recipe as recipe_module
+    from initrecipe.format import spec as recipe_module
 
     defs, props = SCHEMA["$defs"], SCHEMA["properties"]
     assert props["generators"]["maximum"] == recipe_module.MAX_GENERATORS

@@ -22,7 +22,7 @@ from test_samplers import INDICES, KEY, PARAMS, VECTORS, bitwise_equal, tensor_p
 
 import initrecipe
 from initrecipe import Shard
-from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable import reference_samplers, samplers
 from initrecipe.rng.portable import torch_philox
 from initrecipe.rng.portable.philox import philox_words, stream_word
 from initrecipe.rng.portable.samplers import SAMPLERS, TENSOR_SAMPLERS, reference_sample_, sample_
@@ -157,7 +157,7 @@ def test_every_sampler_equals_the_c_kernel(kind, monkeypatch):
     ]
     expected = {(d, n): c_kernel(n, d, kind, KEY, params_for(kind, n), segs) for d in dtypes for n, segs in cases}
     monkeypatch.setattr(samplers, "_kernel", None)
-    monkeypatch.setattr(samplers, "_REF_CHUNK", 999)  # chunks start off the block boundaries
+    monkeypatch.setattr(reference_samplers, "REF_CHUNK", 999)  # chunks start off the block boundaries
     for d in dtypes:
         for n, segs in cases:
             got = sample_(torch.empty(n, dtype=d), kind, KEY, params_for(kind, n), segs)

@@ -352,7 +352,7 @@ def test_streaming_and_partial_replays_skip_dead_draws_and_keep_bits():
         assert torch.equal(tensor, eager[entries[0].name]), entries[0].name
     last = "model.layers.2.mlp.down_proj.weight"
     assert torch.equal(initrecipe.replay(recipe, names=[last])[last], eager[last])
-    from initrecipe.runtime.replay import prepare_replay
+    from initrecipe.runtime.replay_plan import prepare_replay
 
     plan = prepare_replay(recipe, names=[last])
     # Only the one live draw runs: every reset_parameters draw and every other init is skipped.

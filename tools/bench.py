@@ -28,7 +28,7 @@ values (``bench_fidelity.snapshot``); the parent counts the tensors bitwise equa
 those whose values pass a two-sample KS test against eager's at the same name and shape.
 
 Scaling: one process records Llama configs of 1B, 7B, 70B and 405B sizes (``sync_rng=False``:
-nothing is materialized or drawn) and plans their replay with ``initrecipe.runtime.replay.prepare_replay``
+nothing is materialized or drawn) and plans their replay with ``initrecipe.runtime.replay_plan.prepare_replay``
 (shape propagation on the meta device, no allocation).
 
 Outputs, in ``--out-dir`` (default ``docs/bench``; ``--quick`` writes to a temporary folder):
@@ -309,7 +309,7 @@ def child_scaling(spec: str) -> dict[str, Any]:
 
     import initrecipe
     import initrecipe.capture.recorder  # noqa: F401
-    from initrecipe.runtime.replay import prepare_replay
+    from initrecipe.runtime.replay_plan import prepare_replay
 
     args = json.loads(spec)
     reps = args["reps"]

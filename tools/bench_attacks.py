@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import initrecipe  # noqa: E402
 import make_attacks  # noqa: E402
 from initrecipe import Shard  # noqa: E402
-from initrecipe.runtime.replay import iter_replay, prepare_replay, sliceable_names  # noqa: E402
+from initrecipe.runtime.replay import iter_replay, sliceable_names  # noqa: E402
+from initrecipe.runtime.replay_plan import prepare_replay  # noqa: E402
 from initrecipe.inspect.show import summarize  # noqa: E402
 from initrecipe.inspect.check import check  # noqa: E402
 from timing import best_seconds  # noqa: E402  (tools/ is the script's folder)

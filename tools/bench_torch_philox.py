@@ -3,7 +3,7 @@
 Usage: python tools/bench_torch_philox.py [--n N] [--repeats R] [--json OUT]
 
 The torch-op path of ``initrecipe.rng.portable.samplers`` (what a GPU runs, and the CPU without the C kernel)
-fills one chunk (``samplers._REF_CHUNK`` = 2**20 elements by default) with
+fills one chunk (``reference_samplers.REF_CHUNK`` = 2**20 elements by default) with
 
 * *before*: Philox words from eager torch integer ops (``philox_words``; ``reference_sample_``);
 * *after*: Philox words from torch's own kernel (``torch.func._random``, via
@@ -32,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from initrecipe.rng.portable import samplers
+from initrecipe.rng.portable import reference_samplers, samplers  # noqa: E402
 from initrecipe.rng.portable import torch_philox  # noqa: E402
 from initrecipe.rng.portable.philox import philox_words  # noqa: E402
 from timing import best_seconds  # noqa: E402  (tools/ is the script's folder)
@@ -116,12 +116,12 @@ def load() -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=samplers._REF_CHUNK, help="elements per chunk (default 2**20)")
+    parser.add_argument("--n", type=int, default=reference_samplers.REF_CHUNK, help="elements per chunk (default 2**20)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    if args.n > samplers._REF_CHUNK:
-        parser.error(f"--n is one chunk: at most {samplers._REF_CHUNK}")
+    if args.n > reference_samplers.REF_CHUNK:
+        parser.error(f"--n is one chunk: at most {reference_samplers.REF_CHUNK}")
     found = torch_philox.status("cpu")
     if not found.usable:
         print(f"bench_torch_philox: torch's Philox kernel is not used on the CPU here: {found.reason}", file=sys.stderr)

@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from initrecipe.analysis import cost as work  # noqa: E402
 from initrecipe.program.ir import Call, GenRef, Ref, RngSeed  # noqa: E402
 from initrecipe.format.recipe import Recipe, TensorEntry  # noqa: E402
-from initrecipe.runtime.replay import prepare_replay, replay  # noqa: E402
+from initrecipe.runtime.replay import replay  # noqa: E402
+from initrecipe.runtime.replay_plan import prepare_replay  # noqa: E402
 
 MiB = 1 << 20
 

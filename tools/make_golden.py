@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import initrecipe  # noqa: E402
-from initrecipe.format.recipe import format_version_for  # noqa: E402
+from initrecipe.format.spec import format_version_for  # noqa: E402
 
 GOLDEN = ROOT / "tests" / "golden"
 STEM = "linear-v1.0"

@@ -34,7 +34,8 @@ from initrecipe.program.operators import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATOR
 from initrecipe.errors import RecipeFormatError
 from initrecipe.rng.portable.semantics import DRAW_OPERATORS, REFUSED_DRAWS, check_draw
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
-from initrecipe.format.recipe import RNG_MODES, Recipe, TensorEntry
+from initrecipe.format.recipe import Recipe, TensorEntry
+from initrecipe.format.spec import RNG_MODES
 from initrecipe.capture.generators import GeneratorTracker, ShadowGenerators
 
 __all__ = ["record"]

@@ -20,22 +20,38 @@ metadata ``format: pt``, ``initrecipe.content_hash`` (the recipe's content hash)
 ``initrecipe.version``.
 """
 
-from __future__ import annotations
 
-import json
 import os
-import re
-import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Iterator, Union
 
 import torch
+from tqdm import tqdm
 
 from initrecipe import __version__
-from initrecipe.support import hugepages
 from initrecipe.errors import OutputExistsError, RecipeError, ReplayError
+from initrecipe.export.options import parse_dtype, parse_size
+from initrecipe.export.safetensors_writer import SAFETENSORS_DTYPES, Layout, StreamingSafetensorsWriter, TensorSpec, plan_layout
+from initrecipe.export.shard_plan import (
+    CONFIG_NAME,
+    WEIGHTS_INDEX_NAME,
+    ShardPlan,
+    StoredTensor,
+    config_bytes,
+    existing_outputs,
+    index_bytes,
+    plan_shards,
+    stored_tensors,
+)
+from initrecipe.export.streaming import progress_bar, stream_tensors
+from initrecipe.format.decode import load
+from initrecipe.format.recipe import Recipe, TensorEntry
+from initrecipe.runtime.replay import iter_replay
+from initrecipe.runtime.replay_plan import NameFilter, select_entries
+from initrecipe.runtime.replay_shards import shard_box
+from initrecipe.runtime.sharding import Box, ShardRequest
+from initrecipe.support.malloc import return_freed_memory_to_the_os
 from initrecipe.support.output_files import (
     deferred_signals,
     fsync_dir,
@@ -44,28 +60,8 @@ from initrecipe.support.output_files import (
     remove_quietly,
     write_temp,
 )
-from initrecipe.format.recipe import Recipe, TensorEntry, load
-from initrecipe.runtime.replay import NameFilter, iter_replay, select_entries, shard_box
-from initrecipe.export.safetensors_writer import SAFETENSORS_DTYPES, StreamingSafetensorsWriter, TensorSpec, plan_layout
-from initrecipe.runtime.sharding import Box, ShardRequest
 
-__all__ = [
-    "to_safetensors",
-    "replay_to_file",
-    "file_metadata",
-    "METADATA_HASH_KEY",
-    "plan_shards",
-    "parse_size",
-    "parse_dtype",
-    "WEIGHTS_NAME",
-    "WEIGHTS_INDEX_NAME",
-    "CONFIG_NAME",
-]
-
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
-_SHARD_RE = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+__all__ = ["to_safetensors", "replay_to_file", "file_metadata", "METADATA_HASH_KEY"]
 
 RecipeSource = Union[Recipe, str, os.PathLike, bytes]
 
@@ -77,278 +73,6 @@ METADATA_HASH_KEY = "initrecipe.content_hash"
 def file_metadata(recipe: Recipe) -> dict[str, str]:
     """The ``__metadata__`` of every safetensors file initrecipe writes."""
     return {"format": "pt", METADATA_HASH_KEY: recipe.content_hash, "initrecipe.version": __version__}
-
-
-# --------------------------------------------------------------------------- parsing helpers
-_SIZE_UNITS = {
-    "": 1, "B": 1,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
-
-
-def parse_size(size: int | str) -> int:
-    """Bytes in a size such as ``"5GB"`` (10**9 bytes), ``"2GiB"``, ``"500MB"`` or an integer.
-
-    A lowercase final ``b`` after a multiplier means bits, as in ``transformers`` (``"5Gb"`` is
-    625 MB).
-
-    Example:
-        >>> parse_size("5GB"), parse_size("1KiB"), parse_size(100)
-        (5000000000, 1024, 100)
-    """
-    if isinstance(size, bool):
-        raise ValueError(f"invalid size {size!r}")
-    if isinstance(size, int):
-        if size <= 0:
-            raise ValueError(f"the shard size must be positive, got {size}")
-        return size
-    match = _SIZE_RE.match(str(size))
-    unit = match.group(2).upper() if match else None
-    if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"invalid size `{size}`; write e.g. 5GB, 500MB or 2GiB")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if len(match.group(2)) >= 2 and match.group(2).endswith("b"):
-        value //= 8
-    if value <= 0:
-        raise ValueError(f"the shard size must be positive, got `{size}`")
-    return value
-
-
-_DTYPE_NAMES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "f16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "fp32": torch.float32, "f32": torch.float32, "float32": torch.float32, "float": torch.float32,
-    "fp64": torch.float64, "f64": torch.float64, "float64": torch.float64, "double": torch.float64,
-}
-
-
-def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """A floating torch dtype from ``torch.bfloat16`` or a name such as ``"bf16"``; ``None`` stays ``None``."""
-    if dtype is None:
-        return None
-    if isinstance(dtype, str):
-        key = dtype.strip().lower().removeprefix("torch.")
-        if key not in _DTYPE_NAMES:
-            raise ValueError(f"unknown dtype `{dtype}`; use one of bf16, fp16, fp32")
-        dtype = _DTYPE_NAMES[key]
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"can only cast to a floating dtype, not {dtype}")
-    if dtype not in SAFETENSORS_DTYPES:
-        raise ValueError(f"safetensors cannot store {dtype}")
-    return dtype
-
-
-# --------------------------------------------------------------------------- planning
-@dataclass(frozen=True)
-class _Stored:
-    """One tensor as it goes to disk: the name kept, the value it replays, its output dtype."""
-
-    name: str
-    value: int
-    spec: TensorSpec
-    is_parameter: bool
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """Which file holds which tensor, computed from the recipe alone."""
-
-    files: dict[str, list[str]]  # file name -> stored tensor names, in recipe order
-    weight_map: dict[str, str]  # stored tensor name -> file name
-    total_size: int
-    total_parameters: int
-
-    @property
-    def is_sharded(self) -> bool:
-        return len(self.files) > 1
-
-
-def _stored_tensors(recipe: Recipe, dtype: torch.dtype | None) -> list[_Stored]:
-    """Each distinct persistent tensor once, under its first persistent name in recipe order.
-
-    This keeps the name ``transformers``' ``save_pretrained`` keeps for tied weights (the source,
-    e.g. ``model.embed_tokens.weight``; ``lm_head.weight`` is dropped and re-tied on load), and
-    leaves out non-persistent buffers, as ``state_dict()`` does.
-    """
-    first: dict[int, TensorEntry] = {}
-    is_param: dict[int, bool] = {}
-    for entry in recipe.tensors:
-        if not entry.persistent:
-            continue
-        first.setdefault(entry.value, entry)
-        is_param[entry.value] = is_param.get(entry.value, False) or entry.kind == "parameter"
-    stored = []
-    for value, entry in first.items():
-        out = dtype if dtype is not None and entry.dtype.is_floating_point else entry.dtype
-        if out not in SAFETENSORS_DTYPES:
-            raise RecipeError(f"`{entry.name}` has dtype {entry.dtype}, which safetensors cannot store")
-        stored.append(_Stored(entry.name, value, TensorSpec(entry.name, out, entry.shape), is_param[value]))
-    return stored
-
-
-def plan_shards(stored: Sequence[_Stored], max_shard_size: int) -> ShardPlan:
-    """Greedy sharding in recipe order, exactly as ``huggingface_hub.split_torch_state_dict_into_shards``.
-
-    A tensor bigger than ``max_shard_size`` gets a shard of its own; otherwise a new shard starts
-    when the next tensor would overflow the current one.
-    """
-    shards: list[list[str]] = []
-    current: list[str] = []
-    current_size = 0
-    total = 0
-    for s in stored:
-        size = s.spec.nbytes
-        total += size
-        if size > max_shard_size:
-            shards.append([s.name])
-            continue
-        if current_size + size > max_shard_size:
-            shards.append(current)
-            current, current_size = [], 0
-        current.append(s.name)
-        current_size += size
-    if current or not shards:
-        shards.append(current)
-    n = len(shards)
-    files: dict[str, list[str]] = {}
-    for i, names in enumerate(shards):
-        fname = WEIGHTS_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
-        files[fname] = names
-    weight_map = {name: fname for fname, names in files.items() for name in names}
-    params = sum(s.spec.nbytes // s.spec.dtype.itemsize for s in stored if s.is_parameter)
-    return ShardPlan(files=files, weight_map=weight_map, total_size=total, total_parameters=params)
-
-
-def _existing_outputs(out_dir: Path, with_config: bool) -> list[str]:
-    if not out_dir.is_dir():
-        return []
-    found = []
-    for name in sorted(os.listdir(out_dir)):
-        if name in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME) or _SHARD_RE.fullmatch(name) or (with_config and name == CONFIG_NAME):
-            found.append(name)
-    return found
-
-
-def _config_bytes(config: str | os.PathLike, dtype: torch.dtype | None) -> bytes:
-    """The config.json to write: the file as is, or with its ``dtype`` set to the cast dtype."""
-    path = Path(config)
-    if path.is_dir():
-        path = path / CONFIG_NAME
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RecipeError(f"config file `{path}` does not exist") from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read config file `{path}`: {exc.strerror or exc}") from None
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"config file `{path}` is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise RecipeError(f"config file `{path}` is not a JSON object; expected a transformers config.json")
-    if dtype is None:
-        return data
-    # What save_pretrained writes for a model in that dtype, so that dtype="auto" loads it as stored.
-    name = str(dtype).removeprefix("torch.")
-    doc["dtype"] = name
-    if "torch_dtype" in doc:
-        doc["torch_dtype"] = name
-    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def _progress_bar(enabled: bool | None, total_bytes: int, total_tensors: int) -> Any:
-    if enabled is None:
-        enabled = bool(getattr(sys.stderr, "isatty", lambda: False)())
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=total_bytes,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc="converting",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        leave=True,
-    )
-    bar.set_postfix_str(f"tensors 0/{total_tensors}", refresh=False)
-    return bar
-
-
-# --------------------------------------------------------------------------- the conversion
-def _write_one(writer: StreamingSafetensorsWriter, name: str, tensor: torch.Tensor,
-               on_bytes: Callable[[int], None] | None) -> None:
-    writer.write(name, tensor, on_bytes)
-    if writer.done:
-        writer.close()
-
-
-def _converted(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``tensor.to(dtype)`` (the same rounding: both are torch's copy kernel), into fresh memory
-    advised to use huge pages (:mod:`initrecipe.support.hugepages`) when ``tensor`` is a dense CPU one."""
-    if tensor.device.type != "cpu" or not tensor.is_contiguous():
-        return tensor.to(dtype)
-    return hugepages.empty_strided(tensor.shape, tensor.stride(), dtype).copy_(tensor)
-
-
-def _return_freed_memory_to_the_os() -> None:
-    """Make glibc serve every allocation of 1 MiB or more with its own mapping.
-
-    glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed, after which
-    tensors of a few MiB come from the heap, whose freed pages it keeps: streaming a model then
-    looks like holding all of it.  Fixing the threshold returns each tensor's pages when it is
-    dropped.  No-op where the C library is not glibc.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold = -3
-        libc.mallopt(m_mmap_threshold, 1 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-def _stream(stream: Iterable[tuple[list[TensorEntry], torch.Tensor]],
-            place: Callable[[list[TensorEntry]], tuple[StreamingSafetensorsWriter, TensorSpec]],
-            writers: Iterable[StreamingSafetensorsWriter],
-            on_bytes: Callable[[int], None] | None = None,
-            on_tensor: Callable[[int], None] | None = None) -> int:
-    """Write each replayed tensor where ``place`` says (cast to its planned dtype); the count written.
-
-    One tensor is written on a background thread while the replay builds the next one: at most
-    two tensors are held at a time, and disk writes overlap generation.  On any exception (a
-    signal included) every writer is aborted, which stops the write in flight within one chunk.
-    """
-    done = 0
-    io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="initrecipe-write")
-    try:
-        writing: Future[None] | None = None
-        for entries, tensor in stream:
-            writer, spec = place(entries)
-            if tensor.dtype != spec.dtype:
-                tensor = _converted(tensor, spec.dtype)
-            if writing is not None:
-                writing.result()
-            writing = io.submit(_write_one, writer, spec.name, tensor, on_bytes)
-            del tensor
-            done += 1
-            if on_tensor is not None:
-                on_tensor(done)
-        if writing is not None:
-            writing.result()
-    except BaseException:
-        # Stop the write in flight (within one chunk) before waiting for the thread.
-        for writer in writers:
-            writer.abort()
-        raise
-    finally:
-        io.shutdown(wait=True)
-    return done
 
 
 def _replayed_tensors(recipe: Recipe, names: NameFilter, shards: ShardRequest) -> dict[str, TensorSpec]:
@@ -402,7 +126,15 @@ def replay_to_file(
     stored = list({id(spec): spec for spec in where.values()}.values())
     layout = plan_layout(stored, file_metadata(recipe))
     refuse_folder_at(path)
-    _return_freed_memory_to_the_os()
+    return_freed_memory_to_the_os()
+    _write_file(path, layout, stream, where, len(stored))
+    return path, len(stored)
+
+
+def _write_file(path: Path, layout: Layout, stream: Iterator[tuple[list[TensorEntry], torch.Tensor]],
+                where: dict[str, TensorSpec], count: int) -> None:
+    """Stream the replayed tensors into one new file at ``path`` (each name stored as ``where``
+    says) and commit it; on any failure (a signal included) remove it, leaving ``path`` as it was."""
     writer: StreamingSafetensorsWriter | None = None
     try:
         writer = StreamingSafetensorsWriter(path, layout)
@@ -414,9 +146,9 @@ def replay_to_file(
                 raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
             return out, spec
 
-        done = _stream(stream, place, [writer])
-        if done != len(stored):
-            raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
+        done = stream_tensors(stream, place, [writer])
+        if done != count:
+            raise ReplayError(f"replay produced {done} of the {count} tensors to write")
         with deferred_signals():
             writer.commit()
     except BaseException as exc:
@@ -426,7 +158,7 @@ def replay_to_file(
             raise output_error(exc, path, layout.file_size) from None
         raise
     fsync_dir(path.parent)
-    return path, len(stored)
+
 
 
 def to_safetensors(
@@ -477,41 +209,78 @@ def to_safetensors(
     """
     if not isinstance(recipe, Recipe):
         recipe = load(recipe)
+    folder = _plan_folder(recipe, Path(out_dir), dtype, max_shard_size, config)
+    _refuse_existing_outputs(folder, force)
+    # Check and plan the replay (memory, work) before anything is created on disk.
+    persistent = {t.name for t in recipe.tensors if t.persistent}
+    stream = iter_replay(recipe, device=device, names=lambda n: n in persistent, draw_in_place=False,
+                         max_work=max_work)
+    return_freed_memory_to_the_os()
+    return _write_folder(folder, stream, progress, force)
+
+
+@dataclass(frozen=True)
+class _FolderPlan:
+    """Everything :func:`to_safetensors` writes, decided from the recipe before anything is on disk."""
+
+    out_dir: Path
+    stored: list[StoredTensor]
+    shards: ShardPlan
+    layouts: dict[str, Layout]  # weight file name -> its layout
+    config_data: bytes | None
+
+    @property
+    def needed(self) -> int:
+        """Bytes of the weight files."""
+        return sum(layout.file_size for layout in self.layouts.values())
+
+    @property
+    def finals(self) -> list[Path]:
+        """The final paths of every file written: weights, then the index (if sharded), then the config."""
+        finals = [self.out_dir / fname for fname in self.layouts]
+        finals += [self.out_dir / WEIGHTS_INDEX_NAME] if self.shards.is_sharded else []
+        finals += [self.out_dir / CONFIG_NAME] if self.config_data is not None else []
+        return finals
+
+
+def _plan_folder(recipe: Recipe, out_dir: Path, dtype: torch.dtype | str | None, max_shard_size: int | str,
+                 config: str | os.PathLike | None) -> _FolderPlan:
+    """The options read, then the tensors stored (cast to ``dtype``), their shards, each shard
+    file's layout and the config file's bytes (:func:`to_safetensors` documents the arguments)."""
     try:
         cast = parse_dtype(dtype)
         shard_limit = parse_size(max_shard_size)
     except ValueError as exc:
         raise RecipeError(str(exc)) from None
-    out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RecipeError(f"`{out_dir}` exists and is not a folder")
-    config_data = _config_bytes(config, cast) if config is not None else None
-
-    stored = _stored_tensors(recipe, cast)
+    config_data = config_bytes(config, cast) if config is not None else None
+    stored = stored_tensors(recipe, cast)
     plan = plan_shards(stored, shard_limit)
-    by_value = {s.value: s for s in stored}
     metadata = file_metadata(recipe)
     specs = {s.name: s.spec for s in stored}
     layouts = {fname: plan_layout([specs[n] for n in names], metadata) for fname, names in plan.files.items()}
-    needed = sum(layout.file_size for layout in layouts.values())
+    return _FolderPlan(out_dir, stored, plan, layouts, config_data)
 
-    finals = [out_dir / fname for fname in layouts]
-    finals += [out_dir / WEIGHTS_INDEX_NAME] if plan.is_sharded else []
-    finals += [out_dir / CONFIG_NAME] if config_data is not None else []
-    for final in finals:
+
+def _refuse_existing_outputs(folder: _FolderPlan, force: bool) -> None:
+    """Refuse a folder where a final name is taken by a folder, or that holds a checkpoint already
+    (unless ``force``)."""
+    for final in folder.finals:
         refuse_folder_at(final)
-    existing = _existing_outputs(out_dir, config_data is not None)
+    existing = existing_outputs(folder.out_dir, folder.config_data is not None)
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(
-            f"`{out_dir}` already holds `{existing[0]}`{more}; pass --force (force=True) to overwrite"
+            f"`{folder.out_dir}` already holds `{existing[0]}`{more}; pass --force (force=True) to overwrite"
         )
 
-    # Check and plan the replay (memory, work) before anything is created on disk.
-    persistent = {t.name for t in recipe.tensors if t.persistent}
-    stream = iter_replay(recipe, device=device, names=lambda n: n in persistent, draw_in_place=False,
-                         max_work=max_work)
-    _return_freed_memory_to_the_os()
+
+def _write_folder(folder: _FolderPlan, stream: Iterator[tuple[list[TensorEntry], torch.Tensor]],
+                  progress: bool | None, force: bool) -> list[Path]:
+    """Stream the replayed tensors into the planned files, then commit them all; on any failure
+    (a signal included) roll back, leaving the folder as it was."""
+    out_dir = folder.out_dir
     writers: dict[str, StreamingSafetensorsWriter] = {}
     temps: list[Path] = []
     committed: list[Path] = []
@@ -519,64 +288,81 @@ def to_safetensors(
     created_dir = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for fname, layout in layouts.items():
+        for fname, layout in folder.layouts.items():
             writers[fname] = StreamingSafetensorsWriter(out_dir / fname, layout)
-        bar = _progress_bar(progress, plan.total_size, len(stored))
-
-        def place(entries: list[TensorEntry]) -> tuple[StreamingSafetensorsWriter, TensorSpec]:
-            target = by_value.get(entries[0].value)
-            if target is None:  # pragma: no cover - iter_replay yields only what was asked for
-                raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
-            return writers[plan.weight_map[target.name]], target.spec
-
-        def counted(done: int) -> None:
-            if bar is not None:
-                bar.set_postfix_str(f"tensors {done}/{len(stored)}", refresh=False)
-
-        done = _stream(stream, place, writers.values(), bar.update if bar is not None else None, counted)
-        if done != len(stored):
-            raise ReplayError(f"replay produced {done} of the {len(stored)} tensors to write")
+        bar = progress_bar(progress, folder.shards.total_size, len(folder.stored))
+        _stream_folder(folder, stream, writers, bar)
         # Everything from here on is short; a signal waits until the folder is consistent:
         # all new files under their final names, the index last, then stale shards removed.
         with deferred_signals():
-            extra: list[tuple[Path, Path]] = []
-            if config_data is not None:
-                temps.append(write_temp(out_dir / CONFIG_NAME, config_data))
-                extra.append((temps[-1], out_dir / CONFIG_NAME))
-            if plan.is_sharded:
-                index = {
-                    "metadata": {"total_parameters": plan.total_parameters, "total_size": plan.total_size},
-                    "weight_map": plan.weight_map,
-                }
-                data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode("utf-8")
-                temps.append(write_temp(out_dir / WEIGHTS_INDEX_NAME, data))
-                extra.append((temps[-1], out_dir / WEIGHTS_INDEX_NAME))
-            for writer in writers.values():
-                committed.append(writer.commit())
-            for tmp, final in extra:
-                os.replace(tmp, final)
-                committed.append(final)
-            if force:
-                keep = {p.name for p in committed}
-                for name in _existing_outputs(out_dir, False):
-                    if name not in keep:
-                        remove_quietly(out_dir / name)  # a link is removed, never followed
+            _commit_folder(folder, writers, temps, committed, force)
         fsync_dir(out_dir)
     except BaseException as exc:
-        with deferred_signals():
-            for writer in writers.values():
-                writer.abort()
-            for tmp in temps:
-                remove_quietly(tmp)
-            if created_dir and not committed:
-                try:
-                    out_dir.rmdir()  # only if still empty
-                except OSError:
-                    pass
+        _roll_back(writers, temps, out_dir if created_dir and not committed else None)
         if isinstance(exc, OSError) and not isinstance(exc, RecipeError):
-            raise output_error(exc, out_dir, needed, folder=True) from None
+            raise output_error(exc, out_dir, folder.needed, folder=True) from None
         raise
     finally:
         if bar is not None:
             bar.close()
     return committed
+
+
+def _stream_folder(folder: _FolderPlan, stream: Iterator[tuple[list[TensorEntry], torch.Tensor]],
+                   writers: dict[str, StreamingSafetensorsWriter], bar: tqdm | None) -> None:
+    """Write every replayed tensor into the shard file the plan gives it."""
+    by_value = {s.value: s for s in folder.stored}
+
+    def place(entries: list[TensorEntry]) -> tuple[StreamingSafetensorsWriter, TensorSpec]:
+        target = by_value.get(entries[0].value)
+        if target is None:  # pragma: no cover - iter_replay yields only what was asked for
+            raise ReplayError(f"replay produced `{entries[0].name}`, which was not planned")
+        return writers[folder.shards.weight_map[target.name]], target.spec
+
+    def counted(done: int) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"tensors {done}/{len(folder.stored)}", refresh=False)
+
+    done = stream_tensors(stream, place, writers.values(), bar.update if bar is not None else None, counted)
+    if done != len(folder.stored):
+        raise ReplayError(f"replay produced {done} of the {len(folder.stored)} tensors to write")
+
+
+def _commit_folder(folder: _FolderPlan, writers: dict[str, StreamingSafetensorsWriter], temps: list[Path],
+                   committed: list[Path], force: bool) -> None:
+    """Give every file its final name (the weights, then the config and index), then, with
+    ``force``, remove an earlier checkpoint's files that are not part of the new one.  ``temps``
+    and ``committed`` collect what was created, for a roll-back."""
+    out_dir = folder.out_dir
+    extra: list[tuple[Path, Path]] = []
+    if folder.config_data is not None:
+        temps.append(write_temp(out_dir / CONFIG_NAME, folder.config_data))
+        extra.append((temps[-1], out_dir / CONFIG_NAME))
+    if folder.shards.is_sharded:
+        temps.append(write_temp(out_dir / WEIGHTS_INDEX_NAME, index_bytes(folder.shards)))
+        extra.append((temps[-1], out_dir / WEIGHTS_INDEX_NAME))
+    for writer in writers.values():
+        committed.append(writer.commit())
+    for tmp, final in extra:
+        os.replace(tmp, final)
+        committed.append(final)
+    if force:
+        keep = {p.name for p in committed}
+        for name in existing_outputs(out_dir, False):
+            if name not in keep:
+                remove_quietly(out_dir / name)  # a link is removed, never followed
+
+
+def _roll_back(writers: dict[str, StreamingSafetensorsWriter], temps: list[Path], created_dir: Path | None) -> None:
+    """Abort every writer and remove every temporary file, and the folder if this call created it
+    (and it is still empty)."""
+    with deferred_signals():
+        for writer in writers.values():
+            writer.abort()
+        for tmp in temps:
+            remove_quietly(tmp)
+        if created_dir is not None:
+            try:
+                created_dir.rmdir()  # only if still empty
+            except OSError:
+                pass

@@ -18,13 +18,11 @@ aborts: :meth:`StreamingSafetensorsWriter.abort` stops a write in flight within 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import math
 import os
 import struct
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 
 from initrecipe.errors import OutputWriteError, RecipeError
+from initrecipe.program.ir import little_endian_view
 from initrecipe.support.output_files import (
     create_temp,
     deferred_signals,
@@ -179,15 +178,6 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
             pass
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> tuple[memoryview, torch.Tensor]:
-    """A zero-copy byte view of a contiguous CPU tensor (little-endian), and the tensor that owns it."""
-    if sys.byteorder != "little" and tensor.element_size() > 1:
-        tensor = tensor.view(torch.uint8).view(-1, tensor.element_size()).flip(1).contiguous()
-    n = tensor.numel() * tensor.element_size()
-    raw = (ctypes.c_ubyte * n).from_address(tensor.data_ptr())
-    return memoryview(raw).cast("B"), tensor
-
-
 class StreamingSafetensorsWriter:
     """One safetensors file being written: header first, then tensors at their offsets, any order.
 
@@ -272,7 +262,7 @@ class StreamingSafetensorsWriter:
             if tensor.device.type != "cpu":
                 tensor = tensor.to("cpu")
             tensor = tensor.contiguous()
-            view, owner = _tensor_bytes(tensor)
+            view, owner = little_endian_view(tensor)
             try:
                 self._pwrite_all(view, start, on_bytes)
             finally:

@@ -4,7 +4,7 @@ A recipe is checked in the order a replay would meet its problems, and every che
 anything real is allocated:
 
 1. the bytes: not empty, msgpack, not another kind of file, within the size limits of
-   :mod:`initrecipe.format.recipe` (``MAX_*``);
+   :mod:`initrecipe.format.spec` (``MAX_*``);
 2. the envelope: format name, version (older ones are read, newer ones refused with the release
    that reads them), the set of top-level fields;
 3. integrity: the content hash, so a damaged file is reported as corrupt;
@@ -42,7 +42,9 @@ from initrecipe.support.gcpause import pausing_gc
 from initrecipe.runtime.interpreter import state_tensor
 from initrecipe.analysis.lineage import analyse
 from initrecipe.program.ir import RngSetState
-from initrecipe.format.recipe import Recipe, Source, load
+from initrecipe.format.decode import Source, load
+from initrecipe.format.recipe import Recipe
+from initrecipe.runtime.replay_plan import prepare_replay
 from initrecipe.analysis.cost import WorkEstimate
 
 __all__ = ["check", "check_report", "CheckReport"]
@@ -109,8 +111,6 @@ def check_report(source: Source | Recipe, *, max_bytes: int | None = None, verif
             except (RuntimeError, ValueError) as exc:
                 findings.append(f"program[{i}].state: torch rejects this generator state ({str(exc).splitlines()[0]})")
                 break
-    from initrecipe.runtime.replay import prepare_replay
-
     work = None
     facts = None
     try:

@@ -20,7 +20,11 @@ from initrecipe.support.gcpause import pausing_gc
 from initrecipe.analysis.lineage import Interner, Lineage, analyse
 from initrecipe.support.namegroups import collapse
 from initrecipe.program.ir import Call, GenRef, PortableKey
-from initrecipe.format.recipe import Recipe, TensorEntry, format_version_for
+from initrecipe.format.recipe import Recipe, TensorEntry, set_uninitialized_finder
+from initrecipe.format.spec import format_version_for
+from initrecipe.analysis.facts import infer_facts
+from initrecipe.runtime.replay import sliceable_names
+from initrecipe.runtime.replay_plan import check_entries
 
 __all__ = ["TensorInfo", "TensorGroup", "RecipeSummary", "summarize", "tensor_infos", "find_uninitialized",
            "uninitialized_line", "SHOW_SCHEMA"]
@@ -263,8 +267,6 @@ def init_json(init: Init) -> dict[str, Any]:
 
 
 def _portable_figures(recipe: Recipe) -> dict[str, Any]:
-    from initrecipe.runtime.replay import sliceable_names
-
     portable = pinned = 0
     for ins in recipe.program:
         if isinstance(ins, Call):
@@ -284,9 +286,6 @@ def _portable_figures(recipe: Recipe) -> dict[str, Any]:
 
 def checked_lineage(recipe: Recipe, interner: Interner | None = None) -> Lineage:
     """Shape-propagate and check a recipe (as a replay would, allocating nothing), then analyse it."""
-    from initrecipe.analysis.facts import infer_facts
-    from initrecipe.runtime.replay import check_entries
-
     facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
     check_entries(recipe, facts)
     return analyse(recipe, interner=interner, facts=facts)
@@ -298,6 +297,9 @@ def find_uninitialized(recipe: Recipe) -> list[Uninitialized]:
     checks; :func:`initrecipe.analysis.describe.uninitialized_tensors` decides).  ``recipe.uninitialized``
     caches it."""
     return uninitialized_tensors(checked_lineage(recipe))
+
+
+set_uninitialized_finder(find_uninitialized)
 
 
 @pausing_gc

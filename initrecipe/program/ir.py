@@ -14,6 +14,8 @@ stream a random call draws from instead of a generator).
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
@@ -33,6 +35,7 @@ __all__ = [
     "dtype_name",
     "dtype_from_name",
     "tensor_bytes",
+    "little_endian_view",
 ]
 
 
@@ -145,9 +148,16 @@ def dtype_from_name(name: str) -> torch.dtype:
 
 
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    """The bytes of a CPU tensor's elements, row-major, in the machine's byte order (no numpy needed)."""
-    import ctypes
+    """The bytes of a CPU tensor's elements, row-major, little-endian (no numpy needed)."""
+    view, _owner = little_endian_view(tensor.detach().contiguous())
+    return view.tobytes()
 
-    data = tensor.detach().contiguous()
-    nbytes = data.numel() * data.element_size()
-    return ctypes.string_at(data.data_ptr(), nbytes) if nbytes else b""
+
+def little_endian_view(tensor: torch.Tensor) -> tuple[memoryview, torch.Tensor]:
+    """A zero-copy byte view of a contiguous CPU tensor's elements, little-endian (a byte-swapped
+    copy's on a big-endian machine), and the tensor that owns those bytes: keep it while the view lives."""
+    if sys.byteorder != "little" and tensor.element_size() > 1:
+        tensor = tensor.view(torch.uint8).view(-1, tensor.element_size()).flip(1).contiguous()
+    n = tensor.numel() * tensor.element_size()
+    raw = (ctypes.c_ubyte * n).from_address(tensor.data_ptr())
+    return memoryview(raw).cast("B"), tensor
