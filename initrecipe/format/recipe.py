@@ -21,7 +21,7 @@ from initrecipe.support.gcpause import pausing_gc
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from initrecipe.analysis.describe import Uninitialized
-from initrecipe.program.operators import ALLOWED_OPERATORS
+from initrecipe.program.operators import ALLOWED_OPERATORS, FORMAT_1_2_DRAWS
 from initrecipe.program.ir import (
     DTYPES,
     Call,
@@ -283,7 +283,7 @@ def _encode_arg(value: Any) -> Any:
 def format_version_for(rng: str, program: Sequence[Instruction] = ()) -> tuple[int, int]:
     """The format version a writer records for a recipe in ``rng`` mode with ``program`` (the
     lowest that has what it uses): 1.0 for ``torch``, 1.1 for ``portable``, 1.2 for a portable
-    program that keys a draw of :data:`initrecipe.rng.portable.semantics.FORMAT_1_2_DRAWS`."""
+    program that keys a draw of :data:`initrecipe.program.operators.FORMAT_1_2_DRAWS`."""
     if rng != "portable":
         return (1, 0)
     return _NEW_DRAWS_SINCE if _first_new_draw(program) is not None else _PORTABLE_SINCE
@@ -291,8 +291,6 @@ def format_version_for(rng: str, program: Sequence[Instruction] = ()) -> tuple[i
 
 def _first_new_draw(program: Sequence[Instruction]) -> tuple[int, str] | None:
     """(index, operator) of the first portable draw that format 1.2 added, or None."""
-    from initrecipe.rng.portable.semantics import FORMAT_1_2_DRAWS
-
     for i, ins in enumerate(program):
         if isinstance(ins, Call) and ins.op in FORMAT_1_2_DRAWS and any(
             isinstance(a, PortableKey) for a in (*ins.args, *ins.kwargs.values())

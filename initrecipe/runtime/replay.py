@@ -25,6 +25,7 @@ from initrecipe.rng.torch.positions import modelled_draws
 from initrecipe.runtime.interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
 from initrecipe.program.ir import Call, Instruction, Literal, Ref, RngRestore
+from initrecipe.program.operators import CHUNKABLE_FILLS
 from initrecipe.format.recipe import Recipe, TensorEntry, load
 from initrecipe.runtime.sharding import Box, Dependencies, Shard, ShardRequest, plan_slice, run_slice, segments_of
 from initrecipe.runtime.torch_versions import check_torch_version
@@ -583,9 +584,9 @@ def _check_memory(
 
 def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
     """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
-    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _CHUNKABLE_FILLS, _is_contiguous
+    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _is_contiguous
 
-    granule = _CHUNKABLE_FILLS.get(ins.op)
+    granule = CHUNKABLE_FILLS.get(ins.op)
     target = ins.args[0] if ins.args else None
     if granule is None or not isinstance(target, Ref):
         return None
