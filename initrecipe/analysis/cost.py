@@ -247,7 +247,7 @@ def _sorted_rows(t: torch.Tensor, dim: Any) -> float:
     return numel * max(1.0, math.log2(max(length, 2)))
 
 
-_LINALG = {  # the LINALG_PER_SECOND rate of each linear-algebra cost family
+LINALG_FAMILIES = {  # the LINALG_PER_SECOND rate of each linear-algebra cost family
     CostFamily.QR: "qr", CostFamily.SVD: "svd", CostFamily.EIGH: "eigh", CostFamily.CHOLESKY: "cholesky",
     CostFamily.SOLVE: "solve",
 }
@@ -308,8 +308,8 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
         dtype = tensors[0].dtype if tensors else torch.float32
         flops = _einsum_flops(args[0] if args else kwargs.get("equation"), tensors, fresh) * _complex_factor(dtype)
         seconds += flops / _flop_rate(dtype)
-    elif family in _LINALG:
-        seconds += _linalg(_LINALG[family], tensors, fresh, substituted)
+    elif family in LINALG_FAMILIES:
+        seconds += _linalg(LINALG_FAMILIES[family], tensors, fresh, substituted)
     elif family is CostFamily.SORTING:
         dim = args[2] if packet in ("topk", "kthvalue") and len(args) > 2 else args[1] if len(args) > 1 else kwargs.get("dim")
         seconds += _sorted_rows(tensors[0], dim if packet != "_unique2" else None) / SORT_PER_SECOND if tensors else 0.0

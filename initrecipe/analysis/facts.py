@@ -545,7 +545,7 @@ def _exact_integer_bounds(dtype: torch.dtype, bounds: list[Any]) -> str | None:
 # Operators whose CPU kernels trust their arguments in ways the meta kernels do not check, or whose
 # meta kernels can be made to run forever: a precondition each, checked on the meta arguments
 # before anything runs.
-_PRECONDITION_CHECKS = {  # the implementation of each precondition rule (PRECONDITIONS names each operator's)
+PRECONDITION_CHECKS = {  # the implementation of each precondition rule (PRECONDITIONS names each operator's)
     Precondition.WEIGHT_NORM: _weight_norm_precondition,
     Precondition.ROUND: _round_precondition,
     Precondition.RANDOM_BOUNDS: _random_precondition,
@@ -558,7 +558,7 @@ def random_bounds_problem(info: OpInfo, args: Any, kwargs: dict[str, Any]) -> st
     """Why replay refuses the bounds of an integer draw (``random_``, ``randint``...) into a
     floating dtype, or None; the recorder asks before the draw runs, on fake tensors."""
     rule = PRECONDITIONS.get(info.name.split(".")[1])
-    return _PRECONDITION_CHECKS[rule](list(args), kwargs) if rule in _BOUNDS_PRECONDITIONS else None
+    return PRECONDITION_CHECKS[rule](list(args), kwargs) if rule in _BOUNDS_PRECONDITIONS else None
 
 
 # ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly: integer
@@ -776,7 +776,7 @@ def _infer_call(
         )
     precondition = PRECONDITIONS.get(packet)
     if precondition is not None:
-        problem = _PRECONDITION_CHECKS[precondition](args, kwargs)
+        problem = PRECONDITION_CHECKS[precondition](args, kwargs)
         if problem is not None:
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     outs: list[Any] | None = None
