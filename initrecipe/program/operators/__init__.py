@@ -172,17 +172,19 @@ class OpInfo:
             "Tensor" in str(a.type) for a in self.schema.arguments
         )
         self.is_random = self.generator_arg is not None
-        declared = self.declared = REGISTRY[packet]  # the operator's registry entry
-        self.overwrites_self = declared.overwrites and self.schema.arguments[0].alias_info is not None
-        self.value_dependent_random = declared.value_dependent_draw or (
+        # The operator's registry entry (None for one the recorder met outside the allowlist).
+        declared = self.declared = REGISTRY.get(packet)
+        self.overwrites_self = (declared is not None and declared.overwrites
+                                and self.schema.arguments[0].alias_info is not None)
+        self.value_dependent_random = (declared is not None and declared.value_dependent_draw) or (
             self.is_random
             and packet in ("normal", "bernoulli")
             and any(str(a.type) == "Tensor" for a in self.schema.arguments)
         )
-        self.data_dependent_shape = declared.data_dependent_shape
+        self.data_dependent_shape = declared is not None and declared.data_dependent_shape
         # A factory whose result is fresh memory nothing has written yet (replay advises it to use
         # huge pages: initrecipe.support.hugepages).
-        self.uninitialized_factory = declared.uninitialized
+        self.uninitialized_factory = declared is not None and declared.uninitialized
         # Positions of arguments the operator writes to (in-place and out= arguments).
         self.written_args = tuple(
             i
