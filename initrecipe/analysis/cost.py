@@ -40,6 +40,7 @@ import torch
 
 from initrecipe.errors import WorkLimitError
 from initrecipe.program.ir import Call
+from initrecipe.program.operators import COST_FAMILIES, CostFamily
 
 __all__ = [
     "WorkEstimate",
@@ -246,30 +247,10 @@ def _sorted_rows(t: torch.Tensor, dim: Any) -> float:
     return numel * max(1.0, math.log2(max(length, 2)))
 
 
-_TRANSCENDENTAL = frozenset(
-    """exp exp_ exp2 exp2_ expm1 expm1_ log log_ log2 log2_ log10 log10_ log1p log1p_ sin sin_ cos cos_ tan
-    tan_ tanh tanh_ asin asin_ acos acos_ atan atan_ atan2 atan2_ sinh sinh_ cosh cosh_ asinh asinh_ acosh
-    acosh_ atanh atanh_ sigmoid sigmoid_ logit erf erf_ erfc erfc_ erfinv erfinv_ pow pow_ float_power
-    sqrt sqrt_ rsqrt rsqrt_ div div_ true_divide floor_divide floor_divide_ remainder remainder_ fmod
-    fmod_ reciprocal reciprocal_ gelu silu softplus _softmax _log_softmax hypot lerp lerp_ addcdiv
-    addcdiv_ polar logspace std var std_mean var_mean norm linalg_vector_norm _weight_norm
-    _weight_norm_interface norm_except_dim""".split()
-)
-_INDEXING = frozenset(
-    """index index_put index_put_ _index_put_impl_ index_select index_fill index_fill_ index_copy
-    index_copy_ index_add index_add_ scatter scatter_ scatter_add scatter_add_ scatter_reduce gather
-    masked_scatter masked_scatter_ masked_select nonzero repeat_interleave""".split()
-)
-_SORTING = frozenset("sort argsort topk kthvalue _unique2".split())
-_SEARCHING = frozenset("bucketize searchsorted".split())
-_SCANS = frozenset("cumsum cumsum_ cumprod cumprod_".split())
-_MATMUL = frozenset("mm bmm addmm addmv mv dot vdot matmul outer".split())
-_LINALG = {
-    "linalg_qr": "qr", "geqrf": "qr", "orgqr": "qr", "linalg_householder_product": "qr",
-    "_linalg_svd": "svd", "linalg_svd": "svd", "_linalg_eigh": "eigh", "linalg_eigh": "eigh",
-    "linalg_cholesky_ex": "cholesky", "triangular_solve": "solve", "linalg_solve_triangular": "solve",
+LINALG_FAMILIES = {  # the LINALG_PER_SECOND rate of each linear-algebra cost family
+    CostFamily.QR: "qr", CostFamily.SVD: "svd", CostFamily.EIGH: "eigh", CostFamily.CHOLESKY: "cholesky",
+    CostFamily.SOLVE: "solve",
 }
-_NO_DATA = frozenset("empty empty_like empty_strided new_empty new_empty_strided resize_ lift lift_fresh".split())
 _PACKETS: dict[str, str] = {}  # operator name -> packet, cached
 _VIEWS: dict[str, bool] = {}  # operator name -> whether it only makes views
 
@@ -292,7 +273,8 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
         packet = _PACKETS[info.name] = info.name.split(".")[1]
         _VIEWS[info.name] = (not info.written_args and bool(info.aliased_outputs)
                              and all(a is not None for a in info.aliased_outputs))
-    if _VIEWS[info.name] or packet in _NO_DATA:
+    family = COST_FAMILIES.get(packet)
+    if _VIEWS[info.name] or family is CostFamily.NO_DATA:
         # A view or an uninitialized allocation: no data, but every returned tensor is an object to build.
         return VIEW_COST if len(outs) <= 1 else (INSTRUCTION_SECONDS * len(outs), 0.0, 0.0, 0.0)
     tensors: list[torch.Tensor] = []
@@ -318,30 +300,30 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
             seconds += amount / MULTINOMIAL_PER_SECOND
         else:
             seconds += count / _random_rate(packet, target.dtype if target is not None else torch.float32)
-    elif packet in _MATMUL:
+    elif family is CostFamily.MATMUL:
         dtype = max(tensors + fresh, key=_numel).dtype if tensors or fresh else torch.float32
         flops = _matmul_flops(packet, tensors, fresh or tensors[:1]) * _complex_factor(dtype)
         seconds += flops / _flop_rate(dtype)
-    elif packet == "einsum":
+    elif family is CostFamily.EINSUM:
         dtype = tensors[0].dtype if tensors else torch.float32
         flops = _einsum_flops(args[0] if args else kwargs.get("equation"), tensors, fresh) * _complex_factor(dtype)
         seconds += flops / _flop_rate(dtype)
-    elif packet in _LINALG:
-        seconds += _linalg(_LINALG[packet], tensors, fresh, substituted)
-    elif packet in _SORTING:
+    elif family in LINALG_FAMILIES:
+        seconds += _linalg(LINALG_FAMILIES[family], tensors, fresh, substituted)
+    elif family is CostFamily.SORTING:
         dim = args[2] if packet in ("topk", "kthvalue") and len(args) > 2 else args[1] if len(args) > 1 else kwargs.get("dim")
         seconds += _sorted_rows(tensors[0], dim if packet != "_unique2" else None) / SORT_PER_SECOND if tensors else 0.0
-    elif packet in _SEARCHING:
+    elif family is CostFamily.SEARCHING:
         boundaries = tensors[0] if packet == "searchsorted" else tensors[-1] if tensors else None
         values = tensors[-1] if packet == "searchsorted" and len(tensors) > 1 else tensors[0] if tensors else None
         if boundaries is not None and values is not None:
             seconds += _numel(values) * max(1.0, math.log2(max(boundaries.shape[-1] if boundaries.dim() else 1, 2))) / SORT_PER_SECOND
-    elif packet in _SCANS:
+    elif family is CostFamily.SCAN:
         seconds += max((_numel(t) for t in tensors + fresh), default=0) / SCAN_PER_SECOND
-    elif packet in _INDEXING:
+    elif family is CostFamily.INDEXING:
         indexed = sum(_numel(t) for t in tensors if not t.dtype.is_floating_point) + sum(_numel(t) for t in fresh)
         seconds += max(indexed, elements) / INDEXING_PER_SECOND
-    elif packet in _TRANSCENDENTAL:
+    elif family is CostFamily.TRANSCENDENTAL:
         if substituted:
             seconds += elements / PORTABLE_KERNEL_PER_SECOND
         else:

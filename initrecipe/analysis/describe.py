@@ -33,7 +33,7 @@ import torch
 
 from initrecipe.support.display import dtype_text, number, shape_text, shortest_in
 from initrecipe.analysis.lineage import Input, Lineage, Step, TensorLineage, View
-from initrecipe.program.operators import op_info
+from initrecipe.program.operators import CONSTANT_RESULTS, COPY_OPERATORS, Constant, op_info
 from initrecipe.program.ir import Call, GenRef, Literal, PortableKey, Ref
 
 __all__ = ["Param", "Init", "Describer", "Uninitialized", "uninitialized_tensors", "index_text"]
@@ -249,12 +249,6 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 3] + "..."
 
 
-_EMPTY = frozenset({"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"})
-_ZEROS = frozenset({"zeros", "zeros_like", "new_zeros", "zero_", "zero"})
-_ONES = frozenset({"ones", "ones_like", "new_ones"})
-_FULL = frozenset({"full", "full_like", "new_full", "fill_", "fill"})
-_COPIES = frozenset({"copy_", "clone", "_to_copy", "alias", "lift_fresh_copy", "detach_copy", "alias_copy",
-                     "copy", "lift_fresh"})
 _HIDDEN_KWARGS = frozenset({"device", "pin_memory", "layout", "memory_format", "generator", "dtype",
                             "requires_grad", "non_blocking"})
 
@@ -377,7 +371,7 @@ class Describer:
                 gain = _args(rest[0])[1]
                 return _init("orthogonal_", [] if gain == 1 else [_p("gain", gain)])
         # dirac_: zeros, then a one at the centre of each (d, d) kernel, group after group
-        if base.packet in _ZEROS and base.covers and rest and 3 <= len(base.view.shape) <= 5:
+        if CONSTANT_RESULTS.get(base.packet) is Constant.ZEROS and base.covers and rest and 3 <= len(base.view.shape) <= 5:
             groups = self._dirac_groups(base, rest)
             if groups is not None:
                 return _init("dirac_", [] if groups == 1 else [Param("groups", str(groups), groups)])
@@ -462,13 +456,14 @@ class Describer:
             return Init("literal", (), f"literal {shape_text(step.ins.shape)}", ("literal", step.init_id))
         if not step.covers:
             return None
-        if packet in _EMPTY:
+        constant = CONSTANT_RESULTS.get(packet)
+        if constant is Constant.EMPTY:
             return Init("uninitialized", (), "uninitialized", ("init", "uninitialized"))
-        if packet in _ZEROS:
+        if constant is Constant.ZEROS:
             return _constant(0)
-        if packet in _ONES:
+        if constant is Constant.ONES:
             return _constant(1)
-        if packet in _FULL and not step.inputs:
+        if constant is Constant.FULL and not step.inputs:
             value = _named(step, "value")
             if value is None:
                 value = _named(step, "fill_value")
@@ -479,7 +474,7 @@ class Describer:
             return _uniform(_named(step, "from"), _named(step, "to"), step.view.shape)
         if packet == "eye":
             return Init("eye_", (), "eye_()", ("init", "eye_"))
-        if packet in _COPIES:
+        if packet in COPY_OPERATORS:
             src = _input(step, 1 if packet == "copy_" else 0)
             if src is None or src.step is None:
                 return None

@@ -19,9 +19,9 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from initrecipe.errors import MemoryLimitError, RecipeError, RecipeFormatError, ResourceLimitError
-from initrecipe.program import operators as _ops_module
-from initrecipe.program.operators import OpInfo, op_info
-from initrecipe.rng.portable.semantics import SUBSTITUTED_OPERATORS, check_draw, check_substitute, draws_from_generator, portable_key_of
+from initrecipe.program.operators import (POINTWISE_OPERATORS, PRECONDITIONS, RANDOM_OPERATORS, SUBSTITUTED_OPERATORS,
+                                          OpInfo, Precondition, op_info)
+from initrecipe.rng.portable.semantics import check_draw, check_substitute, draws_from_generator, portable_key_of
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.analysis.cost import RNG_COST, Cost, call_cost, literal_cost
 
@@ -387,7 +387,6 @@ def repeat_interleave_output_size(ins: Call, info: OpInfo) -> int | None:
     return shape[dim]
 
 
-_RANDOM_PACKETS = frozenset(_ops_module._RANDOM.split())
 _TENSOR_RETURNS = frozenset({"Tensor", "List[Tensor]", "Optional[Tensor]"})
 _ENUM_ARGS: dict[str, tuple[type, ...]] = {
     "ScalarType": (torch.dtype,),
@@ -546,24 +545,20 @@ def _exact_integer_bounds(dtype: torch.dtype, bounds: list[Any]) -> str | None:
 # Operators whose CPU kernels trust their arguments in ways the meta kernels do not check, or whose
 # meta kernels can be made to run forever: a precondition each, checked on the meta arguments
 # before anything runs.
-_PRECONDITIONS = {
-    "_weight_norm_interface": _weight_norm_precondition,
-    "_weight_norm": _weight_norm_precondition,
-    "round": _round_precondition,
-    "round_": _round_precondition,
-    "random": _random_precondition,
-    "random_": _random_precondition,
-    "randint": _randint_precondition,
-    "randint_like": _randint_precondition,
+PRECONDITION_CHECKS = {  # the implementation of each precondition rule (PRECONDITIONS names each operator's)
+    Precondition.WEIGHT_NORM: _weight_norm_precondition,
+    Precondition.ROUND: _round_precondition,
+    Precondition.RANDOM_BOUNDS: _random_precondition,
+    Precondition.RANDINT_BOUNDS: _randint_precondition,
 }
-_RANDOM_PRECONDITIONS = ("random", "random_", "randint", "randint_like")
+_BOUNDS_PRECONDITIONS = (Precondition.RANDOM_BOUNDS, Precondition.RANDINT_BOUNDS)
 
 
 def random_bounds_problem(info: OpInfo, args: Any, kwargs: dict[str, Any]) -> str | None:
     """Why replay refuses the bounds of an integer draw (``random_``, ``randint``...) into a
     floating dtype, or None; the recorder asks before the draw runs, on fake tensors."""
-    packet = info.name.split(".")[1]
-    return _PRECONDITIONS[packet](list(args), kwargs) if packet in _RANDOM_PRECONDITIONS else None
+    rule = PRECONDITIONS.get(info.name.split(".")[1])
+    return PRECONDITION_CHECKS[rule](list(args), kwargs) if rule in _BOUNDS_PRECONDITIONS else None
 
 
 # ``randperm(n)`` CPU kernels refuse an ``n`` whose values the dtype cannot hold exactly: integer
@@ -741,7 +736,7 @@ def _infer_call(
     for pos_value in (*ins.args, *ins.kwargs.values()):
         if isinstance(pos_value, (GenRef, list, tuple)):
             _check_generators(pos_value, generators, f"program[{i}]")
-    if not info.is_random and _packet(ins.op) in _RANDOM_PACKETS:
+    if not info.is_random and _packet(ins.op) in RANDOM_OPERATORS:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
             "that takes a `generator` argument"
@@ -779,9 +774,9 @@ def _infer_call(
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` returns {count} values, the program binds {len(ins.outs)}"
         )
-    precondition = _PRECONDITIONS.get(packet)
+    precondition = PRECONDITIONS.get(packet)
     if precondition is not None:
-        problem = precondition(args, kwargs)
+        problem = PRECONDITION_CHECKS[precondition](args, kwargs)
         if problem is not None:
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     outs: list[Any] | None = None
@@ -938,7 +933,7 @@ def _geqrf_on_meta(i: int, ins: Call, args: list[Any], kwargs: dict[str, Any]) -
             torch.empty(tau_shape, dtype=a.dtype, device=_META)]
 
 
-_POINTWISE_PACKETS = frozenset(_ops_module._POINTWISE.split()) - {"fill", "fill_", "zero", "zero_", "copy_"}
+_POINTWISE_PACKETS = POINTWISE_OPERATORS - {"fill", "fill_", "zero", "zero_", "copy_"}
 
 
 def _pointwise_on_meta(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -> list[torch.Tensor] | None:

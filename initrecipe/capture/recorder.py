@@ -29,10 +29,11 @@ from initrecipe.analysis.facts import (
 from initrecipe.errors import RecordError, UninitializedWarning
 from initrecipe.capture.findings import uninitialized_message
 from initrecipe.runtime.interpreter import PortableContext, execute
-from initrecipe.program.operators import (ALLOWED_OPERATORS, SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, check_recordable,
-                  generator_overload, op_info)
+from initrecipe.program.operators import (ALLOWED_OPERATORS, DRAW_OPERATORS, RECORD_SHORTCUTS, REFUSED_DRAWS,
+                                          SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, RecordShortcut,
+                                          check_recordable, generator_overload, op_info, resolve_op)
 from initrecipe.errors import RecipeFormatError
-from initrecipe.rng.portable.semantics import DRAW_OPERATORS, REFUSED_DRAWS, check_draw
+from initrecipe.rng.portable.semantics import check_draw
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.format.spec import RNG_MODES
@@ -50,20 +51,9 @@ _DETACH = torch.ops.aten.detach.default
 _SET_SOURCE_TENSOR = torch.ops.aten.set_.source_Tensor
 _CPU = torch.device("cpu")
 _META_DEVICE = torch.device("meta")
-_FACTORIES = frozenset({
-    torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default, torch.ops.aten.zeros.default,
-    torch.ops.aten.ones.default, torch.ops.aten.full.default,
-})
+_FACTORIES = frozenset(resolve_op(n) for n, how in RECORD_SHORTCUTS.items() if how is RecordShortcut.META_FACTORY)
 _METADATA_INPLACE = frozenset("t_ transpose_ squeeze_ unsqueeze_ as_strided_ swapdims_ swapaxes_".split())
-_FILLS = frozenset(
-    getattr(getattr(torch.ops.aten, packet), overload)
-    for packet, overload in [
-        ("fill_", "Scalar"), ("zero_", "default"), ("normal_", "default"), ("uniform_", "default"),
-        ("random_", "default"), ("random_", "from"), ("random_", "to"), ("exponential_", "default"),
-        ("cauchy_", "default"), ("log_normal_", "default"), ("geometric_", "default"),
-        ("bernoulli_", "float"),
-    ]
-)
+_FILLS = frozenset(resolve_op(n) for n, how in RECORD_SHORTCUTS.items() if how is RecordShortcut.SCALAR_FILL)
 
 
 def _has_tensor(args: Any, kwargs: dict) -> bool:

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from initrecipe.program.ir import Call, Instruction, PortableKey
-from initrecipe.rng.portable.semantics import FORMAT_1_2_DRAWS
+from initrecipe.program.operators import FORMAT_1_2_DRAWS
 
 FORMAT_NAME = "initrecipe"
 FORMAT_VERSION: tuple[int, int] = (1, 2)
@@ -68,7 +68,7 @@ MAX_BYTES_PER_TENSOR = 2**63 - 1  # torch sizes are int64
 def format_version_for(rng: str, program: Sequence[Instruction] = ()) -> tuple[int, int]:
     """The format version a writer records for a recipe in ``rng`` mode with ``program`` (the
     lowest that has what it uses): 1.0 for ``torch``, 1.1 for ``portable``, 1.2 for a portable
-    program that keys a draw of :data:`initrecipe.rng.portable.semantics.FORMAT_1_2_DRAWS`."""
+    program that keys a draw of :data:`initrecipe.program.operators.FORMAT_1_2_DRAWS`."""
     if rng != "portable":
         return (1, 0)
     return NEW_DRAWS_SINCE if first_new_draw(program) is not None else PORTABLE_SINCE

@@ -14,8 +14,9 @@ from initrecipe.rng.torch.parallel_draws import ParallelDraws
 from initrecipe.errors import RecipeError, ReplayError
 from initrecipe.support import hugepages
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
-from initrecipe.rng.portable.semantics import SUBSTITUTED_OPERATORS, portable_key_of, run_draw, run_substitute
+from initrecipe.rng.portable.semantics import portable_key_of, run_draw, run_substitute
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
+from initrecipe.program.operators import CHUNKABLE_FILLS, SUBSTITUTED_OPERATORS
 
 __all__ = [
     "GeneratorBank",
@@ -202,19 +203,12 @@ def call_op(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], gener
         raise ReplayError(f"{where}: `{ins.op}` failed: {detail}") from None
 
 
-# Fills whose CPU kernels draw from the generator element by element, in memory order, a fixed number
-# of times per element (float32: one 32-bit draw; float64: two), so that drawing into a small buffer
-# chunk after chunk moves the generator exactly as one draw over the whole tensor does.  ``normal_``
-# (for at least 16 contiguous elements) draws one uniform per element and then redraws the last 16
-# when the count is not a multiple of 16; chunks that are multiples of 16, with a final chunk of at
-# least 16 elements, reproduce that.  ``tests/test_interpreter.py`` checks these facts.
-_CHUNKABLE_FILLS = {"aten.uniform_.default": 1, "aten.normal_.default": 16}
 _CHUNK_ELEMENTS = 1 << 22
 
 
 def _advance_in_chunks(ins: Call, info: Any, facts: ProgramFacts, generator: torch.Generator, where: str, pool: ScratchPool) -> bool:
     """Advance ``generator`` as a large dead fill would, using a bounded buffer; False if not applicable."""
-    granule = _CHUNKABLE_FILLS.get(ins.op)
+    granule = CHUNKABLE_FILLS.get(ins.op)
     target = ins.args[0] if ins.args else None
     if granule is None or not isinstance(target, Ref):
         return False

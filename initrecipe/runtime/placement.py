@@ -2,7 +2,7 @@
 
 A portable recipe replayed with ``device="cuda"`` builds its tensors on that device.  Operators
 whose every output element is one correctly rounded IEEE operation, a copy or a comparison give
-the same bits on every device (:data:`DEVICE_EXACT`), and so do portable draws and the portable
+the same bits on every device (:data:`initrecipe.program.operators.DEVICE_EXACT`), and so do portable draws and the portable
 substitutes (``erfinv``, QR).  Every other operator — transcendental functions (``pow``, ``exp``,
 ``sin``), ``sqrt`` (torch's CPU kernel is not correctly rounded: off by one ulp for ~15% of
 float32 inputs), reductions, products, division by a scalar (CUDA multiplies by the reciprocal),
@@ -18,37 +18,16 @@ from typing import Any, Callable
 import torch
 
 from initrecipe.program.ir import Call
+from initrecipe.program.operators import DEVICE_EXACT, DEVICE_EXACT_WITH_UNIT_ALPHA
 
-__all__ = ["DEVICE_EXACT", "runs_on_device", "on_device", "run_on_host"]
+__all__ = ["runs_on_device", "on_device", "run_on_host"]
 
-DEVICE_EXACT: frozenset[str] = frozenset(
-    """
-    empty empty_like empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like
-    new_ones full full_like new_full scalar_tensor lift_fresh lift_fresh_copy lift _to_copy clone copy
-    detach alias
-    view _unsafe_view _reshape_alias as_strided select slice t transpose permute expand unsqueeze squeeze
-    unbind split split_with_sizes chunk unfold diagonal narrow movedim unflatten swapaxes swapdims
-    real imag conj resolve_conj resolve_neg _conj _neg_view view_as_real view_as_complex
-    fill fill_ zero zero_ copy_ mul mul_ neg neg_ abs abs_ clamp clamp_ clamp_min
-    clamp_min_ clamp_max clamp_max_ clip clip_ sign sign_ sgn sgn_ floor floor_ ceil ceil_ trunc trunc_
-    where maximum minimum fmax fmin masked_fill masked_fill_ relu relu_ signbit isnan isinf isfinite
-    eq eq_ ne ne_ lt lt_ le le_ gt gt_ ge ge_ logical_not logical_not_ logical_and logical_and_ logical_or
-    logical_or_ logical_xor logical_xor_ bitwise_not bitwise_not_ bitwise_and bitwise_and_ bitwise_or
-    bitwise_or_ bitwise_xor bitwise_xor_ __and__ __or__ __xor__ __iand__ __ior__ __ixor__
-    cat stack flip roll tril tril_ triu triu_ diag diag_embed repeat index_select gather expand_copy
-    permute_copy view_copy t_copy transpose_copy unsqueeze_copy squeeze_copy select_copy slice_copy
-    alias_copy detach_copy constant_pad_nd
-    """.split()
-)
-"""Operators (by name, without overload) whose results are bitwise identical on every device."""
-
-_ADD_LIKE = frozenset("add add_ sub sub_ rsub".split())
 
 
 def runs_on_device(ins: Call) -> bool:
     """Whether a (deterministic, generator-free) call gives the same bits on the device as on the CPU."""
     packet = ins.op.split(".")[1]
-    if packet in _ADD_LIKE:
+    if packet in DEVICE_EXACT_WITH_UNIT_ALPHA:
         # `a + alpha * b` may be fused into one multiply-add on one device and not on another.
         alpha = ins.kwargs.get("alpha", ins.args[2] if len(ins.args) > 2 else 1)
         return alpha in (1, -1) and not isinstance(alpha, bool)

@@ -8,6 +8,7 @@ from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, format_by
 from initrecipe.errors import ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.program.ir import Call, Literal, Ref
+from initrecipe.program.operators import CHUNKABLE_FILLS
 
 __all__ = ["available_memory", "check_memory", "limit_source"]
 
@@ -99,9 +100,9 @@ def check_memory(
 
 def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
     """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
-    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _CHUNKABLE_FILLS, _is_contiguous
+    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _is_contiguous
 
-    granule = _CHUNKABLE_FILLS.get(ins.op)
+    granule = CHUNKABLE_FILLS.get(ins.op)
     target = ins.args[0] if ins.args else None
     if granule is None or not isinstance(target, Ref):
         return None

@@ -9,7 +9,7 @@ same number of elements, or a single-element tensor) and every operator is
 * a factory (``empty``, ``zeros``, ``ones``, ``full``, their ``_like``/``new_`` forms) or an
   integer ``arange``;
 * a portable random draw (``normal_``, ``uniform_``, ``randn``, ... — see
-  :data:`initrecipe.rng.portable.semantics.DRAW_OPERATORS`);
+  :data:`initrecipe.program.operators.DRAW_OPERATORS`);
 * an elementwise operator (arithmetic, ``clamp``, ``erfinv``, ``copy_``, dtype conversion, ...);
 * a view that keeps the element order (``view``, ``reshape``, ``unsqueeze``, ``detach``, ...);
 * a constant written through any other view (``weight[padding_idx].zero_()``).
@@ -30,7 +30,9 @@ import torch
 from initrecipe.analysis.facts import ProgramFacts, TensorMeta, call_refs, read_storages
 from initrecipe.errors import RecipeError, ReplayError
 from initrecipe.runtime.interpreter import literal_tensor
-from initrecipe.rng.portable.semantics import ELEMENTWISE_DRAWS, SUBSTITUTED_OPERATORS, describe_draw, portable_key_of, run_substitute, stream_key
+from initrecipe.program.operators import (CONSTANT_RESULTS, ELEMENTWISE_DRAWS, ELEMENTWISE_OPERATORS, REGISTRY,
+                                          SUBSTITUTED_OPERATORS, Kind)
+from initrecipe.rng.portable.semantics import describe_draw, portable_key_of, run_substitute, stream_key
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
 from initrecipe.program.ir import Call, Instruction, Literal, Ref
 
@@ -159,20 +161,9 @@ def segments_of(shape: tuple[int, ...], region: Shard | Box) -> list[tuple[int, 
 
 
 # ------------------------------------------------------------------------------------ analysis
-_FACTORIES = {
-    "empty": "empty", "empty_like": "empty", "new_empty": "empty", "empty_strided": "empty",
-    "new_empty_strided": "empty", "zeros": "zeros", "zeros_like": "zeros", "new_zeros": "zeros",
-    "ones": "ones", "ones_like": "ones", "new_ones": "ones", "full": "full", "full_like": "full",
-    "new_full": "full",
+_FACTORIES = {  # factory -> the constant it fills its result with (`empty`, `zeros`, `ones`, `full`)
+    name: constant.value for name, constant in CONSTANT_RESULTS.items() if REGISTRY[name].kind is Kind.FACTORY
 }
-_ELEMENTWISE = frozenset(
-    """fill_ zero_ copy_ add add_ sub sub_ rsub mul mul_ div div_ true_divide neg neg_ abs abs_ sqrt
-    sqrt_ rsqrt rsqrt_ square exp exp_ exp2 exp2_ expm1 expm1_ log log_ log2 log2_ log10 log10_ log1p
-    log1p_ sin sin_ cos cos_ tan tan_ tanh tanh_ sigmoid sigmoid_ erf erf_ erfc erfc_ erfinv erfinv_
-    clamp clamp_ clamp_min clamp_min_ clamp_max clamp_max_ clip clip_ reciprocal reciprocal_ sign sign_
-    floor floor_ ceil ceil_ trunc trunc_ pow pow_ where maximum minimum lerp lerp_ addcmul addcmul_
-    addcdiv addcdiv_ masked_fill masked_fill_ relu relu_ _to_copy clone""".split()
-)
 
 
 @dataclass
@@ -341,7 +332,7 @@ def plan_slice(program: list[Instruction], facts: ProgramFacts, value: int,
         elif info.is_random:
             if portable_key_of(ins, info) is None or ins.op not in ELEMENTWISE_DRAWS:
                 return None
-        elif packet in _ELEMENTWISE:
+        elif packet in ELEMENTWISE_OPERATORS:
             if packet in ("erfinv", "erfinv_") and ins.op not in SUBSTITUTED_OPERATORS:
                 return None
         else:

@@ -23,14 +23,10 @@ import torch
 
 from initrecipe.support import hugepages
 from initrecipe.errors import RecipeFormatError
-from initrecipe.program.operators import OpInfo
+from initrecipe.program.operators import DRAW_OPERATORS, SUBSTITUTED_OPERATORS, OpInfo, Substitute
 from initrecipe.program.ir import Call, PortableKey
 
 __all__ = [
-    "DRAW_OPERATORS",
-    "ELEMENTWISE_DRAWS",
-    "FORMAT_1_2_DRAWS",
-    "REFUSED_DRAWS",
     "PortableDraw",
     "portable_key_of",
     "draws_from_generator",
@@ -38,8 +34,8 @@ __all__ = [
     "check_draw",
     "run_draw",
     "stream_key",
-    "SUBSTITUTED_OPERATORS",
     "run_substitute",
+    "SUBSTITUTES",
     "check_substitute",
 ]
 
@@ -63,97 +59,6 @@ def _get(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo, name: str) -
     return info.schema.arguments[pos].default_value
 
 
-def _float_pair(first: str, second: str, kind: str, in_place: bool) -> Callable[..., PortableDraw]:
-    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
-        return PortableDraw(kind, (_get(args, kwargs, info, first), _get(args, kwargs, info, second)), in_place)
-
-    return describe
-
-
-def _constant(kind: str, params: tuple[Any, ...], in_place: bool) -> Callable[..., PortableDraw]:
-    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
-        return PortableDraw(kind, params, in_place)
-
-    return describe
-
-
-def _single(name: str, kind: str) -> Callable[..., PortableDraw]:
-    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
-        return PortableDraw(kind, (_get(args, kwargs, info, name),), True)
-
-    return describe
-
-
-def _integers(low: str | None, high: str, in_place: bool) -> Callable[..., PortableDraw]:
-    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
-        lo = _get(args, kwargs, info, low) if low is not None else 0
-        return PortableDraw("randint", (lo, _get(args, kwargs, info, high)), in_place)
-
-    return describe
-
-
-def _tensors(names: tuple[str, ...], kind: str, in_place: bool) -> Callable[..., PortableDraw]:
-    def describe(args: Sequence[Any], kwargs: dict[str, Any], info: OpInfo) -> PortableDraw:
-        return PortableDraw(kind, tuple(_get(args, kwargs, info, name) for name in names), in_place)
-
-    return describe
-
-
-# Operator -> how to read its sampler and parameters.  Every other random operator is refused in
-# portable recipes (the recorder says so while recording).
-DRAW_OPERATORS: dict[str, Callable[..., PortableDraw]] = {
-    "aten.normal_.default": _float_pair("mean", "std", "normal", True),
-    "aten.uniform_.default": _float_pair("from", "to", "uniform", True),
-    "aten.bernoulli_.float": _single("p", "bernoulli"),
-    "aten.exponential_.default": _single("lambd", "exponential"),
-    "aten.random_.from": _integers("from", "to", True),
-    "aten.random_.to": _integers(None, "to", True),
-    "aten.normal.float_float": _float_pair("mean", "std", "normal", False),
-    "aten.randn.generator": _constant("normal", (0.0, 1.0), False),
-    "aten.rand.generator": _constant("uniform", (0.0, 1.0), False),
-    "aten.randn_like.generator": _constant("normal", (0.0, 1.0), False),
-    "aten.rand_like.generator": _constant("uniform", (0.0, 1.0), False),
-    "aten.randint.generator": _integers(None, "high", False),
-    "aten.randint.low_generator": _integers("low", "high", False),
-    "aten.randint_like.generator": _integers(None, "high", False),
-    "aten.randint_like.low_generator_dtype": _integers("low", "high", False),
-    "aten.randperm.generator": lambda args, kwargs, info: PortableDraw("permutation", (_get(args, kwargs, info, "n"),), False),
-    # Format 1.2 (FORMAT_1_2_DRAWS):
-    "aten.cauchy_.default": _float_pair("median", "sigma", "cauchy", True),
-    "aten.log_normal_.default": _float_pair("mean", "std", "log_normal", True),
-    "aten.geometric_.default": _single("p", "geometric"),
-    "aten.bernoulli.p": lambda args, kwargs, info: PortableDraw("bernoulli", (_get(args, kwargs, info, "p"),), False),
-    "aten.bernoulli.default": _tensors(("self",), "bernoulli_tensor", False),
-    "aten.bernoulli_.Tensor": _tensors(("p",), "bernoulli_tensor", True),
-    "aten.normal.Tensor_Tensor": _tensors(("mean", "std"), "normal_tensor", False),
-    "aten.normal.Tensor_float": _tensors(("mean", "std"), "normal_tensor", False),
-    "aten.normal.float_Tensor": _tensors(("mean", "std"), "normal_tensor", False),
-    "aten.multinomial.default": lambda args, kwargs, info: PortableDraw(
-        "multinomial",
-        tuple(_get(args, kwargs, info, name) for name in ("self", "num_samples", "replacement")),
-        False,
-    ),
-}
-"""The random operators a portable recipe may call, each with how to read its parameters."""
-
-FORMAT_1_2_DRAWS = frozenset({
-    "aten.cauchy_.default", "aten.log_normal_.default", "aten.geometric_.default", "aten.bernoulli.p",
-    "aten.bernoulli.default", "aten.bernoulli_.Tensor", "aten.normal.Tensor_Tensor", "aten.normal.Tensor_float",
-    "aten.normal.float_Tensor", "aten.multinomial.default",
-})
-"""The portable draws that format 1.2 added (a recipe that keys one of them is written as 1.2)."""
-
-REFUSED_DRAWS: dict[str, str] = {
-    "aten.poisson.default": (
-        "a Poisson value of an arbitrary rate has no inverse with a bounded number of IEEE operations "
-        "(the exact samplers are rejection loops, which need a variable number of words per element)"
-    ),
-}
-"""Random operators that portable recipes refuse on purpose, with why (docs/PORTABLE.md)."""
-
-ELEMENTWISE_DRAWS = frozenset(DRAW_OPERATORS) - {"aten.randperm.generator", "aten.multinomial.default"}
-"""Portable draws whose element ``i`` depends on its own index only (a permutation does not)."""
-
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -176,13 +81,14 @@ def draws_from_generator(ins: Call, info: OpInfo | None) -> bool:
 
 def describe_draw(ins: Call, info: OpInfo, args: Sequence[Any], kwargs: dict[str, Any]) -> PortableDraw:
     """Decode a portable call's sampler and parameters; :class:`RecipeFormatError` if unsupported."""
-    describe = DRAW_OPERATORS.get(ins.op)
-    if describe is None:
+    sampler = DRAW_OPERATORS.get(ins.op)
+    if sampler is None:
         raise RecipeFormatError(
             f"`{ins.op}` has no portable sampler; portable recipes draw only with "
             + ", ".join(f"`{name}`" for name in sorted(DRAW_OPERATORS))
         )
-    return describe(args, kwargs, info)
+    params = tuple(_get(args, kwargs, info, p) if isinstance(p, str) else p for p in sampler.params)
+    return PortableDraw(sampler.kind, params, info.overwrites_self)
 
 
 def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
@@ -322,15 +228,15 @@ def _householder_product(args: list[Any], kwargs: dict[str, Any]) -> torch.Tenso
     return householder_product(values[0], values[1])
 
 
-SUBSTITUTED_OPERATORS: dict[str, Callable[[list[Any], dict[str, Any]], Any]] = {
-    "aten.erfinv.default": _erfinv,
-    "aten.erfinv_.default": _erfinv_,
-    "aten.linalg_qr.default": _linalg_qr,
-    "aten.geqrf.default": _geqrf,
-    "aten.linalg_householder_product.default": _householder_product,
-    "aten.orgqr.default": _householder_product,
+SUBSTITUTES: dict[Substitute, Callable[[list[Any], dict[str, Any]], Any]] = {
+    Substitute.ERFINV: _erfinv,
+    Substitute.ERFINV_INPLACE: _erfinv_,
+    Substitute.QR: _linalg_qr,
+    Substitute.GEQRF: _geqrf,
+    Substitute.HOUSEHOLDER_PRODUCT: _householder_product,
 }
-"""Deterministic operators whose portable meaning is initrecipe's own implementation."""
+"""The implementation of each substitute rule
+(:data:`~initrecipe.program.operators.SUBSTITUTED_OPERATORS` names each operator's)."""
 
 
 def check_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> str | None:
@@ -357,5 +263,5 @@ def check_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> str 
 
 
 def run_substitute(ins: Call, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Execute a substituted operator (see :data:`SUBSTITUTED_OPERATORS`)."""
-    return SUBSTITUTED_OPERATORS[ins.op](args, kwargs)
+    """Execute a substituted operator (see :data:`~initrecipe.program.operators.SUBSTITUTED_OPERATORS`)."""
+    return SUBSTITUTES[SUBSTITUTED_OPERATORS[ins.op]](args, kwargs)

@@ -29,9 +29,10 @@ from typing import Any, Callable
 import torch
 
 from initrecipe.program.ir import Call, GenRef, Ref
+from initrecipe.program.operators import CHUNKABLE_FILLS, DRAW_COST_RULES, DrawRule
 
 __all__ = ["DrawCost", "cost_of", "normal_cost", "uniform_cost", "random_cost", "is_contiguous", "trusted",
-           "RANDPERM_LIMIT", "chunk_granule"]
+           "RANDPERM_LIMIT", "chunk_granule", "DRAW_RULES"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +136,10 @@ def chunk_granule(op: str, numel: int, dtype: torch.dtype, contiguous: bool) -> 
     floating elements transforms blocks of 16 and treats the tail as its own block (granule 16,
     with a last piece of at least 16 elements holding the tail).
     """
-    if not contiguous or dtype not in _FLOATING:
+    granule = CHUNKABLE_FILLS.get(op)
+    if granule is None or not contiguous or dtype not in _FLOATING:
         return None
-    if op == "aten.uniform_.default":
-        return 1
-    if op == "aten.normal_.default" and numel >= 32:
-        return 16
-    return None
+    return granule if granule == 1 or numel >= 2 * granule else None
 
 
 def _arg(ins: Call, info: Any, name: str, default: Any = None) -> Any:
@@ -238,33 +236,18 @@ def _rule_multinomial(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost |
     return DrawCost(outputs=2 * rows * samples)
 
 
-_RULES: dict[str, tuple[str, Callable[..., DrawCost | None]]] = {
-    # packet: (rule family, rule)
-    "uniform_": ("uniform", _rule_uniform),
-    "uniform": ("uniform", _rule_uniform),
-    "rand": ("uniform", _rule_uniform),
-    "rand_like": ("uniform", _rule_uniform),
-    "normal_": ("normal", _rule_normal),
-    "normal": ("normal", _rule_normal),
-    "randn": ("normal", _rule_normal),
-    "randn_like": ("normal", _rule_normal),
-    "random_": ("random", _rule_random),
-    "random": ("random", _rule_random),
-    "randint": ("random", _rule_random),
-    "randint_like": ("random", _rule_random),
-    "exponential_": ("exponential", _rule_two_per_element),
-    "exponential": ("exponential", _rule_two_per_element),
-    "cauchy_": ("cauchy", _rule_two_per_element),
-    "cauchy": ("cauchy", _rule_two_per_element),
-    "geometric_": ("geometric", _rule_two_per_element),
-    "geometric": ("geometric", _rule_two_per_element),
-    "log_normal_": ("log_normal", _rule_log_normal),
-    "log_normal": ("log_normal", _rule_log_normal),
-    "bernoulli_": ("bernoulli", _rule_bernoulli),
-    "bernoulli": ("bernoulli", _rule_bernoulli),
-    "randperm": ("randperm", _rule_randperm),
-    "multinomial": ("multinomial", _rule_multinomial),
+DRAW_RULES: dict[DrawRule, Callable[..., DrawCost | None]] = {
+    DrawRule.UNIFORM: _rule_uniform,
+    DrawRule.NORMAL: _rule_normal,
+    DrawRule.RANDOM: _rule_random,
+    DrawRule.TWO_PER_ELEMENT: _rule_two_per_element,
+    DrawRule.LOG_NORMAL: _rule_log_normal,
+    DrawRule.BERNOULLI: _rule_bernoulli,
+    DrawRule.RANDPERM: _rule_randperm,
+    DrawRule.MULTINOMIAL: _rule_multinomial,
 }
+"""The implementation of each draw-cost rule (:data:`~initrecipe.program.operators.DRAW_COST_RULES`
+names each operator's and the family of probes that must trust it; ``NOT_MODELLED`` has none)."""
 
 
 def cost_of(ins: Call, info: Any, facts: Any) -> DrawCost | None:
@@ -275,10 +258,10 @@ def cost_of(ins: Call, info: Any, facts: Any) -> DrawCost | None:
         return None
     if info.written_args and not info.overwrites_self:
         return None  # out= overloads
-    entry = _RULES.get(ins.op.split(".")[1])
-    if entry is None:
+    entry = DRAW_COST_RULES.get(ins.op.split(".")[1])
+    if entry is None or entry.family is None:  # not random, or NOT_MODELLED
         return None
-    family, rule = entry
+    family, rule = entry.family, DRAW_RULES[entry.rule]
     meta = _target(ins, info, facts)
     if meta is None or not trusted(family):
         return None
