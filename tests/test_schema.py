@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import initrecipe
 from initrecipe.program.operators import ALLOWED_OPERATORS
-from initrecipe.rng.portable.semantics import DRAW_OPERATORS, SUBSTITUTED_OPERATORS
+from initrecipe.program.operators import DRAW_OPERATORS, SUBSTITUTED_OPERATORS
 from initrecipe.program.ir import DTYPES, Call, GenRef, Literal, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.format.recipe import Recipe, TensorEntry, encode_for_schema
 from initrecipe.format.spec import RNG_MODES
