@@ -16,6 +16,7 @@ from initrecipe.support import hugepages
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
 from initrecipe.rng.portable.semantics import SUBSTITUTED_OPERATORS, portable_key_of, run_draw, run_substitute
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
+from initrecipe.program.walk import map_arg
 
 __all__ = [
     "GeneratorBank",
@@ -150,13 +151,8 @@ def literal_tensor(ins: Literal) -> torch.Tensor:
 
 
 def _resolve(value: Any, env: dict[int, torch.Tensor], generator: torch.Generator | None) -> Any:
-    if isinstance(value, Ref):
-        return env[value.id]
-    if isinstance(value, GenRef):
-        return generator
-    if isinstance(value, (list, tuple)):
-        return [_resolve(v, env, generator) for v in value]
-    return value
+    """An argument with its tensor references replaced by their tensors and generators by ``generator``."""
+    return map_arg(value, (Ref, GenRef), lambda leaf: env[leaf.id] if isinstance(leaf, Ref) else generator)
 
 
 class ScratchPool:
@@ -178,13 +174,11 @@ class ScratchPool:
 
 
 def _scratch(value: Any, facts: ProgramFacts, generator: torch.Generator | None, pool: ScratchPool) -> Any:
-    if isinstance(value, Ref):
-        return pool.tensor(facts.values[value.id])
-    if isinstance(value, GenRef):
-        return generator
-    if isinstance(value, (list, tuple)):
-        return [_scratch(v, facts, generator, pool) for v in value]
-    return value
+    """An argument with its tensor references replaced by uninitialized tensors of their geometry
+    (from ``pool``) and generators by ``generator``."""
+    return map_arg(
+        value, (Ref, GenRef), lambda leaf: pool.tensor(facts.values[leaf.id]) if isinstance(leaf, Ref) else generator
+    )
 
 
 def call_op(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], generator: torch.Generator | None, where: str) -> Any:
