@@ -11,6 +11,7 @@ import torch
 from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, flatten_outputs, generator_of, recipe_defaults
 from initrecipe.rng.torch.positions import GeneratorPositions, Position
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
+from initrecipe.rng.torch.draw_costs import is_contiguous
 from initrecipe.errors import RecipeError, ReplayError
 from initrecipe.support import hugepages
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
@@ -217,7 +218,7 @@ def _advance_in_chunks(ins: Call, info: Any, facts: ProgramFacts, generator: tor
     if (
         meta.dtype not in (torch.float32, torch.float64)
         or numel <= 2 * _CHUNK_ELEMENTS
-        or not _is_contiguous(meta.shape, meta.stride)
+        or not is_contiguous(meta.shape, meta.stride)
     ):
         return False
     rest = [_scratch(a, facts, generator, pool) for a in ins.args[1:]]
@@ -230,15 +231,6 @@ def _advance_in_chunks(ins: Call, info: Any, facts: ProgramFacts, generator: tor
             count = numel - done  # fold a short tail into this chunk (the buffer has room)
         call_op(ins, info, [buffer[:count], *rest], dict(kwargs), generator, where)
         done += count
-    return True
-
-
-def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    expected = 1
-    for size, st in reversed(list(zip(shape, stride))):
-        if size != 1 and st != expected:
-            return False
-        expected *= size
     return True
 
 

@@ -21,6 +21,7 @@ from initrecipe.analysis.facts import (
 from initrecipe.errors import MemoryLimitError, RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
 from initrecipe.support.gcpause import gc_paused, pausing_gc
 from initrecipe.rng.torch import generator_state as cpu_generator
+from initrecipe.rng.torch.draw_costs import is_contiguous
 from initrecipe.rng.torch.positions import modelled_draws
 from initrecipe.runtime.interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
@@ -583,7 +584,7 @@ def _check_memory(
 
 def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
     """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
-    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _CHUNKABLE_FILLS, _is_contiguous
+    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _CHUNKABLE_FILLS
 
     granule = _CHUNKABLE_FILLS.get(ins.op)
     target = ins.args[0] if ins.args else None
@@ -593,7 +594,7 @@ def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
     if (
         meta.dtype not in (torch.float32, torch.float64)
         or meta.numel <= 2 * _CHUNK_ELEMENTS
-        or not _is_contiguous(meta.shape, meta.stride)
+        or not is_contiguous(meta.shape, meta.stride)
     ):
         return None
     return (_CHUNK_ELEMENTS + 2 * granule) * meta.dtype.itemsize
