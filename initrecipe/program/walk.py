@@ -6,7 +6,7 @@ and :class:`~initrecipe.program.ir.PortableKey`; an operator's resolved argument
 the same containers around tensors.  :func:`map_arg` rebuilds such a value with a function applied
 to each leaf of the types asked for, :func:`iter_leaves` yields those leaves, both in order.
 
-``Ref`` and ``GenRef`` are ``NamedTuple``\\ s; the walk treats them as leaves whatever types it is
+``Ref`` and ``GenRef`` are ``NamedTuple`` classes; the walk treats them as leaves whatever types it is
 asked for, never as tuples to descend into (so a walk for ``Ref`` leaves a ``GenRef`` as it is).
 
 Example:
