@@ -288,7 +288,7 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
     if _VIEWS[info.name] or packet in _NO_DATA:
         # A view or an uninitialized allocation: no data, but every returned tensor is an object to build.
         return VIEW_COST if len(outs) <= 1 else (INSTRUCTION_SECONDS * len(outs), 0.0, 0.0, 0.0)
-    tensors = list(iter_leaves((args, kwargs), torch.Tensor))
+    tensors = iter_leaves((args, kwargs), torch.Tensor)
     aliased = info.aliased_outputs or ()
     fresh = [o for k, o in enumerate(outs) if isinstance(o, torch.Tensor)
              and (k >= len(aliased) or aliased[k] is None)]

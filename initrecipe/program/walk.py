@@ -4,7 +4,7 @@ A :class:`~initrecipe.program.ir.Call`'s arguments nest lists (and, when built b
 around plain values, :class:`~initrecipe.program.ir.Ref`, :class:`~initrecipe.program.ir.GenRef`
 and :class:`~initrecipe.program.ir.PortableKey`; an operator's resolved arguments and results nest
 the same containers around tensors.  :func:`map_arg` rebuilds such a value with a function applied
-to each leaf of the types asked for, :func:`iter_leaves` yields those leaves, both in order.
+to each leaf of the types asked for, :func:`iter_leaves` lists those leaves, both in order.
 
 ``Ref`` and ``GenRef`` are ``NamedTuple`` classes; the walk treats them as leaves whatever types it is
 asked for, never as tuples to descend into (so a walk for ``Ref`` leaves a ``GenRef`` as it is).
@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from initrecipe.program.ir import Call, GenRef, Ref
 
@@ -40,30 +40,34 @@ def map_arg(value: Any, leaf_types: type[L] | tuple[type[L], ...], fn: Callable[
     """
     if isinstance(value, leaf_types):
         return fn(value)  # type: ignore[arg-type]
-    if isinstance(value, _ATOMS):
-        return value
     if isinstance(value, list):
         return [map_arg(v, leaf_types, fn) for v in value]
     if isinstance(value, tuple):
-        return tuple(map_arg(v, leaf_types, fn) for v in value)
+        return value if isinstance(value, _ATOMS) else tuple(map_arg(v, leaf_types, fn) for v in value)
     if isinstance(value, dict):
         return {k: map_arg(v, leaf_types, fn) for k, v in value.items()}
     return value
 
 
-def iter_leaves(value: Any, leaf_types: type[L] | tuple[type[L], ...]) -> Iterator[L]:
+def iter_leaves(value: Any, leaf_types: type[L] | tuple[type[L], ...]) -> list[L]:
     """The leaves of ``value`` that are instances of ``leaf_types``, in the order :func:`map_arg` visits
-    them (list and tuple items in order, dict values in insertion order)."""
-    if isinstance(value, leaf_types):
-        yield value  # type: ignore[misc]
-    elif isinstance(value, _ATOMS):
-        return
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from iter_leaves(v, leaf_types)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from iter_leaves(v, leaf_types)
+    them (list and tuple items in order, dict values in insertion order).  A list, not a generator:
+    passes over every call of a program ask for them several times, and a list is built faster."""
+    out: list[L] = []
+    _collect((value,), leaf_types, out)
+    return out
+
+
+def _collect(items: Iterable[Any], leaf_types: type[L] | tuple[type[L], ...], out: list[L]) -> None:
+    """Append the leaves under ``items`` to ``out`` (one call per container, not per item)."""
+    for value in items:
+        if isinstance(value, leaf_types):
+            out.append(value)  # type: ignore[arg-type]
+        elif isinstance(value, (list, tuple)):
+            if not isinstance(value, _ATOMS):
+                _collect(value, leaf_types, out)
+        elif isinstance(value, dict):
+            _collect(value.values(), leaf_types, out)
 
 
 def arg_at(ins: Call, arg_names: Sequence[str], pos: int) -> Any:
