@@ -371,3 +371,15 @@ def test_value_dependent_draws_record_with_sync_rng():
             self.w = nn.Parameter(torch.empty(30).normal_())
 
     assert_replay_matches_eager(Poisson, seed=1)
+
+
+@settings(max_examples=400, deadline=None)
+@given(geometry=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 30)), max_size=4))
+def test_is_contiguous_agrees_with_torch(geometry: list[tuple[int, int]]) -> None:
+    """The one contiguity check (draw costs, chunked dead fills, parallel draws) answers as
+    ``torch.Tensor.is_contiguous()`` does, for empty tensors too (always contiguous)."""
+    shape = tuple(size for size, _ in geometry)
+    stride = tuple(step for _, step in geometry)
+    expected = torch.empty_strided(shape, stride, device="meta").is_contiguous()
+    assert draw_costs.is_contiguous(shape, stride) == expected
+    assert draw_costs.is_contiguous((3, 0, 2), (7, 5, 3))

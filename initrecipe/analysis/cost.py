@@ -41,6 +41,7 @@ import torch
 from initrecipe.errors import WorkLimitError
 from initrecipe.program.ir import Call
 from initrecipe.program.operators import COST_FAMILIES, CostFamily
+from initrecipe.program.walk import iter_leaves
 
 __all__ = [
     "WorkEstimate",
@@ -136,14 +137,6 @@ def _numel(t: torch.Tensor) -> int:
 
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
-
-
-def _tensors(values: Any, out: list[torch.Tensor]) -> None:
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            out.append(v)
-        elif isinstance(v, (list, tuple)):
-            _tensors(v, out)
 
 
 def _memory(tensors: list[torch.Tensor], fresh: list[torch.Tensor]) -> tuple[float, float, int]:
@@ -277,9 +270,7 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
     if _VIEWS[info.name] or family is CostFamily.NO_DATA:
         # A view or an uninitialized allocation: no data, but every returned tensor is an object to build.
         return VIEW_COST if len(outs) <= 1 else (INSTRUCTION_SECONDS * len(outs), 0.0, 0.0, 0.0)
-    tensors: list[torch.Tensor] = []
-    _tensors(args, tensors)
-    _tensors(kwargs.values(), tensors)
+    tensors = iter_leaves((args, kwargs), torch.Tensor)
     aliased = info.aliased_outputs or ()
     fresh = [o for k, o in enumerate(outs) if isinstance(o, torch.Tensor)
              and (k >= len(aliased) or aliased[k] is None)]

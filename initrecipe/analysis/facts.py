@@ -23,6 +23,7 @@ from initrecipe.program.operators import (POINTWISE_OPERATORS, PRECONDITIONS, RA
                                           OpInfo, Precondition, op_info)
 from initrecipe.rng.portable.semantics import check_draw, check_substitute, draws_from_generator, portable_key_of
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
+from initrecipe.program.walk import arg_at, iter_leaves, map_arg
 from initrecipe.analysis.cost import RNG_COST, Cost, call_cost, literal_cost
 
 __all__ = ["TensorMeta", "ProgramFacts", "Action", "infer_facts", "plan_execution", "is_rng_instruction"]
@@ -106,7 +107,7 @@ class ProgramFacts:
         info = self.infos[index]
         out = []
         for pos in info.written_args:
-            ref = _arg_at(ins, info, pos)
+            ref = arg_at(ins, info.arg_names, pos)
             if isinstance(ref, Ref):
                 out.append((pos, self.values[ref.id].storage))
         return out
@@ -117,28 +118,9 @@ class ProgramFacts:
         return sum(max(n, self.storage_grown.get(s, 0)) for s, n in self.storage_nbytes.items())
 
 
-def _arg_at(ins: Call, info: OpInfo, pos: int) -> Any:
-    if pos < len(ins.args):
-        return ins.args[pos]
-    return ins.kwargs.get(info.arg_names[pos])
-
-
-def _walk_refs(value: Any, out: list[int]) -> None:
-    if isinstance(value, Ref):
-        out.append(value.id)
-    elif isinstance(value, (list, tuple)) and not isinstance(value, GenRef):
-        for v in value:
-            _walk_refs(v, out)
-
-
 def call_refs(ins: Call) -> list[int]:
     """Value ids a call reads or writes, in argument order."""
-    out: list[int] = []
-    for a in ins.args:
-        _walk_refs(a, out)
-    for a in ins.kwargs.values():
-        _walk_refs(a, out)
-    return out
+    return [ref.id for ref in iter_leaves((ins.args, ins.kwargs), Ref)]
 
 
 # --------------------------------------------------------------------------- meta inference
@@ -147,19 +129,19 @@ _META = torch.device("meta")
 
 def _to_meta_arg(value: Any, env: dict[int, torch.Tensor], where: Any) -> Any:
     """``where``: the location for messages, or a callable returning it (built only on error)."""
-    if isinstance(value, Ref):
+
+    def to_meta(leaf: Ref | GenRef | PortableKey | torch.device) -> torch.Tensor | torch.device | None:
+        if isinstance(leaf, torch.device):
+            return _META
+        if not isinstance(leaf, Ref):
+            return None  # a generator: the meta run draws nothing
         try:
-            return env[value.id]
+            return env[leaf.id]
         except KeyError:
-            where = where() if callable(where) else where
-            raise RecipeFormatError(f"{where}: reference to undefined tensor {value.id}") from None
-    if isinstance(value, (GenRef, PortableKey)):
-        return None
-    if isinstance(value, torch.device):
-        return _META
-    if isinstance(value, (list, tuple)):
-        return [_to_meta_arg(v, env, where) for v in value]
-    return value
+            location = where() if callable(where) else where
+            raise RecipeFormatError(f"{location}: reference to undefined tensor {leaf.id}") from None
+
+    return map_arg(value, (Ref, GenRef, PortableKey, torch.device), to_meta)
 
 
 @contextlib.contextmanager
@@ -273,10 +255,10 @@ class _Budget:
             return
         if "size" not in info.arg_names:
             return
-        size = _arg_at(ins, info, info.arg_names.index("size"))
+        size = arg_at(ins, info.arg_names, info.arg_names.index("size"))
         if not isinstance(size, (list, tuple)) or not all(type(d) is int for d in size):
             return
-        dtype = _arg_at(ins, info, info.arg_names.index("dtype")) if "dtype" in info.arg_names else None
+        dtype = arg_at(ins, info.arg_names, info.arg_names.index("dtype")) if "dtype" in info.arg_names else None
         if not isinstance(dtype, torch.dtype) and info.arg_names[0] == "self" and isinstance(base, torch.Tensor):
             dtype = base.dtype  # new_empty and friends
         numel = math.prod(max(d, 0) for d in size)
@@ -347,9 +329,7 @@ def _names_of_storage(
             pos = info.aliased_outputs[min(k, len(info.aliased_outputs) - 1)]
             if pos is None:
                 continue
-            refs: list[int] = []
-            _walk_refs(_arg_at(ins, info, pos), refs)
-            if any(r in aliases for r in refs):
+            if any(ref.id in aliases for ref in iter_leaves(arg_at(ins, info.arg_names, pos), Ref)):
                 aliases.add(out)
     return sorted({names[v] for v in aliases if v in names})
 
@@ -372,14 +352,14 @@ def repeat_interleave_output_size(ins: Call, info: OpInfo) -> int | None:
     """
     if ins.out_meta is None or "output_size" not in info.arg_names or not ins.out_meta:
         return None
-    if _arg_at(ins, info, info.arg_names.index("output_size")) is not None:
+    if arg_at(ins, info.arg_names, info.arg_names.index("output_size")) is not None:
         return None
     shape = ins.out_meta[0][1]
     if not shape:
         return None
     dim = None
     if "dim" in info.arg_names:
-        dim = _arg_at(ins, info, info.arg_names.index("dim"))
+        dim = arg_at(ins, info.arg_names, info.arg_names.index("dim"))
     if dim is None:
         return shape[0] if len(shape) == 1 else None
     if type(dim) is not int or not -len(shape) <= dim < len(shape):
@@ -733,9 +713,7 @@ def _infer_call(
         raise RecipeFormatError(f"program[{i}]: {exc}") from None
     facts.infos.append(info)
     _check_call_types(i, ins, info)
-    for pos_value in (*ins.args, *ins.kwargs.values()):
-        if isinstance(pos_value, (GenRef, list, tuple)):
-            _check_generators(pos_value, generators, f"program[{i}]")
+    _check_generators(ins, generators, f"program[{i}]")
     if not info.is_random and _packet(ins.op) in RANDOM_OPERATORS:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
@@ -747,7 +725,7 @@ def _infer_call(
             f"program[{i}]: `{ins.op}` draws from a portable stream, but the recipe's rng mode is `torch`"
         )
     if info.is_random and key is None:
-        if not isinstance(_arg_at(ins, info, info.arg_names.index(info.generator_arg)), GenRef):
+        if not isinstance(arg_at(ins, info.arg_names, info.arg_names.index(info.generator_arg)), GenRef):
             raise RecipeFormatError(
                 f"program[{i}]: `{ins.op}` is a random operator and needs its `{info.generator_arg}` argument "
                 "(a {\"g\": id} value naming the generator it draws from)"
@@ -849,7 +827,7 @@ def _infer_call(
             budget.created(i, value, facts.storage_nbytes[meta.storage])
     # Storages that an in-place or out= call grew (resize_, out= arguments).
     for pos in info.written_args:
-        ref = _arg_at(ins, info, pos)
+        ref = arg_at(ins, info.arg_names, pos)
         if isinstance(ref, Ref) and ref.id in env:
             sid = facts.values[ref.id].storage
             now = env[ref.id].untyped_storage().nbytes()
@@ -1044,13 +1022,10 @@ def _check_scalar_arguments(i: int, ins: Call, info: OpInfo, args: list[Any], kw
             )
 
 
-def _check_generators(value: Any, generators: int, where: str) -> None:
-    if isinstance(value, GenRef):
-        if value.id >= generators:
-            raise RecipeFormatError(f"{where}: generator {value.id} is not declared")
-    elif isinstance(value, (list, tuple)) and not isinstance(value, Ref):
-        for v in value:
-            _check_generators(v, generators, where)
+def _check_generators(ins: Call, generators: int, where: str) -> None:
+    for gen in iter_leaves((ins.args, ins.kwargs), GenRef):
+        if gen.id >= generators:
+            raise RecipeFormatError(f"{where}: generator {gen.id} is not declared")
 
 
 def _generator_of(ins: Call, info: OpInfo) -> int:
@@ -1189,7 +1164,7 @@ def _plan(
             elif advance_dead_draws and draws_from_generator(ins, info) and i not in computed_draws:
                 action = Action.RUN if info.value_dependent_random else Action.ADVANCE
                 if action == Action.ADVANCE and draw_in_place and info.overwrites_self:
-                    target = _arg_at(ins, info, 0)
+                    target = arg_at(ins, info.arg_names, 0)
                     if isinstance(target, Ref) and facts.values[target.id].storage in touched:
                         # The storage is built later anyway: draw into it, as eager does, instead
                         # of faulting in scratch pages.  Its old contents are not read.
@@ -1207,7 +1182,7 @@ def _plan(
             touched.update(facts.values[r].storage for r in call_refs(ins))
             for pos, storage in written:
                 if pos == 0 and info.overwrites_self:
-                    ref = _arg_at(ins, info, 0)
+                    ref = arg_at(ins, info.arg_names, 0)
                     if facts.values[ref.id].covers(facts.storage_nbytes[storage]):
                         needed_storages.discard(storage)
             for o in fresh:
@@ -1257,12 +1232,8 @@ def _positional_refs(ins: Call, info: OpInfo) -> list[tuple[int, int]]:
     """``(schema position, value id)`` for every tensor reference in a call."""
     out: list[tuple[int, int]] = []
     for pos, a in enumerate(ins.args):
-        refs: list[int] = []
-        _walk_refs(a, refs)
-        out.extend((pos, r) for r in refs)
+        out.extend((pos, ref.id) for ref in iter_leaves(a, Ref))
     for name, a in ins.kwargs.items():
-        refs = []
-        _walk_refs(a, refs)
         pos = info.arg_names.index(name) if name in info.arg_names else -1
-        out.extend((pos, r) for r in refs)
+        out.extend((pos, ref.id) for ref in iter_leaves(a, Ref))
     return out

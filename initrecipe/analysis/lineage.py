@@ -34,6 +34,7 @@ import torch
 from initrecipe.analysis.facts import ProgramFacts, TensorMeta, generator_of, infer_facts
 from initrecipe.rng.portable.semantics import draws_from_generator, portable_key_of
 from initrecipe.program.ir import Call, GenRef, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
+from initrecipe.program.walk import arg_at, iter_leaves
 from initrecipe.format.recipe import Recipe, TensorEntry
 
 __all__ = ["Interner", "View", "Step", "Input", "TensorLineage", "Lineage", "analyse"]
@@ -201,28 +202,15 @@ def _canon_call(ins: Call) -> Hashable:
     return (ins.op, tuple(_canon(a) for a in ins.args), kwargs)
 
 
-def _refs_of(value: Any, position: int | str, out: list[tuple[int | str, int]]) -> None:
-    if isinstance(value, Ref):
-        out.append((position, value.id))
-    elif isinstance(value, (list, tuple)) and not isinstance(value, GenRef):
-        for v in value:
-            _refs_of(v, position, out)
-
-
 def _ref_positions(ins: Call, arg_names: list[str]) -> list[tuple[int | str, int]]:
     """``(schema position, value id)`` of every tensor reference, keywords by their position."""
     out: list[tuple[int | str, int]] = []
     for pos, a in enumerate(ins.args):
-        _refs_of(a, pos, out)
+        out.extend((pos, ref.id) for ref in iter_leaves(a, Ref))
     for name, a in ins.kwargs.items():
-        _refs_of(a, arg_names.index(name) if name in arg_names else name, out)
+        position = arg_names.index(name) if name in arg_names else name
+        out.extend((position, ref.id) for ref in iter_leaves(a, Ref))
     return out
-
-
-def _arg_at(ins: Call, arg_names: list[str], pos: int) -> Any:
-    if pos < len(ins.args):
-        return ins.args[pos]
-    return ins.kwargs.get(arg_names[pos])
 
 
 def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramFacts | None = None) -> Lineage:
@@ -311,7 +299,7 @@ def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramF
                     storage_views[sid] = view
                     current[sid] = finish(Step(i, ins, k, view, view, None, inputs_t, draw), static)
             for pos, sid in written:
-                ref = _arg_at(ins, names, pos)
+                ref = arg_at(ins, names, pos)
                 meta = facts.values[ref.id]
                 overwrites = pos != 0 or info.overwrites_self  # out= arguments are written, not read
                 whole = storage_view(sid, meta)

@@ -37,6 +37,7 @@ from initrecipe.rng.portable.semantics import check_draw
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, dtype_name, tensor_bytes
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.format.spec import RNG_MODES
+from initrecipe.program.walk import iter_leaves, map_arg
 from initrecipe.capture.generators import GeneratorTracker, ShadowGenerators
 
 __all__ = ["record"]
@@ -442,7 +443,7 @@ class _Recorder:
         call = Call(info.name, (), tuple(enc_args), enc_kwargs, out_meta)
         self.program.append(call)
         self.facts.infos.append(info)
-        inputs = {id(a) for a in _iter_tensors(args)} | {id(v) for v in _iter_tensors(kwargs.values())}
+        inputs = {id(t) for t in iter_leaves((args, kwargs), torch.Tensor)}
         outs: list[int | None] = []
         for o in flatten_outputs(out):
             if not isinstance(o, torch.Tensor):
@@ -560,8 +561,8 @@ class _Recorder:
         if _touches_meta(args, kwargs):
             raise _reads_meta_values(f"{func.namespace}.{func._schema.name.split('::')[-1]}.{func._overloadname}",
                                      args, kwargs)
-        real_args = _map_tensors(args, self.materialize)
-        real_kwargs = _map_tensors(kwargs, self.materialize)
+        real_args = map_arg(args, torch.Tensor, self.materialize)
+        real_kwargs = map_arg(kwargs, torch.Tensor, self.materialize)
         with _disable_current_modes(), torch.no_grad(), torch._C.DisableTorchFunction():
             result = func(*real_args, **real_kwargs)
         if pending is None:
@@ -624,26 +625,6 @@ def _touches_meta(args: tuple, kwargs: dict) -> bool:
 def _is_meta(tensor: torch.Tensor) -> bool:
     """Whether a tensor is on the meta device (a fake tensor by its fake device)."""
     return tensor.fake_device.type == "meta" if isinstance(tensor, FakeTensor) else tensor.is_meta
-
-
-def _iter_tensors(values: Any) -> Iterator[torch.Tensor]:
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            yield v
-        elif isinstance(v, (list, tuple)):
-            yield from _iter_tensors(v)
-
-
-def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_map_tensors(v, fn) for v in value) if isinstance(value, list) else tuple(
-            _map_tensors(v, fn) for v in value
-        )
-    if isinstance(value, dict):
-        return {k: _map_tensors(v, fn) for k, v in value.items()}
-    return value
 
 
 class _RecordingMode(TorchDispatchMode):
@@ -1546,10 +1527,5 @@ def _needed_instructions(program: list[Instruction], actions: list[Action], drop
 
 
 def _renumber(value: Any, renumber: dict[int, int]) -> Any:
-    if isinstance(value, Ref):
-        return Ref(renumber[value.id])
-    if isinstance(value, (GenRef, PortableKey)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_renumber(v, renumber) for v in value]
-    return value
+    """An argument with its tensor references renumbered."""
+    return map_arg(value, Ref, lambda ref: Ref(renumber[ref.id]))

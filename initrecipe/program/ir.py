@@ -9,7 +9,8 @@ A recipe's program is a straight-line list of instructions over numbered tensor 
 Arguments are plain Python scalars, lists, ``None``, strings, the torch enums (``torch.dtype``,
 ``torch.device``, ``torch.layout``, ``torch.memory_format``), :class:`Ref` (a tensor value),
 :class:`GenRef` (a generator) and, in ``portable`` recipes, :class:`PortableKey` (the counter-based
-stream a random call draws from instead of a generator).
+stream a random call draws from instead of a generator).  :mod:`initrecipe.program.walk` traverses
+them; :class:`Ref` and :class:`GenRef` are ``NamedTuple`` classes, but values to it, not containers.
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ import torch
 from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, flatten_outputs, generator_of, recipe_defaults
 from initrecipe.rng.torch.positions import GeneratorPositions, Position
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
+from initrecipe.rng.torch.draw_costs import is_contiguous
 from initrecipe.errors import RecipeError, ReplayError
 from initrecipe.support import hugepages
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
 from initrecipe.rng.portable.semantics import portable_key_of, run_draw, run_substitute
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.program.operators import CHUNKABLE_FILLS, SUBSTITUTED_OPERATORS
+from initrecipe.program.walk import map_arg
 
 __all__ = [
     "GeneratorBank",
@@ -151,13 +153,8 @@ def literal_tensor(ins: Literal) -> torch.Tensor:
 
 
 def _resolve(value: Any, env: dict[int, torch.Tensor], generator: torch.Generator | None) -> Any:
-    if isinstance(value, Ref):
-        return env[value.id]
-    if isinstance(value, GenRef):
-        return generator
-    if isinstance(value, (list, tuple)):
-        return [_resolve(v, env, generator) for v in value]
-    return value
+    """An argument with its tensor references replaced by their tensors and generators by ``generator``."""
+    return map_arg(value, (Ref, GenRef), lambda leaf: env[leaf.id] if isinstance(leaf, Ref) else generator)
 
 
 class ScratchPool:
@@ -179,13 +176,11 @@ class ScratchPool:
 
 
 def _scratch(value: Any, facts: ProgramFacts, generator: torch.Generator | None, pool: ScratchPool) -> Any:
-    if isinstance(value, Ref):
-        return pool.tensor(facts.values[value.id])
-    if isinstance(value, GenRef):
-        return generator
-    if isinstance(value, (list, tuple)):
-        return [_scratch(v, facts, generator, pool) for v in value]
-    return value
+    """An argument with its tensor references replaced by uninitialized tensors of their geometry
+    (from ``pool``) and generators by ``generator``."""
+    return map_arg(
+        value, (Ref, GenRef), lambda leaf: pool.tensor(facts.values[leaf.id]) if isinstance(leaf, Ref) else generator
+    )
 
 
 def call_op(ins: Call, info: Any, args: list[Any], kwargs: dict[str, Any], generator: torch.Generator | None, where: str) -> Any:
@@ -217,7 +212,7 @@ def _advance_in_chunks(ins: Call, info: Any, facts: ProgramFacts, generator: tor
     if (
         meta.dtype not in (torch.float32, torch.float64)
         or numel <= 2 * _CHUNK_ELEMENTS
-        or not _is_contiguous(meta.shape, meta.stride)
+        or not is_contiguous(meta.shape, meta.stride)
     ):
         return False
     rest = [_scratch(a, facts, generator, pool) for a in ins.args[1:]]
@@ -230,15 +225,6 @@ def _advance_in_chunks(ins: Call, info: Any, facts: ProgramFacts, generator: tor
             count = numel - done  # fold a short tail into this chunk (the buffer has room)
         call_op(ins, info, [buffer[:count], *rest], dict(kwargs), generator, where)
         done += count
-    return True
-
-
-def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    expected = 1
-    for size, st in reversed(list(zip(shape, stride))):
-        if size != 1 and st != expected:
-            return False
-        expected *= size
     return True
 
 

@@ -19,9 +19,11 @@ import torch
 
 from initrecipe.program.ir import Call
 from initrecipe.program.operators import DEVICE_EXACT, DEVICE_EXACT_WITH_UNIT_ALPHA
+from initrecipe.program.walk import map_arg
 
 __all__ = ["runs_on_device", "on_device", "run_on_host"]
 
+_CPU = torch.device("cpu")
 
 
 def runs_on_device(ins: Call) -> bool:
@@ -36,21 +38,16 @@ def runs_on_device(ins: Call) -> bool:
 
 def on_device(value: Any, device: torch.device) -> Any:
     """An argument with every ``torch.device`` in it replaced by ``device`` (factories create there)."""
-    if isinstance(value, torch.device):
-        return device
-    if isinstance(value, list):
-        return [on_device(v, device) for v in value]
-    return value
+    return map_arg(value, torch.device, lambda _: device)
+
+
+def _on_host(leaf: torch.Tensor | torch.device) -> torch.Tensor | torch.device:
+    return leaf.cpu() if isinstance(leaf, torch.Tensor) else _CPU
 
 
 def _host(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, torch.device):
-        return torch.device("cpu")
-    if isinstance(value, list):
-        return [_host(v) for v in value]
-    return value
+    """An argument with its tensors copied to the CPU and its devices replaced by the CPU."""
+    return map_arg(value, (torch.Tensor, torch.device), _on_host)
 
 
 def run_on_host(run: Callable[[list[Any], dict[str, Any]], Any], args: list[Any], kwargs: dict[str, Any],
@@ -74,8 +71,4 @@ def run_on_host(run: Callable[[list[Any], dict[str, Any]], Any], args: list[Any]
 def _back_to_device(value: Any, originals: dict[int, torch.Tensor], device: torch.device) -> Any:
     """``value`` with host tensors moved to ``device`` (written arguments map back to their originals).
     Module-level, not a recursive closure: that would be a reference cycle holding tensors."""
-    if isinstance(value, torch.Tensor):
-        return originals[id(value)] if id(value) in originals else value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_back_to_device(v, originals, device) for v in value)
-    return value
+    return map_arg(value, torch.Tensor, lambda t: originals[id(t)] if id(t) in originals else t.to(device))

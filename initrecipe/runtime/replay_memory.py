@@ -9,6 +9,7 @@ from initrecipe.errors import ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.program.ir import Call, Literal, Ref
 from initrecipe.program.operators import CHUNKABLE_FILLS
+from initrecipe.rng.torch.draw_costs import is_contiguous
 
 __all__ = ["available_memory", "check_memory", "limit_source"]
 
@@ -100,7 +101,7 @@ def check_memory(
 
 def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
     """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
-    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS, _is_contiguous
+    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS
 
     granule = CHUNKABLE_FILLS.get(ins.op)
     target = ins.args[0] if ins.args else None
@@ -110,7 +111,7 @@ def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
     if (
         meta.dtype not in (torch.float32, torch.float64)
         or meta.numel <= 2 * _CHUNK_ELEMENTS
-        or not _is_contiguous(meta.shape, meta.stride)
+        or not is_contiguous(meta.shape, meta.stride)
     ):
         return None
     return (_CHUNK_ELEMENTS + 2 * granule) * meta.dtype.itemsize

@@ -35,6 +35,7 @@ from initrecipe.program.operators import (CONSTANT_RESULTS, ELEMENTWISE_DRAWS, E
 from initrecipe.rng.portable.semantics import describe_draw, portable_key_of, run_substitute, stream_key
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
 from initrecipe.program.ir import Call, Instruction, Literal, Ref
+from initrecipe.program.walk import map_arg
 
 __all__ = ["Shard", "Box", "ShardRequest", "segments_of", "SlicePlan", "Dependencies", "plan_slice", "run_slice"]
 
@@ -414,14 +415,10 @@ def run_slice(
 
 
 def _resolve_refs(a: Any, env: dict[int, torch.Tensor]) -> Any:
-    """``a`` with every :class:`Ref` replaced by its tensor.  A module-level function on purpose: a
-    recursive closure is a reference cycle that would keep ``env`` (every slice) alive until the
-    cyclic collector runs, which :func:`initrecipe.replay` pauses."""
-    if isinstance(a, Ref):
-        return env[a.id]
-    if isinstance(a, (list, tuple)):
-        return [_resolve_refs(x, env) for x in a]
-    return a
+    """``a`` with every :class:`Ref` replaced by its tensor (generators are left as they are).  A
+    module-level function on purpose: a recursive closure is a reference cycle that would keep ``env``
+    (every slice) alive until the cyclic collector runs, which :func:`initrecipe.replay` pauses."""
+    return map_arg(a, Ref, lambda ref: env[ref.id])
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,11 +66,12 @@ def _words(dtype: torch.dtype) -> int:
 
 
 def is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
-    """``torch.Tensor.is_contiguous()`` from a shape and stride."""
+    """``torch.Tensor.is_contiguous()`` from a shape and stride: row-major and dense, where a
+    dimension of size 1 may have any stride and an empty tensor is contiguous whatever its strides."""
+    if 0 in shape:
+        return True
     expected = 1
     for size, st in reversed(list(zip(shape, stride))):
-        if size == 0:
-            return True
         if size != 1 and st != expected:
             return False
         expected *= size
@@ -347,7 +348,7 @@ def trusted(family: str) -> bool:
 
 def _check_family(family: str) -> bool:
     from initrecipe.rng.torch import generator_state as cpu_generator
-    from initrecipe.rng.torch.positions import after_cost
+    from initrecipe.rng.torch.positions import after_cost, pair_sample
 
     if not cpu_generator.available():
         return False
@@ -364,18 +365,7 @@ def _check_family(family: str) -> bool:
             return False
         if expected is None:
             return False
-        if after_cost(start, expected, lambda state, at: _pair_sample(state, at)) != cpu_generator.GeneratorState.of(generator):
+        if after_cost(start, expected, pair_sample) != cpu_generator.GeneratorState.of(generator):
             return False
     return True
 
-
-def _pair_sample(state: Any, outputs: int) -> float:
-    """The second sample of the Box–Muller pair made from the 4 outputs after ``outputs`` more
-    outputs of ``state`` (torch computes it; the model only says where the pair starts)."""
-    from initrecipe.rng.torch import generator_state as cpu_generator
-
-    generator = cpu_generator.advance(state, outputs).with_double_normal(None).generator()
-    torch.empty(1, dtype=torch.float64).normal_(generator=generator)
-    value = cpu_generator.GeneratorState.of(generator).double_normal
-    assert value is not None
-    return value

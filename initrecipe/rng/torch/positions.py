@@ -28,7 +28,7 @@ from initrecipe.rng.torch.draw_costs import DrawCost, cost_of
 from initrecipe.errors import RecipeError
 from initrecipe.program.ir import Call, Instruction, RngRestore, RngSeed, RngSetState
 
-__all__ = ["Position", "GeneratorPositions", "after_cost", "modelled_draws"]
+__all__ = ["Position", "GeneratorPositions", "after_cost", "pair_sample", "modelled_draws"]
 
 _BASE = -1  # Position.cached: the segment's starting state's own cached sample (if it has one)
 
@@ -271,14 +271,16 @@ class GeneratorPositions:
         value = segment.pairs.get(position.cached)
         if value is None:
             start = self.generator_state(Position(position.segment, position.cached, None))
-            value = _pair_sample(start)
+            value = pair_sample(start)
             segment.pairs[position.cached] = value
         return value
 
 
-def _pair_sample(state: GeneratorState) -> float:
-    """The second sample of the Box–Muller pair torch makes from the next 4 outputs of ``state``."""
-    generator = state.with_double_normal(None).generator()
+def pair_sample(state: GeneratorState, outputs: int = 0) -> float:
+    """The second sample of the Box–Muller pair torch makes from the 4 outputs that follow the next
+    ``outputs`` outputs of ``state`` (torch computes it; the consumption model only says where the
+    pair starts).  Its signature is the ``pair_sample`` argument of :func:`after_cost`."""
+    generator = advance(state, outputs).with_double_normal(None).generator()
     torch.empty(1, dtype=torch.float64).normal_(generator=generator)
     value = GeneratorState.of(generator).double_normal
     assert value is not None
