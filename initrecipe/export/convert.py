@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 
-from initrecipe import __version__
+from initrecipe._version import __version__
 from initrecipe.support import hugepages
 from initrecipe.errors import OutputExistsError, RecipeError, ReplayError
 from initrecipe.support.output_files import (

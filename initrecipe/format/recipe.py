@@ -14,7 +14,7 @@ from typing import IO, Any, Sequence, Union
 import msgpack
 import torch
 
-from initrecipe import __version__
+from initrecipe._version import __version__
 from initrecipe.errors import RecipeError, RecipeFormatError, RecipeIntegrityError, UnsupportedVersionError
 from initrecipe.support.gcpause import pausing_gc
 
