@@ -21,6 +21,8 @@ import torch
 from initrecipe.errors import MemoryLimitError, RecipeError, RecipeFormatError, ResourceLimitError
 from initrecipe.program import operators as _ops_module
 from initrecipe.program.operators import OpInfo, op_info
+from initrecipe.program.generators import generator_of
+from initrecipe.support.display import format_bytes
 from initrecipe.rng.portable.semantics import SUBSTITUTED_OPERATORS, check_draw, check_substitute, draws_from_generator, portable_key_of
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.analysis.cost import RNG_COST, Cost, call_cost, literal_cost
@@ -311,18 +313,6 @@ class _Budget:
         err.needed = total  # type: ignore[attr-defined]
         err.limit = self.max_bytes  # type: ignore[attr-defined]
         return err
-
-
-def format_bytes(n: int | None) -> str:
-    """``1.5 GiB`` style sizes for messages."""
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
-        if value < 1024 or unit == "YiB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"  # pragma: no cover
 
 
 def _names_of_storage(
@@ -757,7 +747,7 @@ def _infer_call(
                 f"program[{i}]: `{ins.op}` is a random operator and needs its `{info.generator_arg}` argument "
                 "(a {\"g\": id} value naming the generator it draws from)"
             )
-        gen = _generator_of(ins, info)
+        gen = generator_of(ins, info)
         if not 0 <= gen < generators:
             raise RecipeFormatError(
                 f"program[{i}]: `{ins.op}` draws from generator {gen}, which is not declared "
@@ -874,7 +864,7 @@ def _infer_call(
         if problem is not None:
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     if info.is_random and key is None:
-        gen = _generator_of(ins, info)
+        gen = generator_of(ins, info)
         rng_indices.setdefault(gen, set()).add(i)
 
 
@@ -1056,19 +1046,6 @@ def _check_generators(value: Any, generators: int, where: str) -> None:
     elif isinstance(value, (list, tuple)) and not isinstance(value, Ref):
         for v in value:
             _check_generators(v, generators, where)
-
-
-def _generator_of(ins: Call, info: OpInfo) -> int:
-    value = ins.kwargs.get(info.generator_arg)
-    if value is None:
-        pos = info.arg_names.index(info.generator_arg)
-        value = ins.args[pos] if pos < len(ins.args) else None
-    return value.id if isinstance(value, GenRef) else 0
-
-
-def generator_of(ins: Call, info: OpInfo) -> int:
-    """The generator id a random call draws from (0, torch's default generator, when none is named)."""
-    return _generator_of(ins, info)
 
 
 def _flatten_outputs(result: Any) -> list[Any]:

@@ -13,12 +13,12 @@ from initrecipe.analysis.facts import (
     is_rng_instruction,
     ProgramFacts,
     call_refs,
-    format_bytes,
     infer_facts,
     plan_execution,
     repeat_interleave_output_size,
 )
 from initrecipe.errors import MemoryLimitError, RecipeError, RecipeFormatError, ReplayError, ResourceLimitError
+from initrecipe.support.display import format_bytes
 from initrecipe.support.gcpause import gc_paused, pausing_gc
 from initrecipe.rng.torch import generator_state as cpu_generator
 from initrecipe.rng.torch.positions import modelled_draws
