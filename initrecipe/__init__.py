@@ -8,10 +8,9 @@ Example:
     ['bias', 'weight']
 """
 
-__version__ = "0.2.0"
-
-from initrecipe import errors  # noqa: E402
-from initrecipe.errors import (  # noqa: E402
+from initrecipe import errors
+from initrecipe._version import __version__
+from initrecipe.errors import (
     CheckpointError,
     MemoryLimitError,
     OutputExistsError,
@@ -29,13 +28,13 @@ from initrecipe.errors import (  # noqa: E402
     UnverifiedTorchWarning,
     WorkLimitError,
 )
-from initrecipe.format.decode import load  # noqa: E402
-from initrecipe.format.recipe import Recipe, TensorEntry  # noqa: E402
-from initrecipe.runtime.replay import iter_replay, replay, sliceable, sliceable_names  # noqa: E402
-from initrecipe.runtime.sharding import Box, Shard  # noqa: E402
-from initrecipe.export.convert import to_safetensors  # noqa: E402
-from initrecipe.inspect.diff import diff  # noqa: E402
-from initrecipe.inspect.diff_result import RecipeDiff  # noqa: E402
+from initrecipe.format.decode import load
+from initrecipe.format.recipe import Recipe, TensorEntry
+from initrecipe.runtime.replay import iter_replay, replay, sliceable, sliceable_names
+from initrecipe.runtime.sharding import Box, Shard
+from initrecipe.export.convert import to_safetensors
+from initrecipe.inspect.diff import diff
+from initrecipe.inspect.diff_result import RecipeDiff
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-from initrecipe import __version__
+from initrecipe._version import __version__
 from initrecipe.errors import OutputWriteError, RecipeError, UninitializedWarning
 
 __all__ = ["main"]

@@ -18,7 +18,8 @@ Where a rank's part comes from:
   tensor), and keeps its block.  Time per rank is that of a whole replay whatever the world
   size; the result is the same bits.
 
-``torch.distributed`` is imported only when these functions run.
+``initrecipe`` imports this module, and with it ``torch.distributed.tensor``, only when
+``initrecipe.materialize`` or ``initrecipe.distribute`` is first used.
 
 Example (two CPU processes with gloo; see the README section "Replacing seed checkpoints")::
 
@@ -37,10 +38,14 @@ import math
 from typing import Any, Callable, Mapping, Sequence, TypeVar, Union
 
 import torch
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Partial, Replicate
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from initrecipe.errors import ReplayError
 from initrecipe.format.decode import load
 from initrecipe.format.recipe import Recipe
+from initrecipe.runtime.replay import iter_replay
 from initrecipe.runtime.sharding import Box
 
 __all__ = ["materialize", "distribute", "local_box", "PlacementRequest"]
@@ -55,19 +60,10 @@ def _as_recipe(recipe: Recipe | str | Any) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else load(recipe)
 
 
-def _dtensor_type() -> Any:
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
-
-
-def local_box(shape: Sequence[int], mesh: Any, placements: Sequence[Any]) -> Box:
+def local_box(shape: Sequence[int], mesh: DeviceMesh, placements: Sequence[Any]) -> Box:
     """The block of a tensor of global ``shape`` that this rank holds under ``placements`` on
     ``mesh`` (torch's own rule: ``Shard`` splits as ``torch.chunk`` does, uneven shards included;
     ``Replicate`` keeps everything).  ``Partial`` placements are refused."""
-    from torch.distributed.tensor import Partial
-    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
-
     shape = tuple(int(s) for s in shape)
     if any(isinstance(p, Partial) for p in placements):
         raise ReplayError("a `Partial` placement holds partial sums, not a part of a tensor: initrecipe cannot fill it")
@@ -87,8 +83,7 @@ def _module_tensors(module: torch.nn.Module) -> dict[str, tuple[str, torch.Tenso
 
 
 def _is_meta(tensor: torch.Tensor) -> bool:
-    dtensor = _dtensor_type()
-    if isinstance(tensor, dtensor):
+    if isinstance(tensor, DTensor):
         return tensor._local_tensor.is_meta
     return tensor.is_meta
 
@@ -118,8 +113,7 @@ def _some(names: list[str], shown: int = 4) -> str:
 
 
 def _default_device(tensors: dict[str, tuple[str, torch.Tensor]]) -> torch.device:
-    dtensor = _dtensor_type()
-    types = {t.device_mesh.device_type for _, t in tensors.values() if isinstance(t, dtensor)}
+    types = {t.device_mesh.device_type for _, t in tensors.values() if isinstance(t, DTensor)}
     if len(types) > 1:
         raise ReplayError(f"the module's DTensors live on meshes of several device types ({sorted(types)}); pass `device`")
     return torch.device(types.pop() if types else "cpu")
@@ -150,8 +144,6 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
         ReplayError: the module and the recipe do not have the same tensors (both lists are in
             the message), a tensor is already materialized, or a placement cannot be filled.
     """
-    from initrecipe.runtime.replay import iter_replay
-
     recipe = _as_recipe(recipe)
     tensors = _module_tensors(module)
     _check_names(recipe, tensors)
@@ -162,9 +154,8 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
             + " already materialized; materialize fills a module built under `torch.device('meta')`"
         )
     target_device = torch.device(device) if device is not None else _default_device(tensors)
-    dtensor = _dtensor_type()
     for name, (_, tensor) in tensors.items():
-        if isinstance(tensor, dtensor) and tensor.device_mesh.device_type != target_device.type:
+        if isinstance(tensor, DTensor) and tensor.device_mesh.device_type != target_device.type:
             raise ReplayError(
                 f"`{name}` is sharded over a `{tensor.device_mesh.device_type}` mesh, but device is `{target_device}`"
             )
@@ -173,7 +164,7 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
     requests: dict[str, Box | None] = {}
     locals_: dict[str, torch.Tensor] = {}
     for name, (_, tensor) in tensors.items():
-        if isinstance(tensor, dtensor):
+        if isinstance(tensor, DTensor):
             box = local_box(tensor.shape, tensor.device_mesh, tensor.placements)
             local = tensor._local_tensor
             if tuple(local.shape) != box.shape():
@@ -204,7 +195,7 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
     return module
 
 
-def distribute(recipe: Recipe | str | Any, mesh: Any, placements: PlacementRequest, *,
+def distribute(recipe: Recipe | str | Any, mesh: DeviceMesh, placements: PlacementRequest, *,
                device: str | torch.device | None = None, names: Sequence[str] | None = None,
                threads: int | None = None) -> dict[str, torch.Tensor]:
     """The recipe's tensors as ``DTensor``\\ s on ``mesh``: each rank computes only its blocks.
@@ -227,10 +218,6 @@ def distribute(recipe: Recipe | str | Any, mesh: Any, placements: PlacementReque
 
         dtensors = initrecipe.distribute(recipe, mesh, lambda name, shape: [Shard(0)] if shape else None)
     """
-    from torch.distributed.tensor import DTensor, Replicate
-
-    from initrecipe.runtime.replay import iter_replay
-
     recipe = _as_recipe(recipe)
     target_device = torch.device(device) if device is not None else torch.device(mesh.device_type)
     selected = list(recipe.names if names is None else names)

@@ -7,10 +7,6 @@ turns them all into errors.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # for an annotation only: this module imports nothing of initrecipe's at run time
-    from initrecipe.analysis.cost import WorkEstimate
-
 __all__ = [
     "RecipeError",
     "RecipeFormatError",
@@ -56,9 +52,14 @@ class MemoryLimitError(ResourceLimitError):
 
 
 class WorkLimitError(ResourceLimitError):
-    """Replaying the recipe would take more work than its budget (``max_work``) allows."""
+    """Replaying the recipe would take more work than its budget (``max_work``) allows.
 
-    estimate: "WorkEstimate"
+    Attributes:
+        estimate: the :class:`initrecipe.analysis.cost.WorkEstimate` over its budget (typed
+            ``object`` here: this module is the bottom layer and imports nothing of initrecipe's).
+    """
+
+    estimate: object
 
 
 class RecordError(RecipeError, RuntimeError):

@@ -23,9 +23,8 @@ import initrecipe.rng.torch.draw_costs as draw_costs
 import initrecipe.rng.torch.parallel_draws as parallel_draws
 from initrecipe.rng.torch import generator_state as cpu_generator
 from initrecipe.rng.torch.generator_state import GeneratorState, advance
-from initrecipe.rng.torch.draw_costs import DrawCost, normal_cost, random_cost, trusted, uniform_cost
+from initrecipe.rng.torch.draw_costs import DrawCost, after_cost, normal_cost, random_cost, trusted, uniform_cost
 from initrecipe.program.operators import DRAW_COST_RULES
-from initrecipe.rng.torch.positions import after_cost
 
 from eager_check import assert_replay_matches_eager, eager_tensors
 

@@ -11,7 +11,12 @@ It reads the source only (``ast``), imports nothing from the package, and report
   latter again without the package's ``__init__``;
 * imports placed inside functions;
 * parameters annotated ``Any``;
-* imports of another module's ``_private`` name.
+* imports of another module's ``_private`` name;
+* upward imports: imports (all of them, those inside functions and under ``TYPE_CHECKING``
+  included) of a module in a higher layer, or of an independent sibling in the same layer, where
+  the layers are those of the ``layers`` contract in ``pyproject.toml`` (``[tool.importlinter]``,
+  which ``lint-imports`` checks; its ``ignore_imports`` are counted here all the same).  The
+  package root (``__init__``, ``__main__``) belongs to the top layer, a sibling of none.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ import json
 import sys
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: import-linter's own TOML reader
+    import tomli as tomllib
+
 PACKAGE = Path(__file__).resolve().parent.parent / "initrecipe"
+PYPROJECT = PACKAGE.parent / "pyproject.toml"
 MODULE_LINES = 500
 FUNCTION_LINES = 60
 
@@ -110,6 +121,43 @@ def _without_root(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return {module: targets - {root} for module, targets in graph.items() if module != root}
 
 
+def _layers() -> list[list[str]]:
+    """The ``layers`` contract of ``pyproject.toml``, top first: each layer's modules (several when
+    the layer joins independent siblings with ``|``)."""
+    config = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]
+    contract = next(c for c in config["contracts"] if c["type"] == "layers")
+    return [[name.strip() for name in layer.split("|")] for layer in contract["layers"]]
+
+
+def _place(module: str, layers: list[list[str]]) -> tuple[int, str | None] | None:
+    """``(layer index, the layer module holding module)``: ``(0, None)`` for the package root and
+    ``__main__`` (the top layer, a sibling of none); None for a module outside the layers."""
+    if module in (PACKAGE.name, f"{PACKAGE.name}.__main__"):
+        return 0, None
+    for index, layer in enumerate(layers):
+        for top in layer:
+            if module == top or module.startswith(top + "."):
+                return index, top
+    return None
+
+
+def _upward(graph: dict[str, set[str]], layers: list[list[str]]) -> tuple[list[str], list[str]]:
+    """The imports of ``graph`` that point up the layers or sideways between independent siblings
+    (as ``importer -> imported``), and the modules outside every layer."""
+    upward: list[str] = []
+    unplaced = sorted(module for module in graph if _place(module, layers) is None)
+    for importer in sorted(graph):
+        source = _place(importer, layers)
+        for imported in sorted(graph[importer]):
+            target = _place(imported, layers)
+            if source is None or target is None:
+                continue
+            sideways = target[0] == source[0] and None not in (source[1], target[1]) and target[1] != source[1]
+            if target[0] < source[0] or sideways:
+                upward.append(f"{importer} -> {imported}")
+    return upward, unplaced
+
+
 def measure() -> dict[str, object]:
     """Every figure of the module docstring, for the package next to this script."""
     files = sorted(PACKAGE.rglob("*.py"))
@@ -141,6 +189,7 @@ def measure() -> dict[str, object]:
             for arg in arguments:
                 if arg.annotation is not None and ast.unparse(arg.annotation) in ("Any", "typing.Any"):
                     any_params.append(f"{module}.{node.name}({arg.arg})")
+    upward, unplaced = _upward(full_graph, _layers())
     return {
         "modules": len(files),
         "modules_over_500_lines": sorted(long_modules, key=lambda item: -item[1]),
@@ -151,6 +200,8 @@ def measure() -> dict[str, object]:
         "imports_inside_functions": len(inner_imports),
         "any_typed_parameters": len(any_params),
         "private_name_imports": private,
+        "upward_imports": upward,
+        "modules_outside_the_layers": unplaced,
     }
 
 
@@ -174,6 +225,10 @@ def main() -> int:
     print(f"imports_inside_functions: {figures['imports_inside_functions']}")
     print(f"any_typed_parameters: {figures['any_typed_parameters']}")
     print(f"private_name_imports: {len(figures['private_name_imports'])}")
+    for key in ("upward_imports", "modules_outside_the_layers"):
+        print(f"{key}: {len(figures[key])}")
+        for item in figures[key]:
+            print(f"  {item}")
     return 0
 
 

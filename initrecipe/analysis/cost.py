@@ -42,6 +42,8 @@ from initrecipe.errors import WorkLimitError
 from initrecipe.program.ir import Call
 from initrecipe.program.operators import COST_FAMILIES, CostFamily
 from initrecipe.program.walk import iter_leaves
+from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE
+from initrecipe.support.display import format_bytes
 
 __all__ = [
     "WorkEstimate",
@@ -328,8 +330,6 @@ def portable_rate(device: torch.device) -> float:
     """Elements per second of portable draws on ``device``."""
     if device.type != "cpu":
         return PORTABLE_KERNEL_PER_SECOND
-    from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE
-
     return PORTABLE_KERNEL_PER_SECOND if KERNEL_AVAILABLE else PORTABLE_TORCH_OPS_PER_SECOND
 
 
@@ -397,8 +397,6 @@ class WorkEstimate:
 
 
 def _amounts(estimate: WorkEstimate) -> str:
-    from initrecipe.analysis.facts import format_bytes
-
     parts = [f"it runs {estimate.instructions} of its {estimate.checked} instructions"]
     if estimate.flops:
         parts.append(f"{estimate.flops:.3g} FLOP")

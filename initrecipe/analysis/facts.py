@@ -22,6 +22,8 @@ from initrecipe.errors import MemoryLimitError, RecipeError, RecipeFormatError, 
 from initrecipe.program.operators import (POINTWISE_OPERATORS, PRECONDITIONS, RANDOM_OPERATORS, SUBSTITUTED_OPERATORS,
                                           OpInfo, Precondition, op_info)
 from initrecipe.rng.portable.semantics import check_draw, check_substitute, draws_from_generator, portable_key_of
+from initrecipe.program.generators import generator_of
+from initrecipe.support.display import format_bytes
 from initrecipe.program.ir import Call, GenRef, Instruction, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.program.walk import arg_at, iter_leaves, map_arg
 from initrecipe.analysis.cost import RNG_COST, Cost, call_cost, literal_cost
@@ -293,18 +295,6 @@ class _Budget:
         err.needed = total  # type: ignore[attr-defined]
         err.limit = self.max_bytes  # type: ignore[attr-defined]
         return err
-
-
-def format_bytes(n: int | None) -> str:
-    """``1.5 GiB`` style sizes for messages."""
-    if n is None:
-        return "?"
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
-        if value < 1024 or unit == "YiB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"  # pragma: no cover
 
 
 def _names_of_storage(
@@ -730,7 +720,7 @@ def _infer_call(
                 f"program[{i}]: `{ins.op}` is a random operator and needs its `{info.generator_arg}` argument "
                 "(a {\"g\": id} value naming the generator it draws from)"
             )
-        gen = _generator_of(ins, info)
+        gen = generator_of(ins, info)
         if not 0 <= gen < generators:
             raise RecipeFormatError(
                 f"program[{i}]: `{ins.op}` draws from generator {gen}, which is not declared "
@@ -847,7 +837,7 @@ def _infer_call(
         if problem is not None:
             raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {problem}")
     if info.is_random and key is None:
-        gen = _generator_of(ins, info)
+        gen = generator_of(ins, info)
         rng_indices.setdefault(gen, set()).add(i)
 
 
@@ -1026,19 +1016,6 @@ def _check_generators(ins: Call, generators: int, where: str) -> None:
     for gen in iter_leaves((ins.args, ins.kwargs), GenRef):
         if gen.id >= generators:
             raise RecipeFormatError(f"{where}: generator {gen.id} is not declared")
-
-
-def _generator_of(ins: Call, info: OpInfo) -> int:
-    value = ins.kwargs.get(info.generator_arg)
-    if value is None:
-        pos = info.arg_names.index(info.generator_arg)
-        value = ins.args[pos] if pos < len(ins.args) else None
-    return value.id if isinstance(value, GenRef) else 0
-
-
-def generator_of(ins: Call, info: OpInfo) -> int:
-    """The generator id a random call draws from (0, torch's default generator, when none is named)."""
-    return _generator_of(ins, info)
 
 
 def _flatten_outputs(result: Any) -> list[Any]:

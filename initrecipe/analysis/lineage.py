@@ -31,7 +31,8 @@ from typing import Any, Hashable, Iterator
 
 import torch
 
-from initrecipe.analysis.facts import ProgramFacts, TensorMeta, generator_of, infer_facts
+from initrecipe.analysis.facts import ProgramFacts, TensorMeta, infer_facts
+from initrecipe.program.generators import generator_of
 from initrecipe.rng.portable.semantics import draws_from_generator, portable_key_of
 from initrecipe.program.ir import Call, GenRef, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.program.walk import arg_at, iter_leaves

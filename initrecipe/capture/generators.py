@@ -12,16 +12,16 @@ anything else (user code reseeded it).
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
+from initrecipe.analysis.facts import ProgramFacts
+from initrecipe.errors import RecordError
+from initrecipe.rng.portable.semantics import draws_from_generator
 from initrecipe.rng.torch.positions import GeneratorPositions
 from initrecipe.runtime.interpreter import ScratchPool, draw_on_scratch
 from initrecipe.program.ir import Call, Instruction, RngRestore, RngSeed, RngSetState, tensor_bytes
-
-if TYPE_CHECKING:
-    from initrecipe.analysis.facts import ProgramFacts
 
 __all__ = ["GeneratorTracker", "ShadowGenerators", "seeded_state_matches"]
 
@@ -82,8 +82,6 @@ class GeneratorTracker:
         if generator is None:
             generator = torch.default_generator
         if generator.device.type != "cpu":
-            from initrecipe.errors import RecordError
-
             raise RecordError(
                 f"a random draw uses a `{generator.device}` generator; recorded constructors must draw "
                 "from CPU generators (eager CPU init is what rng='torch' reproduces)"
@@ -173,8 +171,6 @@ class ShadowGenerators:
 
     def _settle(self, upto: int) -> None:
         """Run the unmodelled draws before ``upto``, so that every position before it is known."""
-        from initrecipe.rng.portable.semantics import draws_from_generator
-
         while self._settled < min(upto, len(self._program)):
             i = self._settled
             self._settled += 1

@@ -29,7 +29,7 @@ from typing import Iterator, Union
 import torch
 from tqdm import tqdm
 
-from initrecipe import __version__
+from initrecipe._version import __version__
 from initrecipe.errors import OutputExistsError, RecipeError, ReplayError
 from initrecipe.export.options import parse_dtype, parse_size
 from initrecipe.export.safetensors_writer import SAFETENSORS_DTYPES, Layout, StreamingSafetensorsWriter, TensorSpec, plan_layout

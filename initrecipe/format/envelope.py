@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from initrecipe import __version__
+from initrecipe._version import __version__
 from initrecipe.errors import RecipeFormatError, RecipeIntegrityError, UnsupportedVersionError
 from initrecipe.format.encode import pack
 from initrecipe.format.spec import FIRST_READER, FORMAT_NAME, FORMAT_VERSION, TOP_LEVEL_KEYS

@@ -12,7 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from initrecipe import __version__
+from initrecipe._version import __version__
 from initrecipe.errors import RecipeFormatError
 from initrecipe.format.encode import encode_program, pack
 from initrecipe.format.spec import FORMAT_NAME, RNG_MODES, format_version_for

@@ -39,7 +39,7 @@ import torch
 from initrecipe.analysis.describe import Uninitialized, uninitialized_tensors
 from initrecipe.errors import RecipeError, WorkLimitError
 from initrecipe.support.gcpause import pausing_gc
-from initrecipe.runtime.interpreter import state_tensor
+from initrecipe.rng.torch.generator_state import state_tensor
 from initrecipe.analysis.lineage import analyse
 from initrecipe.program.ir import RngSetState
 from initrecipe.format.decode import Source, load

@@ -8,8 +8,10 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, flatten_outputs, generator_of, recipe_defaults
+from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, flatten_outputs, recipe_defaults
+from initrecipe.program.generators import generator_of
 from initrecipe.rng.torch.positions import GeneratorPositions, Position
+from initrecipe.rng.torch.generator_state import set_generator_state
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
 from initrecipe.rng.torch.draw_costs import is_contiguous
 from initrecipe.errors import RecipeError, ReplayError
@@ -31,7 +33,6 @@ __all__ = [
     "draw_on_scratch",
     "ScratchPool",
     "literal_tensor",
-    "state_tensor",
 ]
 
 
@@ -64,18 +65,6 @@ class PortableContext:
     @property
     def off_host(self) -> bool:
         return self.split_devices or self.device.type != "cpu"
-
-
-def state_tensor(state: bytes) -> torch.Tensor:
-    """A generator state as the uint8 tensor ``torch.Generator.set_state`` takes."""
-    return torch.frombuffer(bytearray(state), dtype=torch.uint8)
-
-
-def set_generator_state(gen: torch.Generator, state: bytes | torch.Tensor, where: str) -> None:
-    try:
-        gen.set_state(state if isinstance(state, torch.Tensor) else state_tensor(state))
-    except RuntimeError as exc:
-        raise ReplayError(f"{where}: invalid generator state ({str(exc).splitlines()[0]})") from None
 
 
 class SequentialGenerators:

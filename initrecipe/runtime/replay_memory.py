@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, format_bytes
+from initrecipe.analysis.facts import Action, ProgramFacts, call_refs
 from initrecipe.errors import ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.program.ir import Call, Literal, Ref
 from initrecipe.program.operators import CHUNKABLE_FILLS
 from initrecipe.rng.torch.draw_costs import is_contiguous
+from initrecipe.support.display import format_bytes
 
 __all__ = ["available_memory", "check_memory", "limit_source"]
 

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from initrecipe.analysis.facts import ProgramFacts, format_bytes
+from initrecipe.analysis.facts import ProgramFacts
 from initrecipe.errors import RecipeError, ReplayError, ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.rng.torch import generator_state as cpu_generator
@@ -15,6 +15,7 @@ from initrecipe.rng.torch.parallel_draws import ParallelDraws
 from initrecipe.runtime.interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
 from initrecipe.runtime.replay_plan import ReplayPlan
 from initrecipe.runtime.sharding import Box, SlicePlan, run_slice, segments_of
+from initrecipe.support.display import format_bytes
 
 __all__ = ["run_plan", "run_sharded"]
 

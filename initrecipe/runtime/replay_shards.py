@@ -9,7 +9,7 @@ from typing import Iterator, Mapping
 import torch
 
 from initrecipe.analysis.cost import WorkEstimate, cost_seconds, estimate, portable_rate, refuse
-from initrecipe.analysis.facts import Action, ProgramFacts, format_bytes, infer_facts
+from initrecipe.analysis.facts import Action, ProgramFacts, infer_facts
 from initrecipe.errors import ReplayError, ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay_memory import available_memory, limit_source
@@ -25,6 +25,7 @@ from initrecipe.runtime.replay_plan import (
 from initrecipe.runtime.replay_run import run_sharded
 from initrecipe.runtime.sharding import Box, Dependencies, Shard, ShardRequest, SlicePlan, plan_slice
 from initrecipe.runtime.torch_versions import check_torch_version
+from initrecipe.support.display import format_bytes
 
 __all__ = ["shard_box", "iter_sharded"]
 

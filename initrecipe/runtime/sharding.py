@@ -21,7 +21,6 @@ recipe — generates the whole tensor and slices it.  :func:`sliceable` tells wh
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 

@@ -1,6 +1,6 @@
 """Text for people: numbers, shapes, sizes, names from files, and lines that fit a terminal.
 
-Shared by ``show`` and ``diff``; nothing here knows about recipes.
+Shared by ``show``, ``diff`` and the error messages; nothing here knows about recipes.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ __all__ = [
     "shape_text",
     "dtype_text",
     "size_text",
+    "format_bytes",
+    "SIZE_UNITS",
     "count_text",
     "pack",
     "shortest_in",
@@ -96,14 +98,29 @@ def dtype_text(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def size_text(nbytes: int) -> str:
-    """``1.5 GiB`` style sizes."""
+SIZE_UNITS = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+
+
+def size_text(nbytes: int, *, largest_unit: str = "PiB") -> str:
+    """``1.5 GiB`` style sizes, in units up to ``largest_unit`` (one of :data:`SIZE_UNITS`).
+
+    ``show`` counts in units up to PiB (``4096.0 PiB``); error messages go up to YiB
+    (:func:`format_bytes`).  Both spellings are observable, so both stay.
+    """
+    units = SIZE_UNITS[: SIZE_UNITS.index(largest_unit) + 1]
     value = float(nbytes)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{nbytes} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+    for unit in units[:-1]:
+        if value < 1024:
+            break
         value /= 1024
-    return f"{nbytes} bytes"  # pragma: no cover
+    else:
+        unit = units[-1]
+    return f"{nbytes} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+
+
+def format_bytes(nbytes: int | None) -> str:
+    """``1.5 GiB`` style sizes for messages, in units up to YiB; ``?`` for an unknown size."""
+    return "?" if nbytes is None else size_text(nbytes, largest_unit="YiB")
 
 
 def count_text(n: int, noun: str, plural: str | None = None) -> str:

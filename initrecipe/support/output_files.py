@@ -136,11 +136,7 @@ def write_temp(final: Path, data: bytes) -> Path:
 
 def refuse_folder_at(final: Path) -> None:
     """Raise :class:`OutputWriteError` if ``final`` is a folder (a file cannot be renamed over it)."""
-    try:
-        is_dir = os.path.isdir(final) and not os.path.islink(final)
-    except OSError:  # pragma: no cover - isdir does not raise
-        return
-    if is_dir:
+    if os.path.isdir(final) and not os.path.islink(final):
         raise _error(f"`{final}` is a folder; remove it or write to another name", errno.EISDIR)
 
 

@@ -25,6 +25,9 @@ from initrecipe.support import hugepages
 from initrecipe.errors import RecipeFormatError
 from initrecipe.program.operators import DRAW_OPERATORS, SUBSTITUTED_OPERATORS, OpInfo, Substitute
 from initrecipe.program.ir import Call, PortableKey
+from initrecipe.rng.portable.fixed_qr import geqrf, householder_product, qr
+from initrecipe.rng.portable.philox import derive_key
+from initrecipe.rng.portable.samplers import TENSOR_SAMPLERS, check_params, erfinv, multinomial, sample_
 
 __all__ = [
     "PortableDraw",
@@ -93,8 +96,6 @@ def describe_draw(ins: Call, info: OpInfo, args: Sequence[Any], kwargs: dict[str
 
 def _problem(draw: PortableDraw, dtype: torch.dtype) -> str | None:
     """Why a portable draw's parameters or dtype are invalid, or None (the samplers' own rules)."""
-    from initrecipe.rng.portable.samplers import check_params
-
     kind, params = draw.kind, draw.params
     if kind == "multinomial":
         probs, n, _ = params
@@ -131,8 +132,6 @@ def check_draw(where: str, ins: Call, info: OpInfo, args: Sequence[Any], kwargs:
 @functools.lru_cache(maxsize=65536)
 def stream_key(seed: int, stream: str, position: int) -> tuple[int, int]:
     """The Philox key of one portable stream (``schema/PORTABLE_RNG.md``, key derivation)."""
-    from initrecipe.rng.portable.philox import derive_key
-
     return derive_key(seed, stream, position)
 
 
@@ -151,15 +150,11 @@ def run_draw(
     propagation computed it (``randn_like`` of a transposed tensor keeps its layout); factories
     create it on ``device``.
     """
-    from initrecipe.rng.portable.samplers import sample_
-
     key = portable_key_of(ins, info)
     assert key is not None
     draw = describe_draw(ins, info, args, kwargs)
     keys = stream_key(seed, key.stream, key.position)
     if draw.kind == "multinomial":
-        from initrecipe.rng.portable.samplers import multinomial
-
         probs, n, replacement = draw.params
         return multinomial(probs, n, bool(replacement), keys).to(device)
     if draw.in_place:
@@ -186,8 +181,6 @@ def run_draw(
 def _broadcast(draw: PortableDraw, shape: Sequence[int]) -> tuple[Any, ...]:
     """A draw's parameters with its tensor parameters broadcast to the drawn tensor's ``shape`` (element
     ``i`` of the draw uses element ``i``, in row-major order, of each broadcast parameter)."""
-    from initrecipe.rng.portable.samplers import TENSOR_SAMPLERS
-
     if draw.kind not in TENSOR_SAMPLERS:
         return draw.params
     return tuple(torch.broadcast_to(p, tuple(shape)) if isinstance(p, torch.Tensor) else p for p in draw.params)
@@ -195,34 +188,24 @@ def _broadcast(draw: PortableDraw, shape: Sequence[int]) -> tuple[Any, ...]:
 
 # Deterministic operators with portable meanings ------------------------------------------------
 def _erfinv(args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
-    from initrecipe.rng.portable.samplers import erfinv
-
     return erfinv(args[0])
 
 
 def _erfinv_(args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
-    from initrecipe.rng.portable.samplers import erfinv
-
     target: torch.Tensor = args[0]
     return target.copy_(erfinv(target))
 
 
 def _linalg_qr(args: list[Any], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    from initrecipe.rng.portable.fixed_qr import qr
-
     mode = args[1] if len(args) > 1 else kwargs.get("mode", "reduced")
     return qr(args[0], mode=mode)
 
 
 def _geqrf(args: list[Any], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    from initrecipe.rng.portable.fixed_qr import geqrf
-
     return geqrf(args[0] if args else kwargs["self"])
 
 
 def _householder_product(args: list[Any], kwargs: dict[str, Any]) -> torch.Tensor:
-    from initrecipe.rng.portable.fixed_qr import householder_product
-
     names = ("input", "tau")
     values = [args[i] if i < len(args) else kwargs.get(n, kwargs.get("self")) for i, n in enumerate(names)]
     return householder_product(values[0], values[1])

@@ -105,6 +105,8 @@ def _brief(error: BaseException) -> str:
 
 def _api() -> ModuleType:
     """torch's private, experimental stateless-random module (a fixed name: nothing read from a file)."""
+    # Imported here, not at the top: any failure of this private import is a fallback reason that
+    # `_probe` reports (it has no Philox ops on torch 2.13), never a failure to import initrecipe.
     import torch.func._random as api
 
     return api

@@ -29,10 +29,11 @@ from typing import Any, Callable
 import torch
 
 from initrecipe.program.ir import Call, GenRef, Ref
-from initrecipe.program.operators import CHUNKABLE_FILLS, DRAW_COST_RULES, DrawRule
+from initrecipe.program.operators import CHUNKABLE_FILLS, DRAW_COST_RULES, DrawRule, OpInfo
+from initrecipe.rng.torch import generator_state as cpu_generator
 
 __all__ = ["DrawCost", "cost_of", "normal_cost", "uniform_cost", "random_cost", "is_contiguous", "trusted",
-           "RANDPERM_LIMIT", "chunk_granule", "DRAW_RULES"]
+           "RANDPERM_LIMIT", "chunk_granule", "DRAW_RULES", "after_cost", "gaussian_pairs", "pair_sample"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,40 @@ _DIGITS = {torch.float64: 53, torch.float32: 24, torch.float16: 11, torch.bfloat
 _INT_MAX = {torch.int64: 2**63 - 1, torch.int32: 2**31 - 1, torch.int16: 2**15 - 1, torch.int8: 2**7 - 1,
             torch.uint8: 2**8 - 1, torch.bool: 1}
 _WIDE_RANGE = 2**28  # bounded integer draws of a range at least this wide take random64
+
+
+def after_cost(state: cpu_generator.GeneratorState, cost: DrawCost,
+               pair_sample: Callable[[cpu_generator.GeneratorState, int], float]) -> cpu_generator.GeneratorState:
+    """The concrete state after a draw of ``cost`` from ``state``; ``pair_sample(state, k)``
+    gives the second sample of the Box–Muller pair made from the outputs k … k + 3 after ``state``."""
+    if not cost.gaussians:
+        return cpu_generator.advance(state, cost.outputs)
+    cached = state.double_normal is not None
+    pairs, leaves_cached = gaussian_pairs(cost.gaussians, cached)
+    end = cpu_generator.advance(state, 4 * pairs)
+    if leaves_cached is None:
+        return end
+    return end.with_double_normal(pair_sample(state, 4 * pairs - 4) if leaves_cached else None)
+
+
+def pair_sample(state: cpu_generator.GeneratorState, outputs: int = 0) -> float:
+    """The second sample of the Box–Muller pair torch makes from the 4 outputs that follow the next
+    ``outputs`` outputs of ``state`` (torch computes it; the consumption model only says where the
+    pair starts).  Its signature is the ``pair_sample`` argument of :func:`after_cost`."""
+    generator = cpu_generator.advance(state, outputs).with_double_normal(None).generator()
+    torch.empty(1, dtype=torch.float64).normal_(generator=generator)
+    value = cpu_generator.GeneratorState.of(generator).double_normal
+    assert value is not None
+    return value
+
+
+def gaussian_pairs(count: int, cached: bool) -> tuple[int, bool | None]:
+    """(new pairs made, whether a sample is cached afterwards; None: unchanged) for ``count``
+    scalar normal samples drawn with (``cached``) or without a sample cached first."""
+    if count == 0:
+        return 0, None
+    fresh = count - int(cached)  # samples not served by the cache
+    return (fresh + 1) // 2, fresh % 2 == 1
 
 
 def _words(dtype: torch.dtype) -> int:
@@ -101,7 +136,7 @@ def uniform_cost(numel: int, dtype: torch.dtype) -> DrawCost | None:
     return DrawCost(outputs=_words(dtype) * numel)
 
 
-def random_cost(numel: int, dtype: torch.dtype, low: Any, high: Any, *, bounded: bool) -> DrawCost | None:
+def random_cost(numel: int, dtype: torch.dtype, low: object, high: object, *, bounded: bool) -> DrawCost | None:
     """``random_()`` (``bounded`` False), ``random_(to)`` / ``random_(from, to)`` / ``randint``.
 
     Unbounded: one output per element, two (random64) for int64 and float64.  Bounded: two per
@@ -143,7 +178,7 @@ def chunk_granule(op: str, numel: int, dtype: torch.dtype, contiguous: bool) -> 
     return granule if granule == 1 or numel >= 2 * granule else None
 
 
-def _arg(ins: Call, info: Any, name: str, default: Any = None) -> Any:
+def _arg(ins: Call, info: OpInfo, name: str, default: Any = None) -> Any:
     if name not in info.arg_names:
         return default
     pos = info.arg_names.index(name)
@@ -158,7 +193,7 @@ def _meta_of(value: Any, facts: Any) -> Any:
     return None
 
 
-def _target(ins: Call, info: Any, facts: Any) -> Any:
+def _target(ins: Call, info: OpInfo, facts: Any) -> Any:
     """The tensor a call fills: ``self`` for in-place fills, else its (first) output."""
     if info.overwrites_self:
         return _meta_of(ins.args[0] if ins.args else None, facts)
@@ -251,7 +286,7 @@ DRAW_RULES: dict[DrawRule, Callable[..., DrawCost | None]] = {
 names each operator's and the family of probes that must trust it; ``NOT_MODELLED`` has none)."""
 
 
-def cost_of(ins: Call, info: Any, facts: Any) -> DrawCost | None:
+def cost_of(ins: Call, info: OpInfo, facts: Any) -> DrawCost | None:
     """What random call ``ins`` (its :class:`~initrecipe.program.operators.OpInfo` ``info``, the program's
     :class:`~initrecipe.analysis.facts.ProgramFacts`) takes from its generator; None outside the model
     (``out=`` overloads, ``poisson``, huge ``randperm``, a rule the running torch contradicts)."""
@@ -300,7 +335,7 @@ def _probes(family: str) -> list[tuple[Callable[[torch.Generator], Any], Callabl
                  (torch.int64, 5, None, True), (torch.int32, -(2**31), 2**31, True), (f64, 0, 2**33, True),
                  (f32, 3, None, True), (torch.int64, -(2**63), None, True), (torch.uint8, 0, 200, True)]
 
-        def draw(g: torch.Generator, d: torch.dtype, lo: Any, hi: Any, bounded: bool) -> None:
+        def draw(g: torch.Generator, d: torch.dtype, lo: int | None, hi: int | None, bounded: bool) -> None:
             t = e(3, dtype=d)
             t.random_(lo, hi, generator=g) if bounded else t.random_(generator=g)
 
@@ -347,9 +382,6 @@ def trusted(family: str) -> bool:
 
 
 def _check_family(family: str) -> bool:
-    from initrecipe.rng.torch import generator_state as cpu_generator
-    from initrecipe.rng.torch.positions import after_cost, pair_sample
-
     if not cpu_generator.available():
         return False
     for draw, cost, cached in _probes(family):

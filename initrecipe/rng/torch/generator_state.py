@@ -25,9 +25,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from initrecipe.errors import ReplayError
 from initrecipe.program.ir import tensor_bytes
 
-__all__ = ["GeneratorState", "STATE_BYTES", "advance", "available"]
+__all__ = ["GeneratorState", "STATE_BYTES", "advance", "available", "state_tensor", "set_generator_state"]
 
 try:
     from initrecipe.rng.torch import _mt19937 as _kernel
@@ -160,3 +161,16 @@ def advance(state: GeneratorState, outputs: int) -> GeneratorState:
         polynomial = None if twists < _STEPPED_TWISTS else _jump_polynomial(_N * twists - 1)
         words = _kernel.advance_window(words, twists, polynomial)
     return replace(state, words=words, used=used, fresh=False)
+
+
+def state_tensor(state: bytes) -> torch.Tensor:
+    """A generator state as the uint8 tensor ``torch.Generator.set_state`` takes."""
+    return torch.frombuffer(bytearray(state), dtype=torch.uint8)
+
+
+def set_generator_state(gen: torch.Generator, state: bytes | torch.Tensor, where: str) -> None:
+    """``gen.set_state(state)``; :class:`~initrecipe.errors.ReplayError` naming ``where`` when torch refuses the state."""
+    try:
+        gen.set_state(state if isinstance(state, torch.Tensor) else state_tensor(state))
+    except RuntimeError as exc:
+        raise ReplayError(f"{where}: invalid generator state ({str(exc).splitlines()[0]})") from None

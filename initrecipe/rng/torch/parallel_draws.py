@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
 from typing import Any, Callable, Iterable
 
 import torch
@@ -61,7 +62,8 @@ class ParallelDraws:
     def __enter__(self) -> ParallelDraws:
         return self
 
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         if kind is None:
             self.wait_all()
         else:
@@ -99,9 +101,6 @@ class ParallelDraws:
             self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="initrecipe-draw")
         futures = self._pending.setdefault(storage, [])
         futures.extend(self._pool.submit(task) for task in tasks)
-
-    def busy(self, storage: int) -> bool:
-        return storage in self._pending
 
     def wait(self, storages: Iterable[int]) -> None:
         """Wait until no piece is filling any of ``storages`` (re-raising a piece's error)."""

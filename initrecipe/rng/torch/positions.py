@@ -19,16 +19,18 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from initrecipe.rng.torch.generator_state import GeneratorState, advance
-from initrecipe.rng.torch.draw_costs import DrawCost, cost_of
+from initrecipe.rng.torch.generator_state import GeneratorState, advance, set_generator_state
+from initrecipe.rng.torch.draw_costs import DrawCost, cost_of, gaussian_pairs, pair_sample
+from initrecipe.rng.portable.semantics import draws_from_generator
 from initrecipe.errors import RecipeError
+from initrecipe.program.generators import generator_of
 from initrecipe.program.ir import Call, Instruction, RngRestore, RngSeed, RngSetState
 
-__all__ = ["Position", "GeneratorPositions", "after_cost", "pair_sample", "modelled_draws"]
+__all__ = ["Position", "GeneratorPositions", "modelled_draws"]
 
 _BASE = -1  # Position.cached: the segment's starting state's own cached sample (if it has one)
 
@@ -53,34 +55,9 @@ class _Segment:
     pairs: dict[int, float] = field(default_factory=dict)  # pair offset -> its cached second sample
 
 
-def after_cost(state: GeneratorState, cost: DrawCost,
-               pair_sample: Callable[[GeneratorState, int], float]) -> GeneratorState:
-    """The concrete state after a draw of ``cost`` from ``state``; ``pair_sample(state, k)``
-    gives the second sample of the Box–Muller pair made from the outputs k … k + 3 after ``state``."""
-    if not cost.gaussians:
-        return advance(state, cost.outputs)
-    cached = state.double_normal is not None
-    pairs, leaves_cached = _gaussian_pairs(cost.gaussians, cached)
-    end = advance(state, 4 * pairs)
-    if leaves_cached is None:
-        return end
-    return end.with_double_normal(pair_sample(state, 4 * pairs - 4) if leaves_cached else None)
-
-
-def _gaussian_pairs(count: int, cached: bool) -> tuple[int, bool | None]:
-    """(new pairs made, whether a sample is cached afterwards; None: unchanged) for ``count``
-    scalar normal samples drawn with (``cached``) or without a sample cached first."""
-    if count == 0:
-        return 0, None
-    fresh = count - int(cached)  # samples not served by the cache
-    return (fresh + 1) // 2, fresh % 2 == 1
-
-
 def _canonical(state: bytes | torch.Tensor, where: str = "a generator state") -> tuple[GeneratorState | None, torch.Tensor]:
     """A state as torch normalizes it on ``set_state``, decoded (None when outside the model).
     :class:`~initrecipe.errors.ReplayError` when torch refuses the state."""
-    from initrecipe.runtime.interpreter import set_generator_state
-
     generator = torch.Generator(device="cpu")
     set_generator_state(generator, state, where)
     normalized = generator.get_state()
@@ -168,20 +145,16 @@ class GeneratorPositions:
             self._add_generator()
 
     def _draws_from_generator(self, index: int) -> bool:
-        from initrecipe.rng.portable.semantics import draws_from_generator
-
         return draws_from_generator(self._program[index], self._facts.infos[index])
 
     def _generator(self, index: int) -> int:
-        from initrecipe.analysis.facts import generator_of
-
         return generator_of(self._program[index], self._facts.infos[index])
 
     def _moved(self, position: Position, cost: DrawCost) -> Position:
         if not cost.gaussians:
             return Position(position.segment, position.outputs + cost.outputs, position.cached)
         cached = self._is_cached(position)
-        pairs, leaves_cached = _gaussian_pairs(cost.gaussians, cached)
+        pairs, leaves_cached = gaussian_pairs(cost.gaussians, cached)
         outputs = position.outputs + 4 * pairs
         if leaves_cached is None:
             return Position(position.segment, outputs, position.cached)
@@ -276,17 +249,6 @@ class GeneratorPositions:
         return value
 
 
-def pair_sample(state: GeneratorState, outputs: int = 0) -> float:
-    """The second sample of the Box–Muller pair torch makes from the 4 outputs that follow the next
-    ``outputs`` outputs of ``state`` (torch computes it; the consumption model only says where the
-    pair starts).  Its signature is the ``pair_sample`` argument of :func:`after_cost`."""
-    generator = advance(state, outputs).with_double_normal(None).generator()
-    torch.empty(1, dtype=torch.float64).normal_(generator=generator)
-    value = GeneratorState.of(generator).double_normal
-    assert value is not None
-    return value
-
-
 def modelled_draws(program: list[Instruction], facts: Any) -> set[int]:
     """The draws of ``program`` whose effect on their generator replay computes instead of running
     them: their consumption is modelled and their generator holds a state the model describes.
@@ -295,9 +257,6 @@ def modelled_draws(program: list[Instruction], facts: Any) -> set[int]:
     generator set to a state outside the model (a crafted ``RngSetState``) stays outside it, draw
     after draw, until it is reseeded or set again.
     """
-    from initrecipe.analysis.facts import generator_of
-    from initrecipe.rng.portable.semantics import draws_from_generator
-
     opaque_now: dict[int, bool] = {}  # generator -> its current segment is opaque
     opaque_after: dict[int, bool] = {}  # RNG instruction -> the segment after it is opaque
     out: set[int] = set()
