@@ -260,12 +260,23 @@ def _add_max_work(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``initrecipe`` argument parser: one subcommand per ``_add_*_command``."""
     parser = argparse.ArgumentParser(
         prog="initrecipe", description="Record, replay and inspect model init recipes."
     )
     parser.add_argument("--version", action="version", version=f"initrecipe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_record_command(sub)
+    _add_replay_command(sub)
+    _add_show_command(sub)
+    _add_diff_command(sub)
+    _add_check_command(sub)
+    _add_convert_command(sub)
+    return parser
 
+
+def _add_record_command(sub: argparse._SubParsersAction) -> None:
+    """`initrecipe record`: a model constructor (or a transformers config) into a recipe file."""
     p = sub.add_parser("record", help="record a model constructor into a recipe file")
     p.add_argument("target", nargs="?", help="PKG.MODULE:CALLABLE returning an nn.Module")
     p.add_argument("--hf-config", metavar="CONFIG_JSON", help="record a transformers model from its config.json")
@@ -277,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="recipe file to write")
     p.set_defaults(run=_cmd_record)
 
+
+def _add_replay_command(sub: argparse._SubParsersAction) -> None:
+    """`initrecipe replay`: a recipe into one safetensors file."""
     p = sub.add_parser(
         "replay", help="replay a recipe into one safetensors file",
         description="Replay a recipe into one safetensors file, streaming (each tensor is written as soon as it "
@@ -297,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_max_work(p)
     p.set_defaults(run=_cmd_replay)
 
+
+def _add_show_command(sub: argparse._SubParsersAction) -> None:
+    """`initrecipe show`: a recipe's settings and each tensor's init."""
     p = sub.add_parser("show", help="print a recipe's settings and how each tensor is initialized")
     p.add_argument("recipe")
     how = p.add_mutually_exclusive_group()
@@ -306,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tensors", action="store_true", help="omit the per-tensor listing")
     p.set_defaults(run=_cmd_show)
 
+
+def _add_diff_command(sub: argparse._SubParsersAction) -> None:
+    """`initrecipe diff`: two recipes, a recipe and a checkpoint, or two checkpoints."""
     p = sub.add_parser(
         "diff", help="compare two recipes, or a recipe and a checkpoint (exit 0 same, 1 different, 2 trouble)",
         description="Compare two recipes (from their programs; --values replays both), a recipe and a "
@@ -323,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_diff)
     _one_line_usage_errors(p)
 
+
+def _add_check_command(sub: argparse._SubParsersAction) -> None:
+    """`initrecipe check`: a recipe checked completely without replaying it."""
     p = sub.add_parser("check", help="check a recipe completely without replaying it (exit 1 on findings; --strict: on warnings too)")
     p.add_argument("recipe")
     p.add_argument("--json", action="store_true", help="print one JSON document")
@@ -335,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_max_work(p)
     p.set_defaults(run=_cmd_check)
 
+
+def _add_convert_command(sub: argparse._SubParsersAction) -> None:
+    """`initrecipe convert`: a recipe into a Hugging Face safetensors checkpoint folder."""
     p = sub.add_parser("convert", help="replay a recipe into a Hugging Face safetensors checkpoint folder")
     p.add_argument("recipe")
     p.add_argument("out_dir", metavar="OUT_DIR")
@@ -346,8 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     _add_max_work(p)
     p.set_defaults(run=_cmd_convert)
-    return parser
-
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised where a KeyboardInterrupt would be, so the same cleanup runs."""

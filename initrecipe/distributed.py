@@ -44,7 +44,7 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 
 from initrecipe.errors import ReplayError
 from initrecipe.format.decode import load
-from initrecipe.format.recipe import Recipe
+from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay import iter_replay
 from initrecipe.runtime.sharding import Box
 
@@ -147,20 +147,47 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
     recipe = _as_recipe(recipe)
     tensors = _module_tensors(module)
     _check_names(recipe, tensors)
+    _refuse_materialized(tensors)
+    target_device = torch.device(device) if device is not None else _default_device(tensors)
+    _check_mesh_devices(tensors, target_device)
+    module.to_empty(device=target_device)
+    requests, locals_ = _local_shards(_module_tensors(module))  # to_empty may swap tensor objects
+    _check_dtypes(recipe, locals_)
+    with torch.no_grad():
+        for entries, values in iter_replay(recipe, device=target_device, shards=requests, draw_in_place=False,
+                                           threads=threads):
+            done: set[int] = set()
+            for entry in entries:
+                target = locals_[entry.name]
+                if id(target) in done:
+                    continue
+                done.add(id(target))
+                target.copy_(values.reshape(target.shape))
+    return module
+
+
+def _refuse_materialized(tensors: dict[str, tuple[str, torch.Tensor]]) -> None:
+    """:class:`ReplayError` when a tensor of the module is not on the meta device."""
     real = [n for n, (_, t) in tensors.items() if not _is_meta(t)]
     if real:
         raise ReplayError(
             f"`{real[0]}`" + (f" and {len(real) - 1} more tensors are" if len(real) > 1 else " is")
             + " already materialized; materialize fills a module built under `torch.device('meta')`"
         )
-    target_device = torch.device(device) if device is not None else _default_device(tensors)
+
+
+def _check_mesh_devices(tensors: dict[str, tuple[str, torch.Tensor]], target_device: torch.device) -> None:
+    """:class:`ReplayError` when a DTensor's mesh is of another device type than ``target_device``."""
     for name, (_, tensor) in tensors.items():
         if isinstance(tensor, DTensor) and tensor.device_mesh.device_type != target_device.type:
             raise ReplayError(
                 f"`{name}` is sharded over a `{tensor.device_mesh.device_type}` mesh, but device is `{target_device}`"
             )
-    module.to_empty(device=target_device)
-    tensors = _module_tensors(module)  # to_empty may swap tensor objects
+
+
+def _local_shards(tensors: dict[str, tuple[str, torch.Tensor]]) -> tuple[dict[str, Box | None], dict[str, torch.Tensor]]:
+    """Per tensor name: the block of the full tensor this rank holds (None: all of it), and the local
+    tensor that receives it."""
     requests: dict[str, Box | None] = {}
     locals_: dict[str, torch.Tensor] = {}
     for name, (_, tensor) in tensors.items():
@@ -177,22 +204,16 @@ def materialize(module: M, recipe: Recipe | str | Any, *, device: str | torch.de
         else:
             requests[name] = None
             locals_[name] = tensor
+    return requests, locals_
+
+
+def _check_dtypes(recipe: Recipe, locals_: dict[str, torch.Tensor]) -> None:
+    """:class:`ReplayError` when a module tensor's dtype differs from the recipe's."""
     entries_of = {t.name: t for t in recipe.tensors}
     for name, tensor in locals_.items():
         entry = entries_of[name]
         if tensor.dtype != entry.dtype:
             raise ReplayError(f"`{name}` is {tensor.dtype} in the module but {entry.dtype} in the recipe")
-    with torch.no_grad():
-        for entries, values in iter_replay(recipe, device=target_device, shards=requests, draw_in_place=False,
-                                           threads=threads):
-            done: set[int] = set()
-            for entry in entries:
-                target = locals_[entry.name]
-                if id(target) in done:
-                    continue
-                done.add(id(target))
-                target.copy_(values.reshape(target.shape))
-    return module
 
 
 def distribute(recipe: Recipe | str | Any, mesh: DeviceMesh, placements: PlacementRequest, *,
@@ -220,29 +241,9 @@ def distribute(recipe: Recipe | str | Any, mesh: DeviceMesh, placements: Placeme
     """
     recipe = _as_recipe(recipe)
     target_device = torch.device(device) if device is not None else torch.device(mesh.device_type)
-    selected = list(recipe.names if names is None else names)
-    unknown = sorted(set(selected) - set(recipe.names))
-    if unknown:
-        raise ReplayError(f"`{unknown[0]}` is not a tensor of this recipe; `initrecipe show RECIPE` lists the names")
-    if isinstance(placements, Mapping):
-        extra = sorted(set(placements) - set(selected))
-        if extra:
-            raise ReplayError(f"placements are given for `{extra[0]}`, which is not a tensor this call returns")
+    selected = _selected_names(recipe, placements, names)
     entries = {t.name: t for t in recipe.tensors}
-    chosen: dict[str, list[Any]] = {}
-    requests: dict[str, Box | None] = {}
-    for name in selected:
-        entry = entries[name]
-        given = placements(name, entry.shape) if callable(placements) else placements.get(name)
-        chosen[name] = list(given) if given is not None else [Replicate()] * mesh.ndim
-        box = local_box(entry.shape, mesh, chosen[name])
-        requests[name] = None if box.is_whole(entry.shape) else box
-    # Tied names share one tensor; they must share placements too.
-    by_value: dict[int, str] = {}
-    for name in selected:
-        first = by_value.setdefault(entries[name].value, name)
-        if chosen[first] != chosen[name]:
-            raise ReplayError(f"`{name}` and `{first}` are one tensor (tied) but are given different placements")
+    chosen, requests = _choose_placements(entries, selected, mesh, placements)
     out: dict[str, torch.Tensor] = {}
     wanted = set(selected)
     for group, local in iter_replay(recipe, device=target_device, names=lambda n: n in wanted, shards=requests,
@@ -260,3 +261,36 @@ def distribute(recipe: Recipe | str | Any, mesh: DeviceMesh, placements: Placeme
             out[entry.name] = by_request[key]
     return {name: out[name] for name in selected}
 
+
+def _selected_names(recipe: Recipe, placements: PlacementRequest, names: Sequence[str] | None) -> list[str]:
+    """The names :func:`distribute` returns; :class:`ReplayError` for an unknown name, or placements
+    given for a name it does not return."""
+    selected = list(recipe.names if names is None else names)
+    unknown = sorted(set(selected) - set(recipe.names))
+    if unknown:
+        raise ReplayError(f"`{unknown[0]}` is not a tensor of this recipe; `initrecipe show RECIPE` lists the names")
+    if isinstance(placements, Mapping):
+        extra = sorted(set(placements) - set(selected))
+        if extra:
+            raise ReplayError(f"placements are given for `{extra[0]}`, which is not a tensor this call returns")
+    return selected
+
+
+def _choose_placements(entries: dict[str, TensorEntry], selected: list[str], mesh: DeviceMesh,
+                       placements: PlacementRequest) -> tuple[dict[str, list[Any]], dict[str, Box | None]]:
+    """Per selected name: its placements (missing: replicated) and the block this rank computes
+    (None: all of it).  Tied names share one tensor, so they must share placements too."""
+    chosen: dict[str, list[Any]] = {}
+    requests: dict[str, Box | None] = {}
+    for name in selected:
+        entry = entries[name]
+        given = placements(name, entry.shape) if callable(placements) else placements.get(name)
+        chosen[name] = list(given) if given is not None else [Replicate()] * mesh.ndim
+        box = local_box(entry.shape, mesh, chosen[name])
+        requests[name] = None if box.is_whole(entry.shape) else box
+    by_value: dict[int, str] = {}
+    for name in selected:
+        first = by_value.setdefault(entries[name].value, name)
+        if chosen[first] != chosen[name]:
+            raise ReplayError(f"`{name}` and `{first}` are one tensor (tied) but are given different placements")
+    return chosen, requests
