@@ -11,21 +11,28 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from initrecipe._version import __version__
+from initrecipe.analysis.describe import Uninitialized
 from initrecipe.errors import OutputWriteError, RecipeError, UninitializedWarning
+from initrecipe.export.convert import replay_to_file, to_safetensors
+from initrecipe.format.decode import load
+from initrecipe.inspect.check import check_report
+from initrecipe.inspect.diff import diff
+from initrecipe.inspect.show import summarize
+from initrecipe.runtime.sharding import Shard
+from initrecipe.support.display import dtype_text, safe
+from initrecipe.support.output_files import refuse_folder_at
 
 __all__ = ["main"]
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from initrecipe.analysis.describe import Uninitialized
 
 
 def _load_callable(spec: str) -> Callable[[], object]:
@@ -50,11 +57,12 @@ def _load_callable(spec: str) -> Callable[[], object]:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
+    # The recorder (and torch's fake-tensor machinery) loads only for `record`: start-up time.
     from initrecipe.capture.findings import uninitialized_message
     from initrecipe.capture.recorder import record
 
     if args.hf_config:
-        from initrecipe.capture.hf import model_fn_from_config
+        from initrecipe.capture.hf import model_fn_from_config  # start-up time, as above
 
         model_fn = model_fn_from_config(args.hf_config, auto_class=args.auto_class)
     elif args.target:
@@ -81,15 +89,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from initrecipe.export.convert import replay_to_file
-    from initrecipe.format.decode import load
-
     recipe = load(args.recipe)
     _check_output_file(args.output)
     shards = None
     if args.shard:
-        from initrecipe.runtime.sharding import Shard
-
         rank, world = _parse_shard(args.shard)
         shards = lambda name, shape: Shard.of(shape[0], rank, world) if shape else None  # noqa: E731
     start = time.perf_counter()
@@ -102,8 +105,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _check_output_file(path: str) -> None:
     """Refuse, before any work, an output path that cannot be written: a folder, or in a missing folder."""
-    from initrecipe.support.output_files import refuse_folder_at
-
     target = Path(path)
     refuse_folder_at(target)
     parent = target.parent
@@ -125,15 +126,10 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def _safe(text: str) -> str:
     """Escape control characters in names read from a file before printing them."""
-    from initrecipe.support.display import safe
-
     return safe(text)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from initrecipe.format.decode import load
-    from initrecipe.inspect.show import summarize
-
     summary = summarize(load(args.recipe), label=args.recipe)
     if args.json:
         _write(json.dumps(summary.to_json(), indent=2) + "\n")
@@ -150,14 +146,10 @@ def _write(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from initrecipe.inspect.diff import diff
-
     try:
         result = diff(args.a, args.b, values=args.values, tolerance=args.tolerance)
     except RecipeError as exc:
@@ -183,7 +175,6 @@ def _tolerance(text: str) -> float:
 
 def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
     """Make ``parser`` report bad arguments as one ``initrecipe: error: ...`` line, exit status 2."""
-
     def error(message: str) -> None:  # type: ignore[override]
         parser.exit(2, f"initrecipe: error: {message} (see `{parser.prog} --help`)\n")
 
@@ -191,9 +182,6 @@ def _one_line_usage_errors(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from initrecipe.export.convert import to_safetensors
-    from initrecipe.format.decode import load
-
     recipe = load(args.recipe)
     start = time.perf_counter()
     paths = to_safetensors(
@@ -219,8 +207,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from initrecipe.inspect.check import check_report
-
     report = check_report(args.recipe, max_bytes=args.max_bytes, max_work=args.max_work)
     findings, warned = report.findings, report.warnings
     if args.json:
@@ -245,8 +231,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _warning_json(u: Uninitialized) -> dict[str, object]:
     """One ``check --json`` warning: an uninitialized tensor."""
-    from initrecipe.support.display import dtype_text
-
     return {"kind": "uninitialized", "name": u.name, "shape": list(u.shape), "dtype": dtype_text(u.dtype),
             "numel": u.numel, "uninitialized_elements": u.elements, "message": u.why}
 
@@ -375,7 +359,6 @@ def _add_convert_command(sub: argparse._SubParsersAction) -> None:
 
 class _Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP, raised where a KeyboardInterrupt would be, so the same cleanup runs."""
-
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
@@ -391,7 +374,6 @@ def _terminate_like_interrupt() -> dict[int, object]:
     Returns the handlers replaced, for :func:`_restore_handlers`.  Signals the caller ignores
     (``nohup``) stay ignored; off the main thread nothing changes.
     """
-    import threading
 
     replaced: dict[int, object] = {}
     if threading.current_thread() is not threading.main_thread():

@@ -184,7 +184,7 @@ def measure() -> dict[str, object]:
                 long_functions.append((f"{module}.{node.name}", length))
             for inner in ast.walk(node):
                 if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    inner_imports.append(f"{module}:{inner.lineno}")
+                    inner_imports.append(f"{module}:{inner.lineno}: {ast.unparse(inner)}")
             arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
             for arg in arguments:
                 if arg.annotation is not None and ast.unparse(arg.annotation) in ("Any", "typing.Any"):
@@ -197,7 +197,7 @@ def measure() -> dict[str, object]:
         "import_cycles": _cycles(graph),
         "import_cycles_all_imports": _cycles(full_graph),
         "import_cycles_all_imports_without_root": _cycles(_without_root(full_graph)),
-        "imports_inside_functions": len(inner_imports),
+        "imports_inside_functions": sorted(set(inner_imports)),  # a nested function's import once
         "any_typed_parameters": len(any_params),
         "private_name_imports": private,
         "upward_imports": upward,
@@ -222,9 +222,13 @@ def main() -> int:
         print(f"{key}: {len(figures[key])}")
         for cycle in figures[key]:
             print("  " + " <-> ".join(cycle))
-    print(f"imports_inside_functions: {figures['imports_inside_functions']}")
+    print(f"imports_inside_functions: {len(figures['imports_inside_functions'])}")
+    for item in figures["imports_inside_functions"]:
+        print(f"  {item}")
     print(f"any_typed_parameters: {figures['any_typed_parameters']}")
     print(f"private_name_imports: {len(figures['private_name_imports'])}")
+    for item in figures["private_name_imports"]:
+        print(f"  {item}")
     for key in ("upward_imports", "modules_outside_the_layers"):
         print(f"{key}: {len(figures[key])}")
         for item in figures[key]:
