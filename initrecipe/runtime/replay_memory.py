@@ -7,9 +7,8 @@ import torch
 from initrecipe.analysis.facts import Action, ProgramFacts, call_refs
 from initrecipe.errors import ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
-from initrecipe.program.ir import Call, Literal, Ref
-from initrecipe.program.operators import CHUNKABLE_FILLS
-from initrecipe.rng.torch.draw_costs import is_contiguous
+from initrecipe.program.ir import Call, Literal
+from initrecipe.runtime.scratch import chunked_draw_bytes
 from initrecipe.support.display import format_bytes
 
 __all__ = ["available_memory", "check_memory", "limit_source"]
@@ -66,7 +65,7 @@ def check_memory(
             for r in call_refs(ins):
                 sid = facts.values[r].storage
                 nbytes = max(facts.storage_nbytes.get(sid, 0), facts.storage_grown.get(sid, 0))
-                nbytes = min(nbytes, _chunked_draw_bytes(ins, facts) or nbytes)
+                nbytes = min(nbytes, chunked_draw_bytes(ins, facts) or nbytes)
                 if nbytes > scratch:
                     scratch, scratch_at = nbytes, (i, sid)
     needed = sum(created.values()) + scratch
@@ -98,24 +97,6 @@ def check_memory(
                 f"{format_bytes(free)} free; pass a larger `max_bytes` to try anyway"
             )
     return needed
-
-
-def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
-    """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
-    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS
-
-    granule = CHUNKABLE_FILLS.get(ins.op)
-    target = ins.args[0] if ins.args else None
-    if granule is None or not isinstance(target, Ref):
-        return None
-    meta = facts.values[target.id]
-    if (
-        meta.dtype not in (torch.float32, torch.float64)
-        or meta.numel <= 2 * _CHUNK_ELEMENTS
-        or not is_contiguous(meta.shape, meta.stride)
-    ):
-        return None
-    return (_CHUNK_ELEMENTS + 2 * granule) * meta.dtype.itemsize
 
 
 def limit_source(max_bytes: int | None) -> str:

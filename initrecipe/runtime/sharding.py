@@ -28,7 +28,7 @@ import torch
 
 from initrecipe.analysis.facts import ProgramFacts, TensorMeta, call_refs, read_storages
 from initrecipe.errors import RecipeError, ReplayError
-from initrecipe.runtime.interpreter import literal_tensor
+from initrecipe.runtime.calls import literal_tensor
 from initrecipe.program.operators import (CONSTANT_RESULTS, ELEMENTWISE_DRAWS, ELEMENTWISE_OPERATORS, REGISTRY,
                                           SUBSTITUTED_OPERATORS, Kind)
 from initrecipe.rng.portable.semantics import describe_draw, portable_key_of, run_substitute, stream_key
