@@ -88,7 +88,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     _check_output_file(args.output)
     shards = None
     if args.shard:
-        from initrecipe.runtime.sharding import Shard
+        from initrecipe.runtime.regions import Shard
 
         rank, world = _parse_shard(args.shard)
         shards = lambda name, shape: Shard.of(shape[0], rank, world) if shape else None  # noqa: E731

@@ -12,7 +12,8 @@ from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay_plan import NameFilter, RecipeSource, as_recipe, check_entries, prepare_replay
 from initrecipe.runtime.replay_run import run_plan
 from initrecipe.runtime.replay_shards import iter_sharded
-from initrecipe.runtime.sharding import Dependencies, ShardRequest, plan_slice
+from initrecipe.runtime.regions import ShardRequest
+from initrecipe.runtime.sharding import Dependencies, plan_slice
 from initrecipe.support.gcpause import gc_paused, pausing_gc
 
 __all__ = ["replay", "iter_replay", "sliceable", "sliceable_names"]

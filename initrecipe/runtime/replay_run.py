@@ -17,7 +17,9 @@ from initrecipe.runtime.generator_banks import GeneratorBank, PositionedGenerato
 from initrecipe.runtime.interpreter import execute
 from initrecipe.runtime.rng_modes import PortableContext
 from initrecipe.runtime.replay_plan import ReplayPlan
-from initrecipe.runtime.sharding import Box, SlicePlan, run_slice, segments_of
+from initrecipe.runtime.regions import Box, segments_of
+from initrecipe.runtime.sharding import SlicePlan
+from initrecipe.runtime.slice_run import run_slice
 from initrecipe.support.display import format_bytes
 
 __all__ = ["run_plan", "run_sharded"]

@@ -23,7 +23,8 @@ from initrecipe.runtime.replay_plan import (
     select_entries,
 )
 from initrecipe.runtime.replay_run import run_sharded
-from initrecipe.runtime.sharding import Box, Dependencies, Shard, ShardRequest, SlicePlan, plan_slice
+from initrecipe.runtime.regions import Box, Shard, ShardRequest
+from initrecipe.runtime.sharding import Dependencies, SlicePlan, plan_slice
 from initrecipe.runtime.torch_versions import check_torch_version
 from initrecipe.support.display import format_bytes
 
