@@ -7,7 +7,7 @@ generator a draw uses, what a keyed draw means, where tensors live) is the
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
@@ -100,7 +100,7 @@ def _run_call(i: int, ins: Call, facts: ProgramFacts, action: Action, env: dict[
         _bind_outputs(i, ins, result, env)
 
 
-def _bind_outputs(i: int, ins: Call, result: Any, env: dict[int, torch.Tensor]) -> None:
+def _bind_outputs(i: int, ins: Call, result: object, env: dict[int, torch.Tensor]) -> None:
     """Bind call ``i``'s results to its output values; :class:`ReplayError` where one differs from the
     shape or dtype the recipe recorded."""
     outs = flatten_outputs(result)

@@ -21,7 +21,6 @@ __all__ = ["replay", "iter_replay", "sliceable", "sliceable_names"]
 M = TypeVar("M", bound=torch.nn.Module)
 
 
-
 def iter_replay(
     recipe: RecipeSource,
     *,
@@ -78,7 +77,6 @@ def iter_replay(
     return run_plan(plan)
 
 
-
 def sliceable(recipe: RecipeSource, name: str) -> bool:
     """Whether a shard of tensor ``name`` is generated without building the whole tensor: true for
     tensors of ``portable`` recipes whose program is elementwise (:mod:`initrecipe.runtime.sharding`)."""
@@ -102,7 +100,6 @@ def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) ->
         e.name for e in recipe.tensors
         if e.name in wanted and plan_slice(recipe.program, facts, e.value, dependencies) is not None
     }
-
 
 
 def replay(

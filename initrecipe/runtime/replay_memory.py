@@ -70,23 +70,10 @@ def check_memory(
                     scratch, scratch_at = nbytes, (i, sid)
     needed = sum(created.values()) + scratch
     if limit is not None and needed > limit:
-
-        def holder(sid: int) -> str:
-            holders = [n for v, n in value_names.items() if v in facts.values and facts.values[v].storage == sid]
-            return f"`{holders[0]}`" if holders else f"intermediate value {sid}"
-
-        sid = max(created, key=created.get) if created else None
-        owner = ""
-        if sid is not None and created[sid] >= scratch:
-            owner = (f"; the largest is {holder(sid)} ({format_bytes(created[sid])}, built by "
-                     f"program[{facts.storage_creator[sid]}])")
-        elif scratch:
-            owner = (f"; the largest is scratch memory for program[{scratch_at[0]}], a random draw into "
-                     f"{holder(scratch_at[1])} that this replay needs only to advance the generator "
-                     f"({format_bytes(scratch)})")
         raise ResourceLimitError(
             f"replaying this recipe needs {format_bytes(needed)}, more than the limit of "
-            f"{format_bytes(limit)}{owner} ({limit_source(limit if explicit else None)})"
+            f"{format_bytes(limit)}{_largest(facts, value_names, created, scratch, scratch_at)} "
+            f"({limit_source(limit if explicit else None)})"
         )
     if device.type == "cuda":
         out_bytes = sum(entries[0].nbytes for entries in by_value.values())
@@ -99,9 +86,27 @@ def check_memory(
     return needed
 
 
+def _largest(facts: ProgramFacts, value_names: dict[int, str], created: dict[int, int], scratch: int,
+             scratch_at: tuple[int, int]) -> str:
+    """The largest allocation of a replay, for the message that refuses it ("" when there is none)."""
+
+    def holder(sid: int) -> str:
+        holders = [n for v, n in value_names.items() if v in facts.values and facts.values[v].storage == sid]
+        return f"`{holders[0]}`" if holders else f"intermediate value {sid}"
+
+    sid = max(created, key=created.__getitem__) if created else None
+    if sid is not None and created[sid] >= scratch:
+        return (f"; the largest is {holder(sid)} ({format_bytes(created[sid])}, built by "
+                f"program[{facts.storage_creator[sid]}])")
+    if scratch:
+        return (f"; the largest is scratch memory for program[{scratch_at[0]}], a random draw into "
+                f"{holder(scratch_at[1])} that this replay needs only to advance the generator "
+                f"({format_bytes(scratch)})")
+    return ""
+
+
 def limit_source(max_bytes: int | None) -> str:
     """Where a memory limit came from, for a message."""
     if max_bytes is not None:
         return f"max_bytes={max_bytes}"
     return "the memory available now; pass `max_bytes` to replay on a machine that has more"
-

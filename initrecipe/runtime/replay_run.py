@@ -72,7 +72,6 @@ def run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor
                 del tensor
 
 
-
 def run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
                 sliced: dict[tuple[int, Box], list[TensorEntry]], plans: dict[int, SlicePlan | None],
                 whole_plan: ReplayPlan | None,
@@ -108,5 +107,3 @@ def _to_device(tensor: torch.Tensor, device: torch.device, name: str) -> torch.T
         return tensor.to(device)
     except Exception as exc:
         raise ReplayError(f"cannot move `{name}` to {device}: {failure_detail(exc)}") from None
-
-

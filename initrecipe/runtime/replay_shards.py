@@ -45,7 +45,6 @@ def shard_box(shards: ShardRequest, entry: TensorEntry) -> Box | None:
     return shard.checked(entry.name, entry.shape)
 
 
-
 def iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,
                   draw_in_place: bool, shards: ShardRequest,
                   max_work: float | None = None,
@@ -120,5 +119,3 @@ def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.devic
     if work.seconds > work.budget:
         raise refuse(work, recipe.program, "replaying these shards")
     return work
-
-

@@ -267,8 +267,6 @@ def _integer_arange(facts: ProgramFacts, outs: list[int]) -> bool:
     return len(outs) == 1 and not facts.values[outs[0]].dtype.is_floating_point and not facts.values[outs[0]].dtype.is_complex
 
 
-
-
 def factory_constant(packet: str) -> str | None:
     """The constant a factory fills its result with (``empty``, ``zeros``, ``ones``, ``full``), or
     None for an operator that is not such a factory."""
