@@ -1,6 +1,7 @@
-"""Shard requests: one slice of a tensor, generated without the rest when its program allows.
+"""Slice planning: which tensors a shard of is generated without the rest, and the plan that does it.
 
-A :class:`Shard` asks for ``tensor.narrow(dim, start, stop - start)``.  In a ``portable`` recipe a
+A :class:`~initrecipe.runtime.regions.Shard` asks for ``tensor.narrow(dim, start, stop - start)``
+(a :class:`~initrecipe.runtime.regions.Box`, for a block).  In a ``portable`` recipe a
 tensor whose program is *elementwise* is generated slice-only: each element of such a tensor is a
 function of its own index, so the replayer computes exactly the requested elements.  A program is
 elementwise when every value it builds has the tensor's element order (a contiguous tensor of the
@@ -16,7 +17,8 @@ same number of elements, or a single-element tensor) and every operator is
 
 Anything else — ``orthogonal_``'s QR, ``sparse_``'s random permutations, reductions, computing
 through transposes or slices, draws from a pinned ``torch.Generator``, and every ``torch``-mode
-recipe — generates the whole tensor and slices it.  :func:`sliceable` tells which case a tensor is.
+recipe — generates the whole tensor and slices it.  :func:`plan_slice` tells which case a tensor is
+(:func:`initrecipe.sliceable` asks it); :mod:`initrecipe.runtime.slice_run` runs its plan.
 """
 
 from __future__ import annotations
