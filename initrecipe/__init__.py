@@ -31,7 +31,7 @@ from initrecipe.errors import (
 from initrecipe.format.decode import load
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay import iter_replay, replay, sliceable, sliceable_names
-from initrecipe.runtime.sharding import Box, Shard
+from initrecipe.runtime.regions import Box, Shard
 from initrecipe.export.convert import to_safetensors
 from initrecipe.inspect.diff import diff
 from initrecipe.inspect.diff_result import RecipeDiff

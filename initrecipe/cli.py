@@ -28,7 +28,7 @@ from initrecipe.format.decode import load
 from initrecipe.inspect.check import check_report
 from initrecipe.inspect.diff import diff
 from initrecipe.inspect.show import summarize
-from initrecipe.runtime.sharding import Shard
+from initrecipe.runtime.regions import Shard
 from initrecipe.support.display import dtype_text, safe
 from initrecipe.support.output_files import refuse_folder_at
 

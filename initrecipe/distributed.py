@@ -46,7 +46,7 @@ from initrecipe.errors import ReplayError
 from initrecipe.format.decode import load
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay import iter_replay
-from initrecipe.runtime.sharding import Box
+from initrecipe.runtime.regions import Box
 
 __all__ = ["materialize", "distribute", "local_box", "PlacementRequest"]
 

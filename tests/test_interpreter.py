@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import initrecipe.runtime.interpreter as interpreter
+import initrecipe.runtime.scratch as scratch
 from initrecipe.analysis.facts import ProgramFacts, TensorMeta
-from initrecipe.runtime.interpreter import ScratchPool, draw_on_scratch
+from initrecipe.runtime.scratch import ScratchPool, draw_on_scratch
 from initrecipe.program.operators import op_info
 from initrecipe.program.ir import Call, GenRef, Ref
 
@@ -39,12 +39,12 @@ def _eager(op: str, shape: tuple[int, ...], dtype: torch.dtype, args: tuple, see
 )
 def test_chunked_dead_draws_leave_the_generator_where_one_draw_does(numel, op, dtype, seed):
     args = (-0.5, 2.0) if "uniform" in op else (0.0, 0.02)
-    saved = interpreter._CHUNK_ELEMENTS
-    interpreter._CHUNK_ELEMENTS = 64  # tensors over 128 elements are advanced in chunks
+    saved = scratch._CHUNK_ELEMENTS
+    scratch._CHUNK_ELEMENTS = 64  # tensors over 128 elements are advanced in chunks
     try:
         chunked = _advance(op, (numel,), dtype, args, seed)
     finally:
-        interpreter._CHUNK_ELEMENTS = saved
+        scratch._CHUNK_ELEMENTS = saved
     assert torch.equal(chunked, _eager(op, (numel,), dtype, args, seed))
 
 

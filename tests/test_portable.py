@@ -397,7 +397,7 @@ def test_device_split_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> No
     """The off-CPU execution path (exact operators in place, others on CPU copies) on the CPU."""
     import importlib
 
-    from initrecipe.runtime.interpreter import PortableContext
+    from initrecipe.runtime.rng_modes import PortableContext
 
     replay_module = importlib.import_module("initrecipe.runtime.replay_run")
 

@@ -20,7 +20,7 @@ from initrecipe.analysis.facts import ProgramFacts
 from initrecipe.errors import RecordError
 from initrecipe.rng.portable.semantics import draws_from_generator
 from initrecipe.rng.torch.positions import GeneratorPositions
-from initrecipe.runtime.interpreter import ScratchPool, draw_on_scratch
+from initrecipe.runtime.scratch import ScratchPool, draw_on_scratch
 from initrecipe.program.ir import Call, Instruction, RngRestore, RngSeed, RngSetState, tensor_bytes
 
 __all__ = ["GeneratorTracker", "ShadowGenerators", "seeded_state_matches"]

@@ -28,7 +28,8 @@ from initrecipe.analysis.facts import (
 )
 from initrecipe.errors import RecordError, UninitializedWarning
 from initrecipe.capture.findings import uninitialized_message
-from initrecipe.runtime.interpreter import PortableContext, execute
+from initrecipe.runtime.interpreter import execute
+from initrecipe.runtime.rng_modes import PortableContext
 from initrecipe.program.operators import (ALLOWED_OPERATORS, DRAW_OPERATORS, RECORD_SHORTCUTS, REFUSED_DRAWS,
                                           SHAPE_ONLY_OPERATORS, UNINITIALIZED_LIKE, OpInfo, RecordShortcut,
                                           check_recordable, generator_overload, op_info, resolve_op)

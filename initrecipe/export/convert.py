@@ -50,7 +50,7 @@ from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay import iter_replay
 from initrecipe.runtime.replay_plan import NameFilter, select_entries
 from initrecipe.runtime.replay_shards import shard_box
-from initrecipe.runtime.sharding import Box, ShardRequest
+from initrecipe.runtime.regions import Box, ShardRequest
 from initrecipe.support.malloc import return_freed_memory_to_the_os
 from initrecipe.support.output_files import (
     deferred_signals,

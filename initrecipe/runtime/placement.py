@@ -36,7 +36,7 @@ def runs_on_device(ins: Call) -> bool:
     return packet in DEVICE_EXACT
 
 
-def on_device(value: Any, device: torch.device) -> Any:
+def on_device(value: object, device: torch.device) -> Any:
     """An argument with every ``torch.device`` in it replaced by ``device`` (factories create there)."""
     return map_arg(value, torch.device, lambda _: device)
 
@@ -45,7 +45,7 @@ def _on_host(leaf: torch.Tensor | torch.device) -> torch.Tensor | torch.device:
     return leaf.cpu() if isinstance(leaf, torch.Tensor) else _CPU
 
 
-def _host(value: Any) -> Any:
+def _host(value: object) -> Any:
     """An argument with its tensors copied to the CPU and its devices replaced by the CPU."""
     return map_arg(value, (torch.Tensor, torch.device), _on_host)
 
@@ -68,7 +68,7 @@ def run_on_host(run: Callable[[list[Any], dict[str, Any]], Any], args: list[Any]
     return _back_to_device(result, originals, device)
 
 
-def _back_to_device(value: Any, originals: dict[int, torch.Tensor], device: torch.device) -> Any:
+def _back_to_device(value: object, originals: dict[int, torch.Tensor], device: torch.device) -> Any:
     """``value`` with host tensors moved to ``device`` (written arguments map back to their originals).
     Module-level, not a recursive closure: that would be a reference cycle holding tensors."""
     return map_arg(value, torch.Tensor, lambda t: originals[id(t)] if id(t) in originals else t.to(device))

@@ -12,13 +12,13 @@ from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay_plan import NameFilter, RecipeSource, as_recipe, check_entries, prepare_replay
 from initrecipe.runtime.replay_run import run_plan
 from initrecipe.runtime.replay_shards import iter_sharded
-from initrecipe.runtime.sharding import Dependencies, ShardRequest, plan_slice
+from initrecipe.runtime.regions import ShardRequest
+from initrecipe.runtime.sharding import Dependencies, plan_slice
 from initrecipe.support.gcpause import gc_paused, pausing_gc
 
 __all__ = ["replay", "iter_replay", "sliceable", "sliceable_names"]
 
 M = TypeVar("M", bound=torch.nn.Module)
-
 
 
 def iter_replay(
@@ -77,7 +77,6 @@ def iter_replay(
     return run_plan(plan)
 
 
-
 def sliceable(recipe: RecipeSource, name: str) -> bool:
     """Whether a shard of tensor ``name`` is generated without building the whole tensor: true for
     tensors of ``portable`` recipes whose program is elementwise (:mod:`initrecipe.runtime.sharding`)."""
@@ -101,7 +100,6 @@ def sliceable_names(recipe: RecipeSource, names: Iterable[str] | None = None) ->
         e.name for e in recipe.tensors
         if e.name in wanted and plan_slice(recipe.program, facts, e.value, dependencies) is not None
     }
-
 
 
 def replay(

@@ -7,9 +7,8 @@ import torch
 from initrecipe.analysis.facts import Action, ProgramFacts, call_refs
 from initrecipe.errors import ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
-from initrecipe.program.ir import Call, Literal, Ref
-from initrecipe.program.operators import CHUNKABLE_FILLS
-from initrecipe.rng.torch.draw_costs import is_contiguous
+from initrecipe.program.ir import Call, Literal
+from initrecipe.runtime.scratch import chunked_draw_bytes
 from initrecipe.support.display import format_bytes
 
 __all__ = ["available_memory", "check_memory", "limit_source"]
@@ -66,28 +65,15 @@ def check_memory(
             for r in call_refs(ins):
                 sid = facts.values[r].storage
                 nbytes = max(facts.storage_nbytes.get(sid, 0), facts.storage_grown.get(sid, 0))
-                nbytes = min(nbytes, _chunked_draw_bytes(ins, facts) or nbytes)
+                nbytes = min(nbytes, chunked_draw_bytes(ins, facts) or nbytes)
                 if nbytes > scratch:
                     scratch, scratch_at = nbytes, (i, sid)
     needed = sum(created.values()) + scratch
     if limit is not None and needed > limit:
-
-        def holder(sid: int) -> str:
-            holders = [n for v, n in value_names.items() if v in facts.values and facts.values[v].storage == sid]
-            return f"`{holders[0]}`" if holders else f"intermediate value {sid}"
-
-        sid = max(created, key=created.get) if created else None
-        owner = ""
-        if sid is not None and created[sid] >= scratch:
-            owner = (f"; the largest is {holder(sid)} ({format_bytes(created[sid])}, built by "
-                     f"program[{facts.storage_creator[sid]}])")
-        elif scratch:
-            owner = (f"; the largest is scratch memory for program[{scratch_at[0]}], a random draw into "
-                     f"{holder(scratch_at[1])} that this replay needs only to advance the generator "
-                     f"({format_bytes(scratch)})")
         raise ResourceLimitError(
             f"replaying this recipe needs {format_bytes(needed)}, more than the limit of "
-            f"{format_bytes(limit)}{owner} ({limit_source(limit if explicit else None)})"
+            f"{format_bytes(limit)}{_largest(facts, value_names, created, scratch, scratch_at)} "
+            f"({limit_source(limit if explicit else None)})"
         )
     if device.type == "cuda":
         out_bytes = sum(entries[0].nbytes for entries in by_value.values())
@@ -100,22 +86,23 @@ def check_memory(
     return needed
 
 
-def _chunked_draw_bytes(ins: Call, facts: ProgramFacts) -> int | None:
-    """The scratch a large dead fill needs when the interpreter draws it chunk by chunk, else None."""
-    from initrecipe.runtime.interpreter import _CHUNK_ELEMENTS
+def _largest(facts: ProgramFacts, value_names: dict[int, str], created: dict[int, int], scratch: int,
+             scratch_at: tuple[int, int]) -> str:
+    """The largest allocation of a replay, for the message that refuses it ("" when there is none)."""
 
-    granule = CHUNKABLE_FILLS.get(ins.op)
-    target = ins.args[0] if ins.args else None
-    if granule is None or not isinstance(target, Ref):
-        return None
-    meta = facts.values[target.id]
-    if (
-        meta.dtype not in (torch.float32, torch.float64)
-        or meta.numel <= 2 * _CHUNK_ELEMENTS
-        or not is_contiguous(meta.shape, meta.stride)
-    ):
-        return None
-    return (_CHUNK_ELEMENTS + 2 * granule) * meta.dtype.itemsize
+    def holder(sid: int) -> str:
+        holders = [n for v, n in value_names.items() if v in facts.values and facts.values[v].storage == sid]
+        return f"`{holders[0]}`" if holders else f"intermediate value {sid}"
+
+    sid = max(created, key=created.__getitem__) if created else None
+    if sid is not None and created[sid] >= scratch:
+        return (f"; the largest is {holder(sid)} ({format_bytes(created[sid])}, built by "
+                f"program[{facts.storage_creator[sid]}])")
+    if scratch:
+        return (f"; the largest is scratch memory for program[{scratch_at[0]}], a random draw into "
+                f"{holder(scratch_at[1])} that this replay needs only to advance the generator "
+                f"({format_bytes(scratch)})")
+    return ""
 
 
 def limit_source(max_bytes: int | None) -> str:
@@ -123,4 +110,3 @@ def limit_source(max_bytes: int | None) -> str:
     if max_bytes is not None:
         return f"max_bytes={max_bytes}"
     return "the memory available now; pass `max_bytes` to replay on a machine that has more"
-

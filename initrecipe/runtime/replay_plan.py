@@ -114,14 +114,13 @@ def _release_schedule(
     return release, final
 
 
-
 class ReplayPlan:
     """Everything :func:`iter_replay` decides before it allocates anything (see :func:`prepare_replay`)."""
 
     def __init__(self, recipe: Recipe, device: torch.device, facts: ProgramFacts, actions: list[Action],
                  by_value: dict[int, list[TensorEntry]], program: list[Instruction],
                  release: dict[int, list[int]], final: dict[int, int], needed_bytes: int,
-                 computed_draws: set[int], work: WorkEstimate | None = None) -> None:
+                 computed_draws: set[int], work: WorkEstimate | None = None, threads: int | None = None) -> None:
         self.recipe = recipe
         self.device = device
         self.facts = facts
@@ -133,7 +132,7 @@ class ReplayPlan:
         self.needed_bytes = needed_bytes
         self.work = work  # the estimated work, against its budget (initrecipe.analysis.cost)
         self.computed_draws = computed_draws  # dead draws skipped: the generator bank positions the live ones
-        self.threads: int | None = None  # worker threads for large random fills (None: one per core)
+        self.threads = threads  # worker threads for large random fills (None: one per core)
 
 
 @pausing_gc
@@ -194,9 +193,8 @@ def prepare_replay(
     program = _bounded_program(recipe.program, facts, actions)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise TypeError(f"threads must be a positive int or None, not {threads!r}")
-    plan = ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, computed, work)
-    plan.threads = threads
-    return plan
+    return ReplayPlan(recipe, device, facts, actions, by_value, program, release, final, needed, computed, work,
+                      threads)
 
 
 def _refuse_restores_after_skipped_draws(recipe: Recipe, actions: list[Action], computed: set[int]) -> None:
@@ -255,7 +253,6 @@ def output_elements(facts: ProgramFacts, values: Iterable[int]) -> int:
     return total
 
 
-
 def _bounded_program(program: list[Instruction], facts: ProgramFacts, actions: list[Action]) -> list[Instruction]:
     """The program with ``output_size`` passed to ``repeat_interleave`` calls whose output shape was
     recorded, so that torch checks the data's repeats against it before allocating."""
@@ -270,4 +267,3 @@ def _bounded_program(program: list[Instruction], facts: ProgramFacts, actions: l
             patched = list(program)
         patched[i] = Call(ins.op, ins.outs, ins.args, dict(ins.kwargs, output_size=size), ins.out_meta)
     return patched if patched is not None else program
-

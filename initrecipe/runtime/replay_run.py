@@ -12,9 +12,14 @@ from initrecipe.errors import RecipeError, ReplayError, ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.rng.torch import generator_state as cpu_generator
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
-from initrecipe.runtime.interpreter import GeneratorBank, PortableContext, PositionedGenerators, SequentialGenerators, execute
+from initrecipe.runtime.calls import failure_detail
+from initrecipe.runtime.generator_banks import GeneratorBank, PositionedGenerators, SequentialGenerators
+from initrecipe.runtime.interpreter import execute
+from initrecipe.runtime.rng_modes import PortableContext
 from initrecipe.runtime.replay_plan import ReplayPlan
-from initrecipe.runtime.sharding import Box, SlicePlan, run_slice, segments_of
+from initrecipe.runtime.regions import Box, segments_of
+from initrecipe.runtime.sharding import SlicePlan
+from initrecipe.runtime.slice_run import run_slice
 from initrecipe.support.display import format_bytes
 
 __all__ = ["run_plan", "run_sharded"]
@@ -31,13 +36,13 @@ def run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor
     bank: GeneratorBank
     if cpu_generator.available():
         bank = PositionedGenerators(plan.program, facts, recipe.generators)
-    else:  # pragma: no cover - without the C extension generators advance by drawing, as eager
+    else:  # without the C extension generators advance by drawing, as eager
         bank = SequentialGenerators(recipe.program, recipe.generators)
     pending: list[tuple[list[TensorEntry], torch.Tensor]] = []
     last = -1
     portable = PortableContext(recipe.seed, device) if recipe.rng == "portable" else None
     with ParallelDraws(plan.threads) as parallel:
-        steps = execute(plan.program, facts, actions, env, bank, release=None, portable=portable, parallel=parallel)
+        steps = execute(plan.program, facts, actions, env, bank, portable=portable, parallel=parallel)
         while True:
             try:
                 i = next(steps)
@@ -55,9 +60,8 @@ def run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor
                     f"{format_bytes(plan.needed_bytes)})"
                 ) from None
             except Exception as exc:  # a safety net: whatever a damaged program makes torch raise
-                detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ReplayError(
-                    f"replay failed after program[{last}]: {type(exc).__name__}: {detail}"
+                    f"replay failed after program[{last}]: {type(exc).__name__}: {failure_detail(exc)}"
                 ) from None
             for v in plan.release.get(i, ()):
                 env.pop(v, None)
@@ -66,7 +70,6 @@ def run_plan(plan: ReplayPlan) -> Iterator[tuple[list[TensorEntry], torch.Tensor
                 tensor = _to_device(tensor, device, entries[0].name)
                 yield entries, tensor
                 del tensor
-
 
 
 def run_sharded(recipe: Recipe, facts: ProgramFacts, device: torch.device,
@@ -103,7 +106,4 @@ def _to_device(tensor: torch.Tensor, device: torch.device, name: str) -> torch.T
     try:
         return tensor.to(device)
     except Exception as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ReplayError(f"cannot move `{name}` to {device}: {detail}") from None
-
-
+        raise ReplayError(f"cannot move `{name}` to {device}: {failure_detail(exc)}") from None

@@ -23,7 +23,8 @@ from initrecipe.runtime.replay_plan import (
     select_entries,
 )
 from initrecipe.runtime.replay_run import run_sharded
-from initrecipe.runtime.sharding import Box, Dependencies, Shard, ShardRequest, SlicePlan, plan_slice
+from initrecipe.runtime.regions import Box, Shard, ShardRequest
+from initrecipe.runtime.sharding import Dependencies, SlicePlan, plan_slice
 from initrecipe.runtime.torch_versions import check_torch_version
 from initrecipe.support.display import format_bytes
 
@@ -42,7 +43,6 @@ def shard_box(shards: ShardRequest, entry: TensorEntry) -> Box | None:
             f"shards must give initrecipe.Shard or initrecipe.Box values, found {type(shard).__name__} for `{entry.name}`"
         )
     return shard.checked(entry.name, entry.shape)
-
 
 
 def iter_sharded(recipe: Recipe, device: torch.device, names: NameFilter, max_bytes: int | None,
@@ -119,5 +119,3 @@ def _check_sharded_work(recipe: Recipe, facts: ProgramFacts, device: torch.devic
     if work.seconds > work.budget:
         raise refuse(work, recipe.program, "replaying these shards")
     return work
-
-
