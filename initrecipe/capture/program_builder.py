@@ -48,7 +48,6 @@ class ProgramBuilder:
         self.draw_ordinal: dict[int, int] = {}  # unpinned draw index -> its ordinal among them
         self.program: list[Instruction] = []
         self.facts = ProgramFacts()
-        self.rng_instructions: list[list[int]] = []
         self.tracker = GeneratorTracker(self._emit_rng, self._true_state_after)
         self.ids: dict[int, int] = {}  # id(tensor object) -> value id
         self.keep: list[torch.Tensor] = []  # keeps recorded tensor objects alive, so ids stay unique
@@ -57,7 +56,7 @@ class ProgramBuilder:
         self.literal_ids: dict[tuple[int, int], int] = {}  # (id, version) of a real tensor -> value id
         self.writers: dict[int, list[int]] = {}  # storage id -> instructions that create or write it
         self.next_value = 0
-        self.shadow = ShadowGenerators(self.program, self.facts, self.rng_instructions, run_value_dependent)
+        self.shadow = ShadowGenerators(self.program, self.facts, run_value_dependent)
         # Which draws user code pinned to torch's stream (rng="portable" keys only the others):
         # private generators always; the default generator after user code seeds or sets it.
         self.pinned: list[bool] = []  # gen id -> its current stream is pinned
@@ -74,10 +73,8 @@ class ProgramBuilder:
         index = len(self.program)
         self.program.append(ins)
         self.facts.infos.append(None)
-        while len(self.rng_instructions) <= ins.gen:
-            self.rng_instructions.append([])
+        while len(self.pinned) <= ins.gen:
             self.pinned.append(True)
-        self.rng_instructions[ins.gen].append(index)
         if self.origin is None:
             self.origin = index  # `record` positions the default generator before anything else
             self.pinned[ins.gen] = False
@@ -279,7 +276,6 @@ class ProgramBuilder:
                 device = _draw_device(args, kwargs, out)
                 if device.type not in ("cpu", "meta"):
                     self.accelerator_draws[index] = (device, call_site())
-            self.rng_instructions[gid].append(index)
             self.pinned_at[index] = self.pinned[gid]
             if self.rng == "portable" and not self.pinned[gid]:
                 self.draw_ordinal[index] = len(self.draw_ordinal)
