@@ -184,7 +184,7 @@ def _to_label(tensor: FakeTensor, device: torch.device, dtype: torch.dtype | Non
         kwargs["non_blocking"] = True
     if memory_format is not None:
         kwargs["memory_format"] = memory_format
-    if isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin):
+    if isinstance(tensor, UninitializedTensorMixin):
         raise RecordError(
             f"`Tensor.to`/`.cuda()` moved an uninitialized parameter of a lazy module to `{device}`{call_context((), {})}: "
             "initrecipe records lazy modules on accelerator labels only once they are materialized. Run the dry-run "
