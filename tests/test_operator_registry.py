@@ -11,7 +11,7 @@ import inspect
 import pytest
 
 from initrecipe.analysis import cost, describe, facts
-from initrecipe.capture import recorder
+from initrecipe.capture import dispatch
 from initrecipe.program import operators as registry
 from initrecipe.program.operators import (NOT_MODELLED, OPERATORS, REGISTRY, Constant, CostFamily, DrawRule, Kind,
                                           Precondition, RecordShortcut, Substitute, op_info)
@@ -453,8 +453,8 @@ def test_the_portable_draws_are_those_portable_recipes_had() -> None:
     assert set(registry.SUBSTITUTED_OPERATORS) == _set(OLD_SUBSTITUTED)
     assert registry.CHUNKABLE_FILLS == OLD_CHUNKABLE_FILLS
     assert registry._GENERATOR_OVERLOADS == OLD_GENERATOR_OVERLOADS
-    assert {registry.op_name(op) for op in recorder._FACTORIES} == _set(OLD_RECORD_FACTORIES)
-    assert {registry.op_name(op) for op in recorder._FILLS} == _set(OLD_RECORD_FILLS)
+    assert {registry.op_name(op) for op in dispatch._FACTORIES} == _set(OLD_RECORD_FACTORIES)
+    assert {registry.op_name(op) for op in dispatch._FILLS} == _set(OLD_RECORD_FILLS)
 
 
 def test_every_portable_draw_has_a_sampler_and_reads_arguments_its_schema_has() -> None:
@@ -489,7 +489,7 @@ def test_each_rule_kind_has_an_implementation_in_its_layer() -> None:
     assert all(f"Constant.{constant.name}" in base for constant in Constant)
     assert {constant.value for constant in Constant} >= set(sharding._FACTORIES.values())
     assert {name for name, how in registry.RECORD_SHORTCUTS.items() if how is RecordShortcut.SCALAR_FILL} == {
-        registry.op_name(op) for op in recorder._FILLS}
+        registry.op_name(op) for op in dispatch._FILLS}
 
 
 def test_op_info_is_built_from_the_registry_entry() -> None:

@@ -39,7 +39,7 @@ class GeneratorTracker:
     def __init__(
         self,
         emit: Callable[[Instruction], int],
-        state_after: Callable[[int, int], torch.Tensor] | None = None,
+        state_after: Callable[[int, int], torch.Tensor],
     ) -> None:
         """``state_after(gen id, instruction index)``: the true state of a generator right after an
         instruction; needed when user code copies one tracked generator's state into another
@@ -126,7 +126,7 @@ class GeneratorTracker:
 
     def _capture(self, gid: int, generator: torch.Generator) -> Instruction:
         known = self._markers.get(generator.initial_seed())
-        if known is not None and self._state_after is not None and seeded_state_matches(generator):
+        if known is not None and seeded_state_matches(generator):
             # A copy of another tracked generator's state (`torch.set_rng_state(g.get_state())`):
             # it holds that generator's placeholder, so store the state eager would have copied.
             return RngSetState(gid, tensor_bytes(self._state_after(*known)))
@@ -157,9 +157,8 @@ class ShadowGenerators:
     def __init__(
         self,
         program: list[Instruction],
-        facts: "ProgramFacts",
-        rng_instructions: list[list[int]] | None = None,
-        materialize_inputs: Callable[[int], None] | None = None,
+        facts: ProgramFacts,
+        materialize_inputs: Callable[[int], None],
     ) -> None:
         self._program = program
         self._facts = facts
@@ -178,7 +177,7 @@ class ShadowGenerators:
             info = self._facts.infos[i]
             if not (isinstance(ins, Call) and draws_from_generator(ins, info)) or self._positions.modelled(i):
                 continue
-            if info.value_dependent_random and self._run_value_dependent is not None:
+            if info.value_dependent_random:
                 self._run_value_dependent(i)  # runs the draw through for_draw/after_draw
                 if not self._positions.modelled(i):  # pragma: no cover - materialization ran it
                     raise AssertionError(f"program[{i}] was not run by its materialization")

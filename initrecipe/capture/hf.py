@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable
+
+import torch
 
 from initrecipe.errors import RecipeError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["model_fn_from_config", "load_config", "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install 'transformers>=5.0,<6'"
 
 
-def _transformers() -> Any:
+def _transformers() -> ModuleType:
+    # Imported on use, not with this module: transformers is optional, and a missing one is a
+    # RecipeError naming the pip line when a config is read.
     try:
         import transformers
     except ImportError:
@@ -26,7 +34,7 @@ def _transformers() -> Any:
     return transformers
 
 
-def load_config(path: str | os.PathLike) -> Any:
+def load_config(path: str | os.PathLike) -> PretrainedConfig:
     """Read a ``transformers`` config from a local ``config.json`` (or a folder holding one).
 
     Never downloads: a path that does not exist is an error, not a Hub repository id.
@@ -47,7 +55,7 @@ def load_config(path: str | os.PathLike) -> Any:
 
 def model_fn_from_config(
     path: str | os.PathLike, auto_class: str = "AutoModelForCausalLM"
-) -> Callable[[], Any]:
+) -> Callable[[], torch.nn.Module]:
     """A zero-argument constructor for the model a local ``config.json`` describes.
 
     Args:
@@ -78,7 +86,7 @@ def model_fn_from_config(
         raise RecipeError(f"`transformers.{auto_class}` cannot build a model from a config; pass an Auto class")
     config = load_config(path)
 
-    def build() -> Any:
+    def build() -> torch.nn.Module:
         return factory(config)
 
     build.__name__ = f"{auto_class}.from_config"
