@@ -25,7 +25,7 @@ __all__ = ["main"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from initrecipe.analysis.describe import Uninitialized
+    from initrecipe.analysis.uninitialized import Uninitialized
 
 
 def _load_callable(spec: str) -> Callable[[], object]:

@@ -23,9 +23,10 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from initrecipe.analysis.facts import (
-    Action, ProgramFacts, TensorMeta, call_refs, flatten_outputs, plan_execution, random_bounds_problem, read_storages,
-)
+from initrecipe.analysis.facts import Action, ProgramFacts, TensorMeta, call_refs
+from initrecipe.analysis.meta_outputs import flatten_outputs
+from initrecipe.analysis.plan import plan_execution, read_storages
+from initrecipe.analysis.preconditions import random_bounds_problem
 from initrecipe.errors import RecordError, UninitializedWarning
 from initrecipe.capture.findings import uninitialized_message
 from initrecipe.runtime.interpreter import PortableContext, execute

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from initrecipe.analysis.describe import Uninitialized, uninitialized_tensors
+from initrecipe.analysis.uninitialized import Uninitialized, uninitialized_tensors
 from initrecipe.errors import RecipeError, WorkLimitError
 from initrecipe.support.gcpause import pausing_gc
 from initrecipe.rng.torch.generator_state import state_tensor

@@ -8,7 +8,9 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, flatten_outputs, recipe_defaults
+from initrecipe.analysis.facts import Action, ProgramFacts, call_refs
+from initrecipe.analysis.infer import recipe_defaults
+from initrecipe.analysis.meta_outputs import flatten_outputs
 from initrecipe.program.generators import generator_of
 from initrecipe.rng.torch.positions import GeneratorPositions, Position
 from initrecipe.rng.torch.generator_state import set_generator_state

@@ -26,7 +26,8 @@ from typing import Any, Callable, Mapping, Union
 
 import torch
 
-from initrecipe.analysis.facts import ProgramFacts, TensorMeta, call_refs, read_storages
+from initrecipe.analysis.facts import ProgramFacts, TensorMeta, call_refs
+from initrecipe.analysis.plan import read_storages
 from initrecipe.errors import RecipeError, ReplayError
 from initrecipe.runtime.interpreter import literal_tensor
 from initrecipe.program.operators import (CONSTANT_RESULTS, ELEMENTWISE_DRAWS, ELEMENTWISE_OPERATORS, REGISTRY,
