@@ -18,7 +18,7 @@ anything real is allocated:
    plus an allowance for the tensors it returns; :mod:`initrecipe.analysis.cost`): no hours of work in a
    few bytes.  :func:`check_report` also gives the estimate;
 7. warnings (:func:`check_report` only; they do not make a recipe invalid): each tensor replay
-   would leave fully or partly uninitialized (:func:`initrecipe.analysis.describe.uninitialized_tensors`),
+   would leave fully or partly uninitialized (:func:`initrecipe.analysis.uninitialized.uninitialized_tensors`),
    which ``initrecipe check`` prints and ``initrecipe check --strict`` fails on.
 
 Example:

@@ -296,7 +296,7 @@ def checked_lineage(recipe: Recipe, interner: Interner | None = None) -> Lineage
 @pausing_gc
 def find_uninitialized(recipe: Recipe) -> list[Uninitialized]:
     """The tensors replay would leave fully or partly uninitialized (checked as :func:`summarize`
-    checks; :func:`initrecipe.analysis.describe.uninitialized_tensors` decides).  ``recipe.uninitialized``
+    checks; :func:`initrecipe.analysis.uninitialized.uninitialized_tensors` decides).  ``recipe.uninitialized``
     caches it."""
     return uninitialized_tensors(checked_lineage(recipe))
 
