@@ -17,59 +17,6 @@ from initrecipe.support.display import dtype_text, shape_text
 
 __all__ = ["Uninitialized", "uninitialized_tensors", "uninitialized_elements"]
 
-_MASK_LIMIT = 1 << 27
-"""Largest mask (bytes, one per storage element or byte) :func:`uninitialized_elements`
-builds to count the unwritten elements of a partly written storage; larger ones are not counted."""
-
-
-def _count_unwritten(tensors: list[View], storage: View, start: bool,
-                     marks: list[tuple[View, bool]]) -> list[int | None]:
-    """Replay ``marks`` (view, written) on a mask of the storage (initially ``start``) and count
-    each tensor view's unwritten elements; None each when the mask would exceed :data:`_MASK_LIMIT`."""
-    views = [storage] + [v for v, _ in marks] + tensors
-    itemsize = storage.dtype.itemsize
-    by_byte = any(v.dtype.itemsize != itemsize for v in views)
-    size = max(_extent(*_mask_geometry(v, by_byte)) for v in views)
-    if size > _MASK_LIMIT:
-        return [None] * len(tensors)
-    mask = torch.full((size,), start, dtype=torch.bool)
-    for view, written in marks:
-        shape, stride, offset = _mask_geometry(view, by_byte)
-        if 0 in shape:
-            continue
-        # Expanded (stride-0) dimensions write the same elements again: write them once.
-        shape = tuple(1 if st == 0 else n for n, st in zip(shape, stride))
-        try:
-            mask.as_strided(shape, stride, offset).fill_(written)
-        except RuntimeError:  # a view whose elements overlap (unfold): write through their offsets
-            where = torch.arange(size).as_strided(shape, stride, offset).reshape(-1)
-            mask[where] = written
-    counts: list[int | None] = []
-    for view in tensors:
-        shape, stride, offset = _mask_geometry(view, by_byte)
-        if 0 in shape:
-            counts.append(0)
-            continue
-        unwritten = ~mask.as_strided(shape, stride, offset)
-        if by_byte:  # an element is unwritten when any of its bytes is
-            unwritten = unwritten.reshape(-1, view.dtype.itemsize).any(dim=1)
-        counts.append(int(unwritten.sum()))
-    return counts
-
-
-def _mask_geometry(view: View, by_byte: bool) -> tuple[tuple[int, ...], tuple[int, ...], int]:
-    if not by_byte:
-        return view.shape, view.stride, view.offset
-    size = view.dtype.itemsize
-    return (*view.shape, size), (*(st * size for st in view.stride), 1), view.offset * size
-
-
-def _extent(shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
-    """One past the last element (or byte) a view reaches."""
-    if 0 in shape:
-        return offset
-    return offset + sum((n - 1) * st for n, st in zip(shape, stride)) + 1
-
 
 @dataclass(frozen=True, slots=True)
 class Uninitialized:
@@ -175,6 +122,7 @@ def uninitialized_elements(describer: Describer, step: Step | None, views: list[
         return [0 if start else v.numel for v in views]
     return _count_unwritten(views, base.storage_view, start, marks)
 
+
 def _overwrite_mark(describer: Describer, step: Step) -> bool | None:
     """For a write to part of a storage: True when it overwrites its view with values some
     instruction wrote, False when with values none wrote, None when it reads what it writes."""
@@ -184,3 +132,57 @@ def _overwrite_mark(describer: Describer, step: Step) -> bool | None:
         return None
     as_init = describer.full_write(step)
     return not (as_init is not None and as_init.uninitialized)
+
+
+_MASK_LIMIT = 1 << 27
+"""Largest mask (bytes, one per storage element or byte) :func:`uninitialized_elements`
+builds to count the unwritten elements of a partly written storage; larger ones are not counted."""
+
+
+def _count_unwritten(tensors: list[View], storage: View, start: bool,
+                     marks: list[tuple[View, bool]]) -> list[int | None]:
+    """Replay ``marks`` (view, written) on a mask of the storage (initially ``start``) and count
+    each tensor view's unwritten elements; None each when the mask would exceed :data:`_MASK_LIMIT`."""
+    views = [storage] + [v for v, _ in marks] + tensors
+    itemsize = storage.dtype.itemsize
+    by_byte = any(v.dtype.itemsize != itemsize for v in views)
+    size = max(_extent(*_mask_geometry(v, by_byte)) for v in views)
+    if size > _MASK_LIMIT:
+        return [None] * len(tensors)
+    mask = torch.full((size,), start, dtype=torch.bool)
+    for view, written in marks:
+        shape, stride, offset = _mask_geometry(view, by_byte)
+        if 0 in shape:
+            continue
+        # Expanded (stride-0) dimensions write the same elements again: write them once.
+        shape = tuple(1 if st == 0 else n for n, st in zip(shape, stride))
+        try:
+            mask.as_strided(shape, stride, offset).fill_(written)
+        except RuntimeError:  # a view whose elements overlap (unfold): write through their offsets
+            where = torch.arange(size).as_strided(shape, stride, offset).reshape(-1)
+            mask[where] = written
+    counts: list[int | None] = []
+    for view in tensors:
+        shape, stride, offset = _mask_geometry(view, by_byte)
+        if 0 in shape:
+            counts.append(0)
+            continue
+        unwritten = ~mask.as_strided(shape, stride, offset)
+        if by_byte:  # an element is unwritten when any of its bytes is
+            unwritten = unwritten.reshape(-1, view.dtype.itemsize).any(dim=1)
+        counts.append(int(unwritten.sum()))
+    return counts
+
+
+def _mask_geometry(view: View, by_byte: bool) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+    if not by_byte:
+        return view.shape, view.stride, view.offset
+    size = view.dtype.itemsize
+    return (*view.shape, size), (*(st * size for st in view.stride), 1), view.offset * size
+
+
+def _extent(shape: tuple[int, ...], stride: tuple[int, ...], offset: int) -> int:
+    """One past the last element (or byte) a view reaches."""
+    if 0 in shape:
+        return offset
+    return offset + sum((n - 1) * st for n, st in zip(shape, stride)) + 1

@@ -24,7 +24,7 @@ from initrecipe.program.operators import PRECONDITIONS, RANDOM_OPERATORS, OpInfo
 from initrecipe.program.walk import arg_at, iter_leaves
 from initrecipe.rng.portable.semantics import portable_key_of
 
-__all__ = ["packet", "verify_call", "verify_meta_arguments", "check_view_bounds", "check_scalar_arguments"]
+__all__ = ["verify_call", "verify_meta_arguments", "check_view_bounds", "check_scalar_arguments"]
 
 _TENSOR_RETURNS = frozenset({"Tensor", "List[Tensor]", "Optional[Tensor]"})
 _ENUM_ARGS: dict[str, tuple[type, ...]] = {
@@ -43,7 +43,7 @@ _SIGNATURES: dict[str, tuple[str | None, tuple[tuple[str, str], ...]]] = {}
 _PACKETS: dict[str, str] = {}
 
 
-def packet(op: str) -> str:
+def _packet(op: str) -> str:
     """The operator name of an ``aten.<name>.<overload>`` string (cached)."""
     found = _PACKETS.get(op)
     if found is None:
@@ -76,7 +76,7 @@ def verify_call(i: int, ins: Call, info: OpInfo, generators: int, portable: bool
     a stream key).  Returns its portable stream key, if it has one."""
     _check_call_types(i, ins, info)
     _check_generators(ins, generators, f"program[{i}]")
-    if not info.is_random and packet(ins.op) in RANDOM_OPERATORS:
+    if not info.is_random and _packet(ins.op) in RANDOM_OPERATORS:
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` draws from the process-wide generator; recipes use the overload "
             "that takes a `generator` argument"
@@ -167,7 +167,7 @@ def verify_meta_arguments(i: int, ins: Call, info: OpInfo, args: list[Any], kwar
         raise RecipeFormatError(
             f"program[{i}]: `{ins.op}` has a data-dependent output shape and needs `out_meta`"
         )
-    name = packet(ins.op)
+    name = _packet(ins.op)
     if name.startswith("as_strided") and args and isinstance(args[0], torch.Tensor):
         _check_as_strided(i, ins, info, args, kwargs)
     count = _list_output_count(name, info, args, kwargs)
