@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from initrecipe._version import __version__
-from initrecipe.analysis.describe import Uninitialized
+from initrecipe.analysis.uninitialized import Uninitialized
 from initrecipe.errors import OutputWriteError, RecipeError, UninitializedWarning
 from initrecipe.export.convert import replay_to_file, to_safetensors
 from initrecipe.format.decode import load

@@ -48,7 +48,7 @@ class ResourceLimitError(RecipeError, MemoryError):
 
 
 class MemoryLimitError(ResourceLimitError):
-    """The memory a program allocates is over ``max_bytes`` (raised by :func:`initrecipe.analysis.facts.infer_facts`)."""
+    """The memory a program allocates is over ``max_bytes`` (raised by :func:`initrecipe.analysis.infer.infer_facts`)."""
 
 
 class WorkLimitError(ResourceLimitError):

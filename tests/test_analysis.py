@@ -6,7 +6,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from initrecipe.analysis.facts import _arange_on_meta
+from initrecipe.analysis.meta_outputs import _arange_on_meta
 from initrecipe.errors import RecipeFormatError
 from initrecipe.program.operators import op_info
 from initrecipe.program.ir import Call
@@ -54,7 +54,7 @@ DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
 def test_pointwise_shortcut_matches_the_meta_kernel(data: st.DataObject) -> None:
-    from initrecipe.analysis.facts import _pointwise_on_meta
+    from initrecipe.analysis.meta_outputs import _pointwise_on_meta
 
     name, tensors = data.draw(st.sampled_from(POINTWISE))
     info = op_info(name)

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-from initrecipe.analysis import describe
+from initrecipe.analysis import describe, uninitialized
 from initrecipe.cli import main
-from initrecipe.analysis.describe import Uninitialized, uninitialized_tensors
+from initrecipe.analysis.uninitialized import Uninitialized, uninitialized_tensors
 from initrecipe.analysis.lineage import analyse
 from initrecipe.inspect.show import summarize
 
@@ -199,7 +199,7 @@ def test_expanded_and_overlapping_writes_count_their_elements():
 
 
 def test_a_storage_over_the_mask_limit_is_reported_partly_uncounted(monkeypatch):
-    monkeypatch.setattr(describe, "_MASK_LIMIT", 8)
+    monkeypatch.setattr(uninitialized, "_MASK_LIMIT", 8)
     recipe = quiet_record(lambda: Rows(4, 3, 0, 2), seed=0)
     assert recipe.uninitialized == [Uninitialized("weight", (4, 3), torch.float32, 12, None)]
     assert recipe.uninitialized[0].why == partly("some")

@@ -10,7 +10,7 @@ import inspect
 
 import pytest
 
-from initrecipe.analysis import cost, describe, facts
+from initrecipe.analysis import cost, describe, preconditions
 from initrecipe.capture import dispatch
 from initrecipe.program import operators as registry
 from initrecipe.program.operators import (NOT_MODELLED, OPERATORS, REGISTRY, Constant, CostFamily, DrawRule, Kind,
@@ -480,7 +480,7 @@ def test_every_declared_overload_exists_in_this_torch() -> None:
 
 def test_each_rule_kind_has_an_implementation_in_its_layer() -> None:
     assert set(draw_costs.DRAW_RULES) == set(DrawRule) - {DrawRule.NOT_MODELLED}
-    assert set(facts.PRECONDITION_CHECKS) == set(Precondition)
+    assert set(preconditions.PRECONDITION_CHECKS) == set(Precondition)
     assert set(semantics.SUBSTITUTES) == set(Substitute)
     call_cost = inspect.getsource(cost.call_cost)
     for family in CostFamily:

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import initrecipe
-from initrecipe.analysis.facts import Action, infer_facts, plan_execution
+from initrecipe.analysis.facts import Action
+from initrecipe.analysis.infer import infer_facts
+from initrecipe.analysis.plan import plan_execution
 from initrecipe.cli import main
 from initrecipe.analysis.describe import Describer
 from initrecipe.analysis.lineage import analyse

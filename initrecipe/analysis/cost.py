@@ -24,7 +24,7 @@ the default with a number of reference seconds.
 
 Example:
     >>> import initrecipe, torch
-    >>> from initrecipe.replay import prepare_replay
+    >>> from initrecipe.runtime.replay_plan import prepare_replay
     >>> plan = prepare_replay(initrecipe.record(lambda: torch.nn.Linear(4, 2), seed=0))
     >>> plan.work.seconds < 0.01 < plan.work.budget
     True
@@ -39,8 +39,8 @@ from typing import Any, Iterable
 import torch
 
 from initrecipe.errors import WorkLimitError
-from initrecipe.program.ir import Call
-from initrecipe.program.operators import COST_FAMILIES, CostFamily
+from initrecipe.program.ir import Call, Instruction
+from initrecipe.program.operators import COST_FAMILIES, CostFamily, OpInfo
 from initrecipe.program.walk import iter_leaves
 from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE
 from initrecipe.support.display import format_bytes
@@ -186,7 +186,7 @@ def _matmul_flops(packet: str, tensors: list[torch.Tensor], outs: list[torch.Ten
     return 2.0 * _numel(out) * k
 
 
-def _einsum_flops(equation: Any, tensors: list[torch.Tensor], outs: list[torch.Tensor]) -> float:
+def _einsum_flops(equation: object, tensors: list[torch.Tensor], outs: list[torch.Tensor]) -> float:
     """2 × the product of the sizes of every index letter (each letter's largest size)."""
     fallback = 2.0 * max((_numel(t) for t in outs), default=0) * max((_numel(t) for t in tensors), default=1)
     if not isinstance(equation, str):
@@ -230,7 +230,7 @@ def _linalg(kind: str, tensors: list[torch.Tensor], outs: list[torch.Tensor], po
     return amount * _complex_factor(a.dtype) / rate
 
 
-def _sorted_rows(t: torch.Tensor, dim: Any) -> float:
+def _sorted_rows(t: torch.Tensor, dim: object) -> float:
     """``n·log2(n)`` summed over the rows sorted along ``dim`` (the last one by default)."""
     numel = _numel(t)
     if numel == 0:
@@ -259,7 +259,7 @@ def _random_rate(packet: str, dtype: torch.dtype) -> float:
     return RANDOM_PER_SECOND.get(name, min(RANDOM_PER_SECOND.values()))
 
 
-def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any], *, portable_draw: bool,
+def call_cost(info: OpInfo, args: list[Any], kwargs: dict[str, Any], outs: list[Any], *, portable_draw: bool,
               substituted: bool) -> Cost:
     """The cost of one CALL from its meta arguments and outputs (``portable_draw``: a keyed draw of
     an ``rng="portable"`` recipe; ``substituted``: an operator with initrecipe's own portable meaning)."""
@@ -282,17 +282,9 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
     if info.is_random:
         target = (tensors[0] if info.overwrites_self and tensors else max(fresh, key=_numel) if fresh
                   else max(tensors, key=_numel) if tensors else None)
-        count = _numel(target) if target is not None else 0
         if portable_draw:
-            return (base + seconds, 0.0, nbytes, float(count))
-        if packet == "randperm":
-            seconds += count / RANDPERM_PER_SECOND
-        elif packet == "multinomial":
-            categories = tensors[0].shape[-1] if tensors and tensors[0].dim() else 1
-            amount = (sum(_numel(t) for t in tensors) + count) * max(1.0, math.log2(max(categories, 2)))
-            seconds += amount / MULTINOMIAL_PER_SECOND
-        else:
-            seconds += count / _random_rate(packet, target.dtype if target is not None else torch.float32)
+            return (base + seconds, 0.0, nbytes, float(_numel(target) if target is not None else 0))
+        seconds += _draw_seconds(packet, target, tensors)
     elif family is CostFamily.MATMUL:
         dtype = max(tensors + fresh, key=_numel).dtype if tensors or fresh else torch.float32
         flops = _matmul_flops(packet, tensors, fresh or tensors[:1]) * _complex_factor(dtype)
@@ -304,26 +296,53 @@ def call_cost(info: Any, args: list[Any], kwargs: dict[str, Any], outs: list[Any
     elif family in LINALG_FAMILIES:
         seconds += _linalg(LINALG_FAMILIES[family], tensors, fresh, substituted)
     elif family is CostFamily.SORTING:
-        dim = args[2] if packet in ("topk", "kthvalue") and len(args) > 2 else args[1] if len(args) > 1 else kwargs.get("dim")
-        seconds += _sorted_rows(tensors[0], dim if packet != "_unique2" else None) / SORT_PER_SECOND if tensors else 0.0
+        seconds += _sort_seconds(packet, args, kwargs, tensors)
     elif family is CostFamily.SEARCHING:
-        boundaries = tensors[0] if packet == "searchsorted" else tensors[-1] if tensors else None
-        values = tensors[-1] if packet == "searchsorted" and len(tensors) > 1 else tensors[0] if tensors else None
-        if boundaries is not None and values is not None:
-            seconds += _numel(values) * max(1.0, math.log2(max(boundaries.shape[-1] if boundaries.dim() else 1, 2))) / SORT_PER_SECOND
+        seconds += _search_seconds(packet, tensors)
     elif family is CostFamily.SCAN:
         seconds += max((_numel(t) for t in tensors + fresh), default=0) / SCAN_PER_SECOND
     elif family is CostFamily.INDEXING:
         indexed = sum(_numel(t) for t in tensors if not t.dtype.is_floating_point) + sum(_numel(t) for t in fresh)
         seconds += max(indexed, elements) / INDEXING_PER_SECOND
     elif family is CostFamily.TRANSCENDENTAL:
-        if substituted:
-            seconds += elements / PORTABLE_KERNEL_PER_SECOND
-        else:
-            half = any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors + fresh)
-            rate = HALF_ERFINV_PER_SECOND if half and packet.startswith("erfinv") else TRANSCENDENTAL_PER_SECOND
-            seconds += elements / rate
+        seconds += _transcendental_seconds(packet, tensors + fresh, elements, substituted)
     return (base + seconds, flops, nbytes, 0.0)
+
+
+def _draw_seconds(packet: str, target: torch.Tensor | None, tensors: list[torch.Tensor]) -> float:
+    """Seconds of a random draw with a torch generator into ``target`` (its largest tensor)."""
+    count = _numel(target) if target is not None else 0
+    if packet == "randperm":
+        return count / RANDPERM_PER_SECOND
+    if packet == "multinomial":
+        categories = tensors[0].shape[-1] if tensors and tensors[0].dim() else 1
+        amount = (sum(_numel(t) for t in tensors) + count) * max(1.0, math.log2(max(categories, 2)))
+        return amount / MULTINOMIAL_PER_SECOND
+    return count / _random_rate(packet, target.dtype if target is not None else torch.float32)
+
+
+def _sort_seconds(packet: str, args: list[Any], kwargs: dict[str, Any], tensors: list[torch.Tensor]) -> float:
+    """Seconds of sorting the rows of the first tensor along the call's ``dim`` argument."""
+    dim = args[2] if packet in ("topk", "kthvalue") and len(args) > 2 else args[1] if len(args) > 1 else kwargs.get("dim")
+    return _sorted_rows(tensors[0], dim if packet != "_unique2" else None) / SORT_PER_SECOND if tensors else 0.0
+
+
+def _search_seconds(packet: str, tensors: list[torch.Tensor]) -> float:
+    """Seconds of a binary search of every value in its sorted boundaries."""
+    boundaries = tensors[0] if packet == "searchsorted" else tensors[-1] if tensors else None
+    values = tensors[-1] if packet == "searchsorted" and len(tensors) > 1 else tensors[0] if tensors else None
+    if boundaries is None or values is None:
+        return 0.0
+    return _numel(values) * max(1.0, math.log2(max(boundaries.shape[-1] if boundaries.dim() else 1, 2))) / SORT_PER_SECOND
+
+
+def _transcendental_seconds(packet: str, tensors: list[torch.Tensor], elements: int, substituted: bool) -> float:
+    """Seconds of a transcendental function of ``elements`` elements (``erfinv`` of 16-bit floats is slower)."""
+    if substituted:
+        return elements / PORTABLE_KERNEL_PER_SECOND
+    half = any(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
+    rate = HALF_ERFINV_PER_SECOND if half and packet.startswith("erfinv") else TRANSCENDENTAL_PER_SECOND
+    return elements / rate
 
 
 def portable_rate(device: torch.device) -> float:
@@ -389,7 +408,7 @@ class WorkEstimate:
         return (f"replay estimated at {format_seconds(self.seconds)} of work ({_amounts(self)}), "
                 f"budget {format_seconds(self.budget)}")
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, float | int]:
         """The estimate as JSON-friendly numbers."""
         return {"seconds": self.seconds, "flops": self.flops, "bytes": self.bytes,
                 "instructions": self.instructions, "checked_instructions": self.checked,
@@ -424,7 +443,7 @@ def _budget_text(estimate: WorkEstimate) -> str:
             f"{format_seconds(allowance)} for the {n} element{'s' if n != 1 else ''} it returns)")
 
 
-def refuse(estimate: WorkEstimate, program: list[Any], what: str = "replaying this recipe") -> WorkLimitError:
+def refuse(estimate: WorkEstimate, program: list[Instruction], what: str = "replaying this recipe") -> WorkLimitError:
     """The error for an estimate over its budget, naming the costliest instruction."""
     index, seconds = estimate.costliest
     where = ""
@@ -441,8 +460,7 @@ def refuse(estimate: WorkEstimate, program: list[Any], what: str = "replaying th
     return err
 
 
-
-def estimate(program: list[Any], costs: list[Cost], executed: Iterable[int], output_elements: int,
+def estimate(program: list[Instruction], costs: list[Cost], executed: Iterable[int], output_elements: int,
              max_work: float | None, device: torch.device, *, extra: float = 0.0) -> WorkEstimate:
     """Add up the costs of the instructions ``executed`` (indices into ``program``), every
     instruction's check, and ``extra`` reference seconds, against the budget for a replay returning
@@ -454,7 +472,7 @@ def estimate(program: list[Any], costs: list[Cost], executed: Iterable[int], out
     costliest = (-1, 0.0)
     for i in executed:
         cost = costs[i]
-        seconds = cost[0] + cost[3] / rate if cost[3] else cost[0]
+        seconds = cost_seconds(cost, rate)
         total += seconds
         flops += cost[1]
         nbytes += cost[2]

@@ -5,7 +5,7 @@ that covered all of it, and, through what those instructions read, on the live p
 storages at the time they were read.  Everything else the program does (``reset_parameters``
 overwritten by ``_init_weights``, views, checks whose results are never used) is dead for it.
 This module finds those instructions in one forward pass over the program, using the planner's
-rules (:mod:`initrecipe.analysis.facts`: which arguments a call writes, which it reads, when a write
+rules (:mod:`initrecipe.analysis.plan`: which arguments a call writes, which it reads, when a write
 covers its storage), and gives every live program two identities:
 
 * an **init** identity: the operators, their arguments and what they read, but not where their
@@ -27,15 +27,16 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterator
+from typing import Hashable, Iterator
 
 import torch
 
-from initrecipe.analysis.facts import ProgramFacts, TensorMeta, infer_facts
+from initrecipe.analysis.facts import ProgramFacts, TensorMeta, ref_positions
+from initrecipe.analysis.infer import infer_facts
 from initrecipe.program.generators import generator_of
 from initrecipe.rng.portable.semantics import draws_from_generator, portable_key_of
 from initrecipe.program.ir import Call, GenRef, Literal, PortableKey, Ref, RngRestore, RngSeed, RngSetState
-from initrecipe.program.walk import arg_at, iter_leaves
+from initrecipe.program.walk import arg_at
 from initrecipe.format.recipe import Recipe, TensorEntry
 
 __all__ = ["Interner", "View", "Step", "Input", "TensorLineage", "Lineage", "analyse"]
@@ -173,7 +174,7 @@ class Lineage:
 _SKIPPED_KWARGS = frozenset({"generator"})
 
 
-def _canon(value: Any) -> Hashable:
+def _canon(value: object) -> Hashable:
     """A hashable form of an argument that tells apart everything replay tells apart (``1`` from
     ``1.0`` and ``True``, ``0.0`` from ``-0.0``, NaN payloads); tensors and generators become
     placeholders (what they contribute is described separately)."""
@@ -203,17 +204,6 @@ def _canon_call(ins: Call) -> Hashable:
     return (ins.op, tuple(_canon(a) for a in ins.args), kwargs)
 
 
-def _ref_positions(ins: Call, arg_names: list[str]) -> list[tuple[int | str, int]]:
-    """``(schema position, value id)`` of every tensor reference, keywords by their position."""
-    out: list[tuple[int | str, int]] = []
-    for pos, a in enumerate(ins.args):
-        out.extend((pos, ref.id) for ref in iter_leaves(a, Ref))
-    for name, a in ins.kwargs.items():
-        position = arg_names.index(name) if name in arg_names else name
-        out.extend((position, ref.id) for ref in iter_leaves(a, Ref))
-    return out
-
-
 def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramFacts | None = None) -> Lineage:
     """Find every tensor's live program and its init and value identities.
 
@@ -221,7 +211,7 @@ def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramF
         recipe: a loaded recipe (its program is shape-propagated on the meta device first, which
             checks it, unless ``facts`` are given).
         interner: share one between analyses whose identities are to be compared.
-        facts: :func:`initrecipe.analysis.facts.infer_facts` of the recipe's program, if already known.
+        facts: :func:`initrecipe.analysis.infer.infer_facts` of the recipe's program, if already known.
 
     Example:
         >>> import initrecipe, torch
@@ -230,106 +220,136 @@ def analyse(recipe: Recipe, *, interner: Interner | None = None, facts: ProgramF
         >>> sorted(lin["weight"].live_indices())   # the kaiming_uniform_ draw; the empty() is dead
         [7]
     """
-    intern = interner if interner is not None else Interner()
-    program = recipe.program
     if facts is None:
-        facts = infer_facts(program, recipe.generators, rng=recipe.rng)
-    portable_seed = recipe.seed if recipe.rng == "portable" else None
-    current: dict[int, Step] = {}  # storage id -> its latest version
-    storage_views: dict[int, View] = {}
-    position: dict[int, int] = {}  # generator -> position id
-    after: dict[tuple[int, int], int] = {}  # (generator, instruction) -> position id after it
-    unseeded = intern(("fresh-generator",))
+        facts = infer_facts(recipe.program, recipe.generators, rng=recipe.rng)
+    analysis = _Analysis(facts, interner if interner is not None else Interner(),
+                         recipe.seed if recipe.rng == "portable" else None)
+    for i, ins in enumerate(recipe.program):
+        if isinstance(ins, Call):
+            analysis.call(i, ins)
+        elif isinstance(ins, Literal):
+            analysis.literal(i, ins)
+        elif isinstance(ins, (RngSeed, RngSetState, RngRestore)):
+            analysis.position(i, ins)
+    return Lineage(recipe, facts, {entry.name: analysis.tensor(entry) for entry in recipe.tensors})
 
-    def storage_view(sid: int, meta: TensorMeta) -> View:
-        found = storage_views.get(sid)
+
+class _Analysis:
+    """The state of one forward pass of :func:`analyse`: each storage's latest version and each
+    generator's position."""
+
+    __slots__ = ("facts", "intern", "portable_seed", "current", "storage_views", "positions", "after", "unseeded")
+
+    def __init__(self, facts: ProgramFacts, intern: Interner, portable_seed: int | None) -> None:
+        self.facts = facts
+        self.intern = intern
+        self.portable_seed = portable_seed
+        self.current: dict[int, Step] = {}  # storage id -> its latest version
+        self.storage_views: dict[int, View] = {}
+        self.positions: dict[int, int] = {}  # generator -> position id
+        self.after: dict[tuple[int, int], int] = {}  # (generator, instruction) -> position id after it
+        self.unseeded = intern(("fresh-generator",))
+
+    def call(self, i: int, ins: Call) -> None:
+        """The new versions of the storages call ``i`` creates or writes."""
+        facts = self.facts
+        info = facts.infos[i]
+        written = facts.written_storages(i, ins)
+        written_positions = {pos for pos, _ in written}
+        inputs: list[Input] = []
+        for pos, ref in ref_positions(ins, info.arg_names):
+            if pos in written_positions:
+                continue  # the written argument: its old contents enter as `prev`, or not at all
+            meta = facts.values[ref]
+            inputs.append(Input(pos, View.of(meta), self.current.get(meta.storage)))
+        draw = self._draw(i, ins, inputs)
+        static = _canon_call(ins)
+        inputs_t = tuple(inputs)
+        for k, o in enumerate(ins.outs):
+            if o is None:
+                continue
+            meta = facts.values[o]
+            sid = meta.storage
+            if facts.storage_creator.get(sid) == i:
+                view = View.of(meta)
+                self.storage_views[sid] = view
+                self.current[sid] = self._finish(Step(i, ins, k, view, view, None, inputs_t, draw), static)
+        for pos, sid in written:
+            meta = facts.values[arg_at(ins, info.arg_names, pos).id]
+            overwrites = pos != 0 or info.overwrites_self  # out= arguments are written, not read
+            prev = None if overwrites and meta.covers(facts.storage_nbytes[sid]) else self.current.get(sid)
+            step = Step(i, ins, pos, View.of(meta), self._storage_view(sid, meta), prev, inputs_t, draw)
+            self.current[sid] = self._finish(step, static)
+
+    def _draw(self, i: int, ins: Call, inputs: list[Input]) -> int | PortableKey | None:
+        """Where call ``i``'s random numbers come from (its generator's position, which it then
+        advances, or its portable stream key); None for a call that draws nothing."""
+        info = self.facts.infos[i]
+        key = portable_key_of(ins, info)
+        if key is not None:
+            return key
+        if not draws_from_generator(ins, info):
+            return None
+        values = self.facts.values
+        gen = generator_of(ins, info)
+        draw = self.positions.get(gen, self.unseeded)
+        shapes = tuple(View.of(values[r]) for _, r in ref_positions(ins, info.arg_names))
+        outs = tuple(View.of(values[o]) for o in ins.outs if o is not None)
+        consumed: Hashable = ()
+        if info.value_dependent_random:
+            consumed = tuple(inp.step.value_id if inp.step else -1 for inp in inputs)
+        self._advance(gen, i, self.intern(("draw", draw, _canon_call(ins), shapes, outs, consumed)))
+        return draw
+
+    def literal(self, i: int, ins: Literal) -> None:
+        meta = self.facts.values[ins.out]
+        view = View.of(meta)
+        self.storage_views[meta.storage] = view
+        static = ("literal", ins.dtype, tuple(ins.shape), hashlib.sha256(ins.data).digest())
+        self.current[meta.storage] = self._finish(Step(i, ins, 0, view, view, None, (), None), static)
+
+    def position(self, i: int, ins: RngSeed | RngSetState | RngRestore) -> None:
+        """A generator's new position after an RNG instruction."""
+        if isinstance(ins, RngSeed):
+            self._advance(ins.gen, i, self.intern(("seed", ins.seed)))
+        elif isinstance(ins, RngSetState):
+            self._advance(ins.gen, i, self.intern(("state", hashlib.sha256(ins.state).digest())))
+        else:
+            self._advance(ins.gen, i, self.after.get((ins.gen, ins.after), self.unseeded))
+
+    def _advance(self, gen: int, i: int, position: int) -> None:
+        self.positions[gen] = position
+        self.after[(gen, i)] = position
+
+    def _storage_view(self, sid: int, meta: TensorMeta) -> View:
+        found = self.storage_views.get(sid)
         if found is None:
             # The storage's creator defines its layout; a storage first seen through a view
             # (never happens with a checked program) falls back to that view.
-            found = storage_views[sid] = View.of(meta)
+            found = self.storage_views[sid] = View.of(meta)
         return found
 
-    def finish(step: Step, static: Hashable) -> Step:
+    def _finish(self, step: Step, static: Hashable) -> Step:
+        """Give ``step`` its init and value identities."""
         prev = step.prev
         ins_init = tuple((i.position, i.view, i.step.init_id if i.step else -1) for i in step.inputs)
         ins_value = tuple((i.position, i.view, i.step.value_id if i.step else -1) for i in step.inputs)
         draw_value: Hashable = None
         if isinstance(step.draw, PortableKey):
-            draw_value = ("key", portable_seed, step.draw.stream, step.draw.position)
+            draw_value = ("key", self.portable_seed, step.draw.stream, step.draw.position)
         elif step.draw is not None:
             draw_value = ("gen", step.draw)
-        step.init_id = intern((static, step.out, step.view, prev.init_id if prev else -1, ins_init))
-        step.value_id = intern((static, step.out, step.view, prev.value_id if prev else -1, ins_value, draw_value))
+        step.init_id = self.intern((static, step.out, step.view, prev.init_id if prev else -1, ins_init))
+        step.value_id = self.intern((static, step.out, step.view, prev.value_id if prev else -1, ins_value,
+                                     draw_value))
         return step
 
-    for i, ins in enumerate(program):
-        if isinstance(ins, Call):
-            info = facts.infos[i]
-            names = info.arg_names
-            written = facts.written_storages(i, ins)
-            written_positions = {pos for pos, _ in written}
-            inputs: list[Input] = []
-            for pos, ref in _ref_positions(ins, names):
-                if pos in written_positions:
-                    continue  # the written argument: its old contents enter as `prev`, or not at all
-                meta = facts.values[ref]
-                inputs.append(Input(pos, View.of(meta), current.get(meta.storage)))
-            draw: int | PortableKey | None = None
-            key = portable_key_of(ins, info)
-            if key is not None:
-                draw = key
-            elif draws_from_generator(ins, info):
-                gen = generator_of(ins, info)
-                draw = position.get(gen, unseeded)
-                shapes = tuple(View.of(facts.values[r]) for _, r in _ref_positions(ins, names))
-                outs = tuple(View.of(facts.values[o]) for o in ins.outs if o is not None)
-                consumed: Hashable = ()
-                if info.value_dependent_random:
-                    consumed = tuple(inp.step.value_id if inp.step else -1 for inp in inputs)
-                position[gen] = intern(("draw", draw, _canon_call(ins), shapes, outs, consumed))
-                after[(gen, i)] = position[gen]
-            static = _canon_call(ins)
-            inputs_t = tuple(inputs)
-            for k, o in enumerate(ins.outs):
-                if o is None:
-                    continue
-                meta = facts.values[o]
-                sid = meta.storage
-                if facts.storage_creator.get(sid) == i:
-                    view = View.of(meta)
-                    storage_views[sid] = view
-                    current[sid] = finish(Step(i, ins, k, view, view, None, inputs_t, draw), static)
-            for pos, sid in written:
-                ref = arg_at(ins, names, pos)
-                meta = facts.values[ref.id]
-                overwrites = pos != 0 or info.overwrites_self  # out= arguments are written, not read
-                whole = storage_view(sid, meta)
-                view = View.of(meta)
-                prev = None if overwrites and meta.covers(facts.storage_nbytes[sid]) else current.get(sid)
-                current[sid] = finish(Step(i, ins, pos, view, whole, prev, inputs_t, draw), static)
-        elif isinstance(ins, Literal):
-            meta = facts.values[ins.out]
-            view = View.of(meta)
-            storage_views[meta.storage] = view
-            static = ("literal", ins.dtype, tuple(ins.shape), hashlib.sha256(ins.data).digest())
-            current[meta.storage] = finish(Step(i, ins, 0, view, view, None, (), None), static)
-        elif isinstance(ins, RngSeed):
-            position[ins.gen] = intern(("seed", ins.seed))
-            after[(ins.gen, i)] = position[ins.gen]
-        elif isinstance(ins, RngSetState):
-            position[ins.gen] = intern(("state", hashlib.sha256(ins.state).digest()))
-            after[(ins.gen, i)] = position[ins.gen]
-        elif isinstance(ins, RngRestore):
-            position[ins.gen] = after.get((ins.gen, ins.after), unseeded)
-            after[(ins.gen, i)] = position[ins.gen]
-
-    tensors: dict[str, TensorLineage] = {}
-    for entry in recipe.tensors:
-        meta = facts.values[entry.value]
-        step = current.get(meta.storage)
+    def tensor(self, entry: TensorEntry) -> TensorLineage:
+        """The lineage of one tensor entry: the latest version of its storage, as it views it."""
+        meta = self.facts.values[entry.value]
+        step = self.current.get(meta.storage)
         view = View.of(meta)
-        whole = storage_views.get(meta.storage, view)
-        init_id = intern(("tensor", step.init_id if step else -1, view))
-        value_id = intern(("tensor", step.value_id if step else -1, view))
-        tensors[entry.name] = TensorLineage(entry, step, view, whole, init_id, value_id)
-    return Lineage(recipe, facts, tensors)
+        whole = self.storage_views.get(meta.storage, view)
+        init_id = self.intern(("tensor", step.init_id if step else -1, view))
+        value_id = self.intern(("tensor", step.value_id if step else -1, view))
+        return TensorLineage(entry, step, view, whole, init_id, value_id)

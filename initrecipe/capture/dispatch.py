@@ -17,7 +17,8 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from initrecipe.analysis.facts import flatten_outputs, random_bounds_problem
+from initrecipe.analysis.meta_outputs import flatten_outputs
+from initrecipe.analysis.preconditions import random_bounds_problem
 from initrecipe.capture.call_site import call_context
 from initrecipe.capture.materializer import Materializer
 from initrecipe.capture.program_builder import PendingCall, ProgramBuilder

@@ -3,7 +3,7 @@
 A constructor that allocates a tensor with ``torch.empty`` (or a meta-device flow whose
 ``to_empty`` storage no ``reset_parameters``/``init_weights`` writes) gives that tensor whatever
 memory holds, in eager and in replay alike: the recipe is faithful, the model is probably not what
-its author meant.  :func:`initrecipe.analysis.describe.uninitialized_tensors` decides which tensors are
+its author meant.  :func:`initrecipe.analysis.uninitialized.uninitialized_tensors` decides which tensors are
 affected (fully or partly); this module words the decision for the
 :class:`~initrecipe.errors.UninitializedWarning` that ``initrecipe.record`` issues and the line
 ``initrecipe record`` prints.  ``initrecipe check`` lists each tensor (``--strict``: exit 1), and
@@ -12,7 +12,7 @@ affected (fully or partly); this module words the decision for the
 
 from __future__ import annotations
 
-from initrecipe.analysis.describe import Uninitialized
+from initrecipe.analysis.uninitialized import Uninitialized
 from initrecipe.support.display import count_text, safe
 
 __all__ = ["uninitialized_message"]
@@ -29,7 +29,7 @@ def uninitialized_message(
     and ``listed``: where to see them all.
 
     Example:
-        >>> from initrecipe.analysis.describe import Uninitialized
+        >>> from initrecipe.analysis.uninitialized import Uninitialized
         >>> import torch
         >>> print(uninitialized_message([Uninitialized("w", (3,), torch.float32, 3, 3)]))
         the constructor leaves 1 tensor uninitialized, `w`: no instruction writes its values, so eager gives it whatever memory holds and so does replay; initialize it in the constructor or with init_weights (`recipe.uninitialized_names` lists them all, `initrecipe check` explains each)

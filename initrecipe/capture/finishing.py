@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, plan_execution, read_storages
+from initrecipe.analysis.facts import Action, call_refs, ProgramFacts
+from initrecipe.analysis.plan import plan_execution, read_storages
 from initrecipe.capture.program_builder import ProgramBuilder, with_key
 from initrecipe.errors import RecipeFormatError, RecordError
 from initrecipe.format.recipe import TensorEntry

@@ -13,7 +13,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 
-from initrecipe.analysis.facts import Action, plan_execution
+from initrecipe.analysis.facts import Action
+from initrecipe.analysis.plan import plan_execution
 from initrecipe.capture.program_builder import ProgramBuilder, with_key
 from initrecipe.errors import RecordError
 from initrecipe.program.ir import Instruction, PortableKey

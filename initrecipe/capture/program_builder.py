@@ -9,7 +9,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 
-from initrecipe.analysis.facts import ProgramFacts, TensorMeta, flatten_outputs
+from initrecipe.analysis.facts import ProgramFacts, TensorMeta
+from initrecipe.analysis.meta_outputs import flatten_outputs
 from initrecipe.capture.call_site import call_site
 from initrecipe.capture.generators import GeneratorTracker, ShadowGenerators
 from initrecipe.errors import RecordError

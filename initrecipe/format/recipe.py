@@ -46,7 +46,7 @@ class TensorEntry:
 
 
 class UninitializedTensor(Protocol):
-    """One entry of :attr:`Recipe.uninitialized` (:class:`initrecipe.analysis.describe.Uninitialized`
+    """One entry of :attr:`Recipe.uninitialized` (:class:`initrecipe.analysis.uninitialized.Uninitialized`
     is the one the analysis layer returns)."""
 
     @property
@@ -166,7 +166,7 @@ class Recipe:
     def uninitialized(self) -> list[UninitializedTensor]:
         """The tensors replay leaves fully or partly uninitialized (whatever memory holds, as in
         eager), in recipe order: name, shape, dtype and how many elements
-        (:class:`initrecipe.analysis.describe.Uninitialized`).  Computed from the program on the meta
+        (:class:`initrecipe.analysis.uninitialized.Uninitialized`).  Computed from the program on the meta
         device, once; ``initrecipe check`` lists them as warnings.
 
         Example:

@@ -18,7 +18,7 @@ anything real is allocated:
    plus an allowance for the tensors it returns; :mod:`initrecipe.analysis.cost`): no hours of work in a
    few bytes.  :func:`check_report` also gives the estimate;
 7. warnings (:func:`check_report` only; they do not make a recipe invalid): each tensor replay
-   would leave fully or partly uninitialized (:func:`initrecipe.analysis.describe.uninitialized_tensors`),
+   would leave fully or partly uninitialized (:func:`initrecipe.analysis.uninitialized.uninitialized_tensors`),
    which ``initrecipe check`` prints and ``initrecipe check --strict`` fails on.
 
 Example:
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from initrecipe.analysis.describe import Uninitialized, uninitialized_tensors
+from initrecipe.analysis.uninitialized import Uninitialized, uninitialized_tensors
 from initrecipe.errors import RecipeError, WorkLimitError
 from initrecipe.support.gcpause import pausing_gc
 from initrecipe.rng.torch.generator_state import state_tensor

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from initrecipe.analysis.describe import Describer, uninitialized_tensors
+from initrecipe.analysis.describe import Describer
+from initrecipe.analysis.uninitialized import uninitialized_tensors
 from initrecipe.export.checkpoint import Checkpoint
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.inspect.diff_result import (

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import torch
 
-from initrecipe.analysis.describe import Describer, Init, uninitialized_tensors
+from initrecipe.analysis.describe import Describer
+from initrecipe.analysis.initializers import Init
+from initrecipe.analysis.uninitialized import uninitialized_tensors
 from initrecipe.analysis.lineage import Interner, Step, TensorLineage
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.inspect.diff_result import (

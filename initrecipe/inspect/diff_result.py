@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from initrecipe.analysis.describe import Uninitialized
+from initrecipe.analysis.uninitialized import Uninitialized
 from initrecipe.export.checkpoint import Checkpoint
 from initrecipe.format.recipe import Recipe
 from initrecipe.format.spec import format_version_for

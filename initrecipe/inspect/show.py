@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from initrecipe.analysis.describe import Describer, Init, Uninitialized, uninitialized_tensors
+from initrecipe.analysis.describe import Describer
+from initrecipe.analysis.initializers import Init
+from initrecipe.analysis.uninitialized import Uninitialized, uninitialized_tensors
 from initrecipe.support.display import count_text, dtype_text, pack, safe, shape_text, size_text
 from initrecipe.support.gcpause import pausing_gc
 from initrecipe.analysis.lineage import Interner, Lineage, analyse
@@ -22,7 +24,7 @@ from initrecipe.support.namegroups import collapse
 from initrecipe.program.ir import Call, GenRef, PortableKey
 from initrecipe.format.recipe import Recipe, TensorEntry, set_uninitialized_finder
 from initrecipe.format.spec import format_version_for
-from initrecipe.analysis.facts import infer_facts
+from initrecipe.analysis.infer import infer_facts
 from initrecipe.runtime.replay import sliceable_names
 from initrecipe.runtime.replay_plan import check_entries
 
@@ -294,7 +296,7 @@ def checked_lineage(recipe: Recipe, interner: Interner | None = None) -> Lineage
 @pausing_gc
 def find_uninitialized(recipe: Recipe) -> list[Uninitialized]:
     """The tensors replay would leave fully or partly uninitialized (checked as :func:`summarize`
-    checks; :func:`initrecipe.analysis.describe.uninitialized_tensors` decides).  ``recipe.uninitialized``
+    checks; :func:`initrecipe.analysis.uninitialized.uninitialized_tensors` decides).  ``recipe.uninitialized``
     caches it."""
     return uninitialized_tensors(checked_lineage(recipe))
 

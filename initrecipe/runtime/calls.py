@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from initrecipe.analysis.facts import recipe_defaults
+from initrecipe.analysis.infer import recipe_defaults
 from initrecipe.errors import ReplayError
 from initrecipe.program.ir import Call, GenRef, Literal, Ref
 from initrecipe.program.operators import OpInfo

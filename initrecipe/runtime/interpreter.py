@@ -11,7 +11,9 @@ from typing import Iterator
 
 import torch
 
-from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, flatten_outputs, recipe_defaults
+from initrecipe.analysis.facts import Action, ProgramFacts, call_refs
+from initrecipe.analysis.infer import recipe_defaults
+from initrecipe.analysis.meta_outputs import flatten_outputs
 from initrecipe.errors import ReplayError
 from initrecipe.program.ir import Call, Instruction, Literal
 from initrecipe.program.operators import OpInfo

@@ -6,7 +6,7 @@ from typing import Iterable, Iterator, TypeVar
 
 import torch
 
-from initrecipe.analysis.facts import infer_facts
+from initrecipe.analysis.infer import infer_facts
 from initrecipe.errors import ReplayError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay_plan import NameFilter, RecipeSource, as_recipe, check_entries, prepare_replay

@@ -10,15 +10,10 @@ from typing import Callable, Iterable, Union
 import torch
 
 from initrecipe.analysis.cost import CHECK_SECONDS, WorkEstimate, estimate, refuse, work_budget
-from initrecipe.analysis.facts import (
-    Action,
-    ProgramFacts,
-    call_refs,
-    infer_facts,
-    is_rng_instruction,
-    plan_execution,
-    repeat_interleave_output_size,
-)
+from initrecipe.analysis.facts import Action, ProgramFacts, call_refs, is_rng_instruction
+from initrecipe.analysis.infer import infer_facts
+from initrecipe.analysis.meta_outputs import repeat_interleave_output_size
+from initrecipe.analysis.plan import plan_execution
 from initrecipe.errors import MemoryLimitError, RecipeFormatError, ReplayError, ResourceLimitError
 from initrecipe.format.decode import load
 from initrecipe.format.recipe import Recipe, TensorEntry

@@ -9,7 +9,8 @@ from typing import Iterator, Mapping
 import torch
 
 from initrecipe.analysis.cost import WorkEstimate, cost_seconds, estimate, portable_rate, refuse
-from initrecipe.analysis.facts import Action, ProgramFacts, infer_facts
+from initrecipe.analysis.facts import Action, ProgramFacts
+from initrecipe.analysis.infer import infer_facts
 from initrecipe.errors import ReplayError, ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.runtime.replay_memory import available_memory, limit_source

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from initrecipe.analysis.facts import ProgramFacts, TensorMeta, call_refs, read_storages
+from initrecipe.analysis.facts import ProgramFacts, TensorMeta, call_refs
+from initrecipe.analysis.plan import read_storages
 from initrecipe.program.ir import Call, Instruction, Literal, Ref
 from initrecipe.program.operators import (CONSTANT_RESULTS, ELEMENTWISE_DRAWS, ELEMENTWISE_OPERATORS, REGISTRY,
                                           SUBSTITUTED_OPERATORS, Kind, OpInfo)

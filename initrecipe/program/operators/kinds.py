@@ -2,7 +2,7 @@
 
 Every per-operator fact is data here.  A fact whose implementation lives in a higher layer names
 its rule with an enum member (plus its parameters); that layer keeps one mapping from rule to
-implementation: :class:`Precondition` in :mod:`initrecipe.analysis.facts`, :class:`DrawRule` in
+implementation: :class:`Precondition` in :mod:`initrecipe.analysis.preconditions`, :class:`DrawRule` in
 :mod:`initrecipe.rng.torch.draw_costs`, :class:`Substitute` and :class:`PortableSampler` in
 :mod:`initrecipe.rng.portable.semantics`, :class:`CostFamily` in :mod:`initrecipe.analysis.cost`,
 :class:`Constant` in :mod:`initrecipe.analysis.describe` and :mod:`initrecipe.runtime.sharding`.
@@ -28,7 +28,7 @@ class Kind(enum.Enum):
 
 
 class Precondition(enum.Enum):
-    """A check of the arguments that meta kernels skip and replay's kernels make (analysis.facts)."""
+    """A check of the arguments that meta kernels skip and replay's kernels make (analysis.preconditions)."""
 
     WEIGHT_NORM = "weight_norm"
     ROUND = "round"
