@@ -17,7 +17,7 @@ from initrecipe.analysis.cost import Cost
 from initrecipe.errors import RecipeFormatError
 from initrecipe.program.ir import Call, Instruction, Ref, RngRestore, RngSeed, RngSetState
 from initrecipe.program.operators import OpInfo
-from initrecipe.program.walk import arg_at, iter_leaves
+from initrecipe.program.walk import arg_at, call_leaves, iter_leaves
 
 __all__ = ["TensorMeta", "ProgramFacts", "Action", "is_rng_instruction", "call_refs", "ref_positions"]
 
@@ -109,7 +109,7 @@ class ProgramFacts:
 
 def call_refs(ins: Call) -> list[int]:
     """Value ids a call reads or writes, in argument order."""
-    return [ref.id for ref in iter_leaves((ins.args, ins.kwargs), Ref)]
+    return [ref.id for ref in call_leaves(ins, Ref)]
 
 
 def ref_positions(ins: Call, arg_names: list[str]) -> list[tuple[int | str, int]]:

@@ -21,7 +21,7 @@ from initrecipe.errors import RecipeFormatError
 from initrecipe.program.generators import generator_of
 from initrecipe.program.ir import Call, GenRef, PortableKey
 from initrecipe.program.operators import PRECONDITIONS, RANDOM_OPERATORS, OpInfo
-from initrecipe.program.walk import arg_at, iter_leaves
+from initrecipe.program.walk import arg_at, call_leaves
 from initrecipe.rng.portable.semantics import portable_key_of
 
 __all__ = ["verify_call", "verify_meta_arguments", "check_view_bounds", "check_scalar_arguments"]
@@ -155,7 +155,7 @@ def _where(key: int | str) -> str:
 
 
 def _check_generators(ins: Call, generators: int, where: str) -> None:
-    for gen in iter_leaves((ins.args, ins.kwargs), GenRef):
+    for gen in call_leaves(ins, GenRef):
         if gen.id >= generators:
             raise RecipeFormatError(f"{where}: generator {gen.id} is not declared")
 

@@ -19,11 +19,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from initrecipe.program.ir import Call, GenRef, Ref
 
-__all__ = ["map_arg", "iter_leaves", "arg_at"]
+__all__ = ["map_arg", "iter_leaves", "call_leaves", "arg_at"]
 
 L = TypeVar("L")
 
@@ -54,20 +55,44 @@ def iter_leaves(value: Any, leaf_types: type[L] | tuple[type[L], ...]) -> list[L
     them (list and tuple items in order, dict values in insertion order).  A list, not a generator:
     passes over every call of a program ask for them several times, and a list is built faster."""
     out: list[L] = []
-    _collect((value,), leaf_types, out)
+    _collect((value,), leaf_types, _scalars_to_skip(leaf_types), out)
     return out
 
 
-def _collect(items: Iterable[Any], leaf_types: type[L] | tuple[type[L], ...], out: list[L]) -> None:
+def call_leaves(ins: Call, leaf_types: type[L] | tuple[type[L], ...]) -> list[L]:
+    """The leaves of a call's arguments (positional, then keyword values) that are instances of
+    ``leaf_types``: ``iter_leaves((ins.args, ins.kwargs), leaf_types)``, walked without the wrapper
+    (every pass over a program asks this of every call)."""
+    out: list[L] = []
+    skip = _scalars_to_skip(leaf_types)
+    _collect(ins.args, leaf_types, skip, out)
+    _collect(ins.kwargs.values(), leaf_types, skip, out)
+    return out
+
+
+_SCALARS = (int, float, bool, str, type(None))
+"""The plain values most arguments hold (sizes, scales, flags): skipped by their exact type."""
+
+
+@functools.lru_cache(maxsize=None)
+def _scalars_to_skip(leaf_types: type | tuple[type, ...]) -> frozenset[type]:
+    """The scalar types :func:`_collect` may pass over without a closer look: those that are not leaves."""
+    return frozenset(t for t in _SCALARS if not issubclass(t, leaf_types))
+
+
+def _collect(items: Iterable[Any], leaf_types: type[L] | tuple[type[L], ...], skip: frozenset[type],
+             out: list[L]) -> None:
     """Append the leaves under ``items`` to ``out`` (one call per container, not per item)."""
     for value in items:
+        if type(value) in skip:
+            continue
         if isinstance(value, leaf_types):
             out.append(value)  # type: ignore[arg-type]
         elif isinstance(value, (list, tuple)):
             if not isinstance(value, _ATOMS):
-                _collect(value, leaf_types, out)
+                _collect(value, leaf_types, skip, out)
         elif isinstance(value, dict):
-            _collect(value.values(), leaf_types, out)
+            _collect(value.values(), leaf_types, skip, out)
 
 
 def arg_at(ins: Call, arg_names: Sequence[str], pos: int) -> Any:
