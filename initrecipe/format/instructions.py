@@ -138,7 +138,7 @@ class ArgDecoder:
 _EXPECTED_LEN = {OP_CALL: (5, 6), OP_LITERAL: (5,), OP_SEED: (3,), OP_SET_STATE: (3,), OP_RESTORE: (3,)}
 
 
-def _check_gen(value: Any, where: str, generators: int) -> int:
+def _check_gen(value: object, where: str, generators: int) -> int:
     gid = expect_int(value, where)
     if gid >= generators:
         raise RecipeFormatError(f"{where}: generator {gid} is not declared (the recipe declares {generators})")

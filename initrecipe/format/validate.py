@@ -13,7 +13,7 @@ from initrecipe.format.spec import MAX_BYTES_PER_TENSOR, MAX_DIMS, MAX_ID, MAX_S
 from initrecipe.program.ir import dtype_from_name
 
 
-def type_name(value: Any) -> str:
+def type_name(value: object) -> str:
     """The msgpack type of a decoded value, as messages name it (``nil``, ``integer``, ``map``, ...)."""
     if value is None:
         return "nil"
@@ -34,7 +34,7 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def expect(value: Any, types: type | tuple[type, ...], where: str, what: str) -> Any:
+def expect(value: object, types: type | tuple[type, ...], where: str, what: str) -> Any:
     """``value`` if it is of ``types`` (a bool counts only where ``types`` names bool); else a
     :class:`RecipeFormatError` saying that ``where`` expected ``what``."""
     if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
@@ -44,7 +44,7 @@ def expect(value: Any, types: type | tuple[type, ...], where: str, what: str) ->
     return value
 
 
-def expect_int(value: Any, where: str, *, lo: int = 0, hi: int | None = MAX_ID) -> int:
+def expect_int(value: object, where: str, *, lo: int = 0, hi: int | None = MAX_ID) -> int:
     """``value`` if it is an integer in ``[lo, hi]`` (``hi`` None: no upper bound)."""
     expect(value, int, where, "an integer")
     if value < lo or (hi is not None and value > hi):
@@ -53,7 +53,7 @@ def expect_int(value: Any, where: str, *, lo: int = 0, hi: int | None = MAX_ID) 
     return value
 
 
-def expect_str(value: Any, where: str, what: str = "a string") -> str:
+def expect_str(value: object, where: str, what: str = "a string") -> str:
     """``value`` if it is a string of at most :data:`MAX_STRING_CHARS` characters."""
     expect(value, str, where, what)
     if len(value) > MAX_STRING_CHARS:
@@ -61,13 +61,13 @@ def expect_str(value: Any, where: str, what: str = "a string") -> str:
     return value
 
 
-def short(value: Any) -> str:
+def short(value: object) -> str:
     """``repr(value)``, cut to 60 characters for a message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def decode_dtype(value: Any, where: str) -> torch.dtype:
+def decode_dtype(value: object, where: str) -> torch.dtype:
     """The dtype a recipe names ``value``."""
     try:
         return dtype_from_name(value)
@@ -75,7 +75,7 @@ def decode_dtype(value: Any, where: str) -> torch.dtype:
         raise RecipeFormatError(f"{where}: unknown dtype {short(value)}") from None
 
 
-def decode_shape(value: Any, where: str, dtype: torch.dtype | None = None) -> tuple[int, ...]:
+def decode_shape(value: object, where: str, dtype: torch.dtype | None = None) -> tuple[int, ...]:
     """A shape (a list of at most :data:`MAX_DIMS` sizes) whose data, of ``dtype``, a machine can address."""
     expect(value, list, where, "a shape (list of integers)")
     if len(value) > MAX_DIMS:

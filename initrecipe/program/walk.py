@@ -32,7 +32,7 @@ _ATOMS = (Ref, GenRef)
 """Tuples that are values, not containers: never descended into."""
 
 
-def map_arg(value: Any, leaf_types: type[L] | tuple[type[L], ...], fn: Callable[[L], Any]) -> Any:
+def map_arg(value: object, leaf_types: type[L] | tuple[type[L], ...], fn: Callable[[L], Any]) -> Any:
     """``value`` rebuilt with ``fn(leaf)`` in place of each leaf that is an instance of ``leaf_types``.
 
     Lists, tuples and dicts are rebuilt as plain ``list``, ``tuple`` and ``dict`` (subclasses such as
@@ -50,7 +50,7 @@ def map_arg(value: Any, leaf_types: type[L] | tuple[type[L], ...], fn: Callable[
     return value
 
 
-def iter_leaves(value: Any, leaf_types: type[L] | tuple[type[L], ...]) -> list[L]:
+def iter_leaves(value: object, leaf_types: type[L] | tuple[type[L], ...]) -> list[L]:
     """The leaves of ``value`` that are instances of ``leaf_types``, in the order :func:`map_arg` visits
     them (list and tuple items in order, dict values in insertion order).  A list, not a generator:
     passes over every call of a program ask for them several times, and a list is built faster."""

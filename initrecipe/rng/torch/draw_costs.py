@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
@@ -34,6 +34,34 @@ from initrecipe.rng.torch import generator_state as cpu_generator
 
 __all__ = ["DrawCost", "cost_of", "normal_cost", "uniform_cost", "random_cost", "is_contiguous", "trusted",
            "RANDPERM_LIMIT", "chunk_granule", "DRAW_RULES", "after_cost", "gaussian_pairs", "pair_sample"]
+
+
+class DrawnTensor(Protocol):
+    """What the consumption model reads of a drawn tensor's facts
+    (:class:`~initrecipe.analysis.facts.TensorMeta` has it)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def stride(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def numel(self) -> int: ...
+
+
+class ProgramShapes(Protocol):
+    """What the consumption model reads of a program's facts
+    (:class:`~initrecipe.analysis.facts.ProgramFacts` has it): each value's tensor, each call's operator."""
+
+    @property
+    def values(self) -> Mapping[int, DrawnTensor]: ...
+
+    @property
+    def infos(self) -> Sequence[OpInfo | None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +206,7 @@ def chunk_granule(op: str, numel: int, dtype: torch.dtype, contiguous: bool) -> 
     return granule if granule == 1 or numel >= 2 * granule else None
 
 
-def _arg(ins: Call, info: OpInfo, name: str, default: Any = None) -> Any:
+def _arg(ins: Call, info: OpInfo, name: str, default: object = None) -> Any:
     if name not in info.arg_names:
         return default
     pos = info.arg_names.index(name)
@@ -187,13 +215,13 @@ def _arg(ins: Call, info: OpInfo, name: str, default: Any = None) -> Any:
     return ins.kwargs.get(name, default)
 
 
-def _meta_of(value: Any, facts: Any) -> Any:
+def _meta_of(value: object, facts: ProgramShapes) -> DrawnTensor | None:
     if isinstance(value, Ref):
         return facts.values.get(value.id)
     return None
 
 
-def _target(ins: Call, info: OpInfo, facts: Any) -> Any:
+def _target(ins: Call, info: OpInfo, facts: ProgramShapes) -> DrawnTensor | None:
     """The tensor a call fills: ``self`` for in-place fills, else its (first) output."""
     if info.overwrites_self:
         return _meta_of(ins.args[0] if ins.args else None, facts)
@@ -202,15 +230,15 @@ def _target(ins: Call, info: OpInfo, facts: Any) -> Any:
 
 
 # Each rule: operator packet -> function(ins, info, facts, meta) -> DrawCost | None.
-def _rule_uniform(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_uniform(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     return uniform_cost(meta.numel, meta.dtype)
 
 
-def _rule_normal(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_normal(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     return normal_cost(meta.numel, meta.dtype, contiguous=is_contiguous(meta.shape, meta.stride))
 
 
-def _rule_random(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_random(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     overload = ins.op.split(".")[2]
     packet = ins.op.split(".")[1]
     if packet in ("randint", "randint_like"):
@@ -225,20 +253,20 @@ def _rule_random(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None
     return random_cost(meta.numel, meta.dtype, _arg(ins, info, "from"), _arg(ins, info, "to"), bounded=True)
 
 
-def _rule_two_per_element(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_two_per_element(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     # exponential_, cauchy_, geometric_, bernoulli_(float p): one double uniform per element.
     if meta.dtype in _REAL_OF_COMPLEX:
         return None
     return DrawCost(outputs=2 * meta.numel)
 
 
-def _rule_log_normal(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_log_normal(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     if meta.dtype not in _FLOATING:
         return None
     return DrawCost(gaussians=meta.numel)
 
 
-def _rule_bernoulli(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_bernoulli(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     overload = ins.op.split(".")[2]
     if overload in ("float", "p"):
         return _rule_two_per_element(ins, info, facts, meta)
@@ -250,14 +278,14 @@ def _rule_bernoulli(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | N
     return DrawCost(outputs=meta.numel * _words(probabilities.dtype))
 
 
-def _rule_randperm(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_randperm(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     n = _arg(ins, info, "n")
     if type(n) is not int or not 0 <= n < RANDPERM_LIMIT:
         return None
     return DrawCost(outputs=max(n - 1, 0))
 
 
-def _rule_multinomial(ins: Call, info: Any, facts: Any, meta: Any) -> DrawCost | None:
+def _rule_multinomial(ins: Call, info: OpInfo, facts: ProgramShapes, meta: DrawnTensor) -> DrawCost | None:
     probabilities = _meta_of(_arg(ins, info, "self"), facts)
     samples = _arg(ins, info, "num_samples")
     replacement = _arg(ins, info, "replacement", False)
@@ -286,7 +314,7 @@ DRAW_RULES: dict[DrawRule, Callable[..., DrawCost | None]] = {
 names each operator's and the family of probes that must trust it; ``NOT_MODELLED`` has none)."""
 
 
-def cost_of(ins: Call, info: OpInfo, facts: Any) -> DrawCost | None:
+def cost_of(ins: Call, info: OpInfo, facts: ProgramShapes) -> DrawCost | None:
     """What random call ``ins`` (its :class:`~initrecipe.program.operators.OpInfo` ``info``, the program's
     :class:`~initrecipe.analysis.facts.ProgramFacts`) takes from its generator; None outside the model
     (``out=`` overloads, ``poisson``, huge ``randperm``, a rule the running torch contradicts)."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 import bisect
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+
 
 import torch
 
 from initrecipe.rng.torch.generator_state import GeneratorState, advance, set_generator_state
-from initrecipe.rng.torch.draw_costs import DrawCost, cost_of, gaussian_pairs, pair_sample
+from initrecipe.rng.torch.draw_costs import DrawCost, ProgramShapes, cost_of, gaussian_pairs, pair_sample
 from initrecipe.rng.portable.semantics import draws_from_generator
 from initrecipe.errors import RecipeError
 from initrecipe.program.generators import generator_of
@@ -74,7 +74,7 @@ class GeneratorPositions:
         model: False turns the consumption model off: every draw ends its segment (to be settled).
     """
 
-    def __init__(self, program: list[Instruction], facts: Any, count: int, *, model: bool = True) -> None:
+    def __init__(self, program: list[Instruction], facts: ProgramShapes, count: int, *, model: bool = True) -> None:
         self._program = program
         self._facts = facts
         self._model = model
@@ -249,7 +249,7 @@ class GeneratorPositions:
         return value
 
 
-def modelled_draws(program: list[Instruction], facts: Any) -> set[int]:
+def modelled_draws(program: list[Instruction], facts: ProgramShapes) -> set[int]:
     """The draws of ``program`` whose effect on their generator replay computes instead of running
     them: their consumption is modelled and their generator holds a state the model describes.
 
