@@ -83,7 +83,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     )
     found = recipe.uninitialized
     if found:
-        listed = f"`initrecipe check {_safe(str(path))}` lists each"
+        listed = f"`initrecipe check {safe(str(path))}` lists each"
         print(f"initrecipe: warning: {uninitialized_message(found, listed=listed)}", file=sys.stderr)
     return 0
 
@@ -123,10 +123,6 @@ def _parse_shard(text: str) -> tuple[int, int]:
         raise SystemExit(f"initrecipe: error: --shard expects RANK/WORLD_SIZE with 0 <= RANK < WORLD_SIZE, got `{text}`")
     return r, w
 
-
-def _safe(text: str) -> str:
-    """Escape control characters in names read from a file before printing them."""
-    return safe(text)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -217,15 +213,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     elif findings:
         for finding in findings:
-            print(f"{_safe(args.recipe)}: {_safe(finding)}")
+            print(f"{safe(args.recipe)}: {safe(finding)}")
     else:
         assert report.work is not None
         for u in warned:
-            print(f"{_safe(args.recipe)}: warning: {_safe(u.text())}")
+            print(f"{safe(args.recipe)}: warning: {safe(u.text())}")
         status = "ok" if not warned else f"ok with {len(warned)} warning{'s' if len(warned) != 1 else ''}"
         if warned and args.strict:
             status = f"failed (--strict) on {len(warned)} warning{'s' if len(warned) != 1 else ''}"
-        print(f"{_safe(args.recipe)}: {status} ({report.work.describe()})")
+        print(f"{safe(args.recipe)}: {status} ({report.work.describe()})")
     return 1 if findings or (warned and args.strict) else 0
 
 

@@ -26,6 +26,7 @@ from initrecipe.program.ir import Call, Instruction, Literal, PortableKey, Ref, 
 from initrecipe.program.operators import SUBSTITUTED_OPERATORS, OpInfo, op_info
 from initrecipe.program.walk import arg_at
 from initrecipe.rng.portable.semantics import check_draw, check_substitute
+from initrecipe.support.display import failure_detail
 
 __all__ = ["infer_facts", "recipe_defaults"]
 
@@ -83,8 +84,7 @@ def infer_facts(
             raise
         except Exception as exc:  # anything torch or a malformed argument raises: name the instruction
             op = f"`{ins.op}` " if isinstance(ins, Call) else ""
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise RecipeFormatError(f"program[{i}]: {op}cannot be checked: {detail}") from None
+            raise RecipeFormatError(f"program[{i}]: {op}cannot be checked: {failure_detail(exc)}") from None
     return facts
 
 

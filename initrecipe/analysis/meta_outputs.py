@@ -20,6 +20,7 @@ from initrecipe.program.ir import Call, GenRef, PortableKey, Ref
 from initrecipe.program.operators import POINTWISE_OPERATORS, OpInfo
 from initrecipe.program.walk import arg_at, map_arg
 from initrecipe.rng.portable.semantics import check_draw
+from initrecipe.support.display import failure_detail
 
 __all__ = ["META", "meta_arguments", "meta_outputs", "flatten_outputs", "repeat_interleave_output_size"]
 
@@ -94,8 +95,7 @@ def meta_outputs(i: int, ins: Call, info: OpInfo, args: list[Any], kwargs: dict[
     try:
         result = info.op(*args, **kwargs)
     except Exception as exc:  # the op rejected its arguments
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {detail}") from None
+        raise RecipeFormatError(f"program[{i}]: `{ins.op}` rejects its arguments: {failure_detail(exc)}") from None
     return flatten_outputs(result)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from initrecipe.program.operators import PRECONDITIONS, OpInfo, Precondition
+from initrecipe.support.display import failure_detail
 
 __all__ = ["PRECONDITION_CHECKS", "random_bounds_problem", "random_call_problem"]
 
@@ -183,7 +184,7 @@ def random_call_problem(info: OpInfo, args: list[Any], kwargs: dict[str, Any]) -
             warnings.simplefilter("ignore")
             info.op(*probe_args, **probe_kwargs)
     except Exception as exc:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return failure_detail(exc)
     return None
 
 

@@ -12,13 +12,9 @@ from initrecipe.errors import ReplayError
 from initrecipe.program.ir import Call, GenRef, Literal, Ref
 from initrecipe.program.operators import OpInfo
 from initrecipe.program.walk import map_arg
+from initrecipe.support.display import failure_detail
 
-__all__ = ["failure_detail", "literal_tensor", "resolve_arg", "call_op"]
-
-
-def failure_detail(exc: BaseException) -> str:
-    """What an exception says, for a message: the first line of its text, else its class name."""
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+__all__ = ["literal_tensor", "resolve_arg", "call_op"]
 
 
 def literal_tensor(ins: Literal) -> torch.Tensor:

@@ -12,7 +12,6 @@ from initrecipe.errors import RecipeError, ReplayError, ResourceLimitError
 from initrecipe.format.recipe import Recipe, TensorEntry
 from initrecipe.rng.torch import generator_state as cpu_generator
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
-from initrecipe.runtime.calls import failure_detail
 from initrecipe.runtime.generator_banks import GeneratorBank, PositionedGenerators, SequentialGenerators
 from initrecipe.runtime.interpreter import execute
 from initrecipe.runtime.rng_modes import PortableContext
@@ -20,7 +19,7 @@ from initrecipe.runtime.replay_plan import ReplayPlan
 from initrecipe.runtime.regions import Box, segments_of
 from initrecipe.runtime.sharding import SlicePlan
 from initrecipe.runtime.slice_run import run_slice
-from initrecipe.support.display import format_bytes
+from initrecipe.support.display import failure_detail, format_bytes
 
 __all__ = ["run_plan", "run_sharded"]
 

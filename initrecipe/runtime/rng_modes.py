@@ -28,11 +28,12 @@ from initrecipe.program.operators import SUBSTITUTED_OPERATORS, OpInfo
 from initrecipe.rng.portable.semantics import portable_key_of, run_draw, run_substitute
 from initrecipe.rng.torch.parallel_draws import ParallelDraws
 from initrecipe.rng.torch.positions import Position
-from initrecipe.runtime.calls import call_op, failure_detail, literal_tensor, resolve_arg
+from initrecipe.runtime.calls import call_op, literal_tensor, resolve_arg
 from initrecipe.runtime.generator_banks import GeneratorBank, PositionedGenerators
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
 from initrecipe.runtime.scratch import ScratchPool, draw_on_scratch
 from initrecipe.support import hugepages
+from initrecipe.support.display import failure_detail
 
 __all__ = ["DrawStrategy", "PortableContext", "TorchDraws", "PortableDraws", "draw_strategy"]
 

@@ -14,9 +14,10 @@ from initrecipe.program.operators import SUBSTITUTED_OPERATORS, OpInfo
 from initrecipe.program.walk import map_arg
 from initrecipe.rng.portable.samplers import sample_
 from initrecipe.rng.portable.semantics import describe_draw, portable_key_of, run_substitute, stream_key
-from initrecipe.runtime.calls import failure_detail, literal_tensor
+from initrecipe.runtime.calls import literal_tensor
 from initrecipe.runtime.placement import on_device, run_on_host, runs_on_device
 from initrecipe.runtime.sharding import SlicePlan, factory_constant, is_view_op
+from initrecipe.support.display import failure_detail
 
 __all__ = ["run_slice"]
 

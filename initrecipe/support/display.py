@@ -12,6 +12,7 @@ import textwrap
 import torch
 
 __all__ = [
+    "failure_detail",
     "WIDTH",
     "safe",
     "number",
@@ -156,3 +157,8 @@ def pack(pieces: list[str], *, indent: str = "", width: int = WIDTH) -> list[str
     if current.strip():
         lines.append(current)
     return lines
+
+
+def failure_detail(exc: BaseException) -> str:
+    """What an exception says, for a message: the first line of its text, else its class name."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

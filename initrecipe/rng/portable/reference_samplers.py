@@ -25,7 +25,7 @@ from initrecipe.rng.portable.binary32 import (
 from initrecipe.rng.portable.philox import philox_words
 from initrecipe.rng.portable.sampler_params import M32, Draw, Segment
 
-__all__ = ["REF_CHUNK", "reference_values", "standard_normal", "reference_fill", "reference_unary", "stream_words"]
+__all__ = ["REF_CHUNK", "reference_values", "standard_normal", "reference_fill", "reference_unary"]
 
 REF_CHUNK = 1 << 20  # elements per reference-path step (bounds temporary memory)
 
@@ -101,15 +101,9 @@ def store(dst: torch.Tensor, values: torch.Tensor, draw: Draw) -> None:
     dst.copy_(values)
 
 
-def stream_words(key: tuple[int, int], first: int, count: int, device: torch.device) -> torch.Tensor:
-    """Words ``first .. first+count-1`` of ``key``'s stream as int64 on ``device``, computed with
-    eager torch ops (:func:`initrecipe.rng.portable.philox.philox_words`): the reference word source."""
-    return philox_words(key, first, count, device)
-
-
 def reference_fill(out: torch.Tensor, draw: Draw, key: tuple[int, int], segments: list[Segment],
                     tensor_params: tuple[torch.Tensor, ...] = (),
-                    words_of: Callable[..., torch.Tensor] = stream_words) -> None:
+                    words_of: Callable[..., torch.Tensor] = philox_words) -> None:
     """Fill ``out`` (flat, in memory order) with the draw's values of the words ``words_of`` gives
     for each segment."""
     flat = out.view(-1)

@@ -38,7 +38,8 @@ from initrecipe.rng.portable.kernel_samplers import (
     plan_tasks,
     run_tasks,
 )
-from initrecipe.rng.portable.reference_samplers import reference_fill, reference_unary, stream_words
+from initrecipe.rng.portable.philox import philox_words
+from initrecipe.rng.portable.reference_samplers import reference_fill, reference_unary
 from initrecipe.rng.portable.sampler_params import (
     SAMPLERS,
     TENSOR_SAMPLERS,
@@ -141,7 +142,7 @@ def _fill(out: torch.Tensor, kind: str, key: tuple[int, int], params: tuple,
         else:
             kernel_fill(out, draw, k, segs)
     else:  # sample_ takes its words from torch's Philox kernel where it passes its self-check
-        reference_fill(out, draw, k, segs, tensor_params, device_words if use_kernel else stream_words)
+        reference_fill(out, draw, k, segs, tensor_params, device_words if use_kernel else philox_words)
     return out
 
 
