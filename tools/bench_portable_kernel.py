@@ -7,6 +7,10 @@ Measures, in one process and on one float32 tensor of N elements (default 2**28,
 * warm: ``sample_(t, "normal" | "uniform", ...)`` into the already-touched tensor, against
   ``t.fill_(1.0)`` on the same tensor (the memory-write bound) and eager ``t.normal_()`` /
   ``t.uniform_()`` for reference;
+* words: the raw Philox4x32-10 words into the same tensor (the kernel's ``words``, split over the
+  same threads as ``sample_``): the generator's share of every sampler, so about the most samples
+  per second any sampler can reach on that path (the samplers draw their words four groups at a
+  time, ``words`` one group at a time, so uniform can come out a few percent above it);
 * fresh: ``sample_(torch.empty(N), ...)`` into a newly allocated tensor (so the page faults are
   paid inside the call), against ``torch.empty(N).fill_(1.0)`` and against ``fill_`` into a
   fresh tensor advised to use huge pages (:mod:`initrecipe.support.hugepages`, as replay allocates).
@@ -17,7 +21,8 @@ each figure is the best of ``--repeats`` runs.  Every row names the CPU, the pat
 and the load average.  Prints samples/s, GB/s (10**9 bytes of float32 output per second) and the
 fraction of the matching ``fill_``; ``--json`` also writes them to a file.  Targets: warm normal
 >= 40% of warm ``fill_`` on every path (and >= 2e9 samples/s with two threads), and the AVX2
-path within 1.5x of the AVX-512 path's samples/s.
+path within 1.5x of the AVX-512 path's samples/s.  Each path's words row is about the ceiling for
+its samplers: a target well above it is out of reach on that CPU with the specified generator.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from initrecipe.support import hugepages
 from initrecipe.rng.portable import samplers  # noqa: E402
+from initrecipe.rng.portable.kernel_samplers import plan_tasks, run_tasks  # noqa: E402
 from initrecipe.rng.portable.samplers import KERNEL_AVAILABLE, sample_  # noqa: E402
 from timing import best_seconds, cpu_model, load_average  # noqa: E402  (tools/ is the script's folder)
 
@@ -49,6 +55,18 @@ PARAMS = {"normal": (0.0, 0.02), "uniform": (-0.1, 0.1)}
 def _use(variant: str) -> None:
     if samplers._kernel is not None:
         samplers._kernel.set_variant(variant)
+
+
+def philox_words(t: torch.Tensor) -> None:
+    """The raw generator words for ``t``'s elements (as int32 bits), on the samplers' threads."""
+    kernel, n, ptr = samplers._kernel, t.numel(), t.data_ptr()
+    workers = torch.get_num_threads()
+
+    def work(task: list[tuple[int, int, int]]) -> None:
+        for offset, first, length in task:
+            kernel.words(ptr + 4 * offset, length, KEY[0], KEY[1], first)
+
+    run_tasks(plan_tasks([(0, n)], n, workers), work, workers)
 
 
 def measure(n: int, repeats: int, variants: list[str]) -> dict[str, dict[str, Any]]:
@@ -75,6 +93,8 @@ def measure(n: int, repeats: int, variants: list[str]) -> dict[str, dict[str, An
             best(v, "warm_fill", lambda: t.fill_(1.0))
             for kind, params in PARAMS.items():
                 best(v, f"warm_{kind}", lambda: sample_(t, kind, KEY, params))
+            if samplers._kernel is not None:
+                best(v, "warm_words", lambda: philox_words(t))
     eager = {"warm_eager_normal": best_seconds(lambda: t.normal_(0.0, 0.02), 1),
              "warm_eager_uniform": best_seconds(lambda: t.uniform_(-0.1, 0.1), 1)}
     t = torch.empty(0)  # free the warm tensor before the fresh measurements
@@ -166,11 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         # Per core: samples per second of CPU time (all threads), which load from other processes
         # does not inflate the way it inflates wall time.
         ratios = {k: results["avx512f"][f"warm_{k}"]["samples_per_cpu_s"] / results["avx2"][f"warm_{k}"]["samples_per_cpu_s"]
-                  for k in PARAMS}
+                  for k in [*PARAMS, "words"]}
         result["avx512f_over_avx2_per_core"] = ratios
         for k, r in ratios.items():
             print(f"[{cpu}, {result['threads']} threads] {k} (warm), samples per CPU-second: avx512f / avx2 = "
                   f"{r:.2f}x ({'meets' if r <= TARGET_AVX2_RATIO else 'MISSES'} the {TARGET_AVX2_RATIO}x target)")
+    for v, rows in results.items():
+        if "warm_words" in rows:
+            words, normal = rows["warm_words"], rows["warm_normal"]
+            print(f"[{cpu}, {v}, {result['threads']} threads] Philox words alone: {words['samples_per_s'] / 1e9:.2f}e9/s, "
+                  f"{words['fraction_of_fill']:.1%} of warm fill_ (about the ceiling for this path's samplers); "
+                  f"the normal transform takes {1 - normal['samples_per_s'] / words['samples_per_s']:.0%} of the "
+                  f"normal's time")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

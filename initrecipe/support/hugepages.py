@@ -19,12 +19,16 @@ Every allocation of replay's outputs that is large enough goes through :func:`em
 (not Linux, THP mode ``never``, no ``madvise`` in the C library) the functions do nothing.
 
 Huge pages are not faster everywhere.  This project's test machine is a Firecracker VM whose
-balloon device reports free pages to the hypervisor (virtio ``VIRTIO_BALLOON_F_REPORTING``: freed
-guest memory goes back to the host); there a Llama-1B-sized replay took 3.0-16.5 s with huge
-pages against 2.6-5.5 s without, with 15x fewer page faults but more system time, and torch's own
-``THP_MEM_ALLOC_ENABLE=1`` did the same (docs/BENCHMARKS.md).  Presumably each fresh huge page
-there has to be backed by the host again; it was not measured on a VM without free-page
-reporting.  So ``INITRECIPE_HUGE_PAGES`` (read at each call) decides:
+balloon device reports free pages to the hypervisor (virtio ``VIRTIO_BALLOON_F_REPORTING``): the
+guest reports free blocks of 2 MiB and more (``page_reporting_order`` 9) and the host takes their
+memory back.  A huge page can only come from such a block, so presumably every fresh huge page
+there has to be backed by the host again, while 4 KiB pages come first from the smaller free
+fragments the guest kept (not verified on the host side).  Measured there, each in a fresh process: ``fill_`` of 3.5 GiB of fresh tensors in a
+Llama-1B's shapes took 0.7-1.1 s with 4 KiB pages and 2.9-5.7 s with huge pages (1,680 huge-page
+faults, no compaction in ``/proc/vmstat``), and a Llama-1B-sized replay 1.3 s against 5.7 s
+(docs/BENCHMARKS.md); huge pages that a process reused right after freeing them, by contrast,
+took writes at 32 GB/s against 4 GB/s for 4 KiB pages.  torch's own ``THP_MEM_ALLOC_ENABLE=1`` did
+the same.  So ``INITRECIPE_HUGE_PAGES`` (read at each call) decides:
 ``auto`` (the default, also when unset or empty) advises unless such free-page reporting is
 active; ``1`` always advises where the system allows it; ``0`` never does.
 """
