@@ -207,7 +207,7 @@ def test_harness_wraps_every_piece_of_every_define_variant_line():
     harness = km.harness_source(Path("/k/kernel.c"), variants)
     assert '#include "/k/kernel.c"' in harness
     assert "IR_AVX2 IR_NOINLINE void mca_philox_avx2(" in harness and "pq_avx2(b0, ks, out);" in harness
-    assert "central_v8(w, out, mean, std, 128);" in harness
+    assert "central_v8(w, out, mean, std, 384);" in harness
     assert "tf_uniform(w, out, low, range);" in harness
     with pytest.raises(km.ModelError, match="DEFINE_VARIANT"):
         km.read_variants("nothing here")
