@@ -117,14 +117,11 @@ def child_fill(shapes_path: str) -> dict[str, Any]:
 
     from initrecipe.support import hugepages
 
-    shapes = json.loads(Path(shapes_path).read_text())
+    layouts = [(shape, torch.empty(shape, device="meta").stride(), getattr(torch, dtype_name))
+               for shape, dtype_name in json.loads(Path(shapes_path).read_text())]
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    tensors = []
-    for shape, dtype_name in shapes:
-        dtype = getattr(torch, dtype_name)
-        t = hugepages.empty_strided(shape, torch.empty(shape, device="meta").stride(), dtype)
-        tensors.append(t.fill_(1))
+    tensors = [hugepages.empty_strided(shape, stride, dtype).fill_(1) for shape, stride, dtype in layouts]
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, **_cpu_since(cpu0), "huge_pages": hugepages.enabled(),
             "bytes": sum(t.numel() * t.element_size() for t in tensors)}
