@@ -21,22 +21,13 @@ import hashlib
 import importlib
 import json
 import sys
-import time
 import warnings
 from typing import Callable
 
 import torch
 
 import initrecipe
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+from timing import best_seconds  # tools/, the script's folder
 
 
 def _models() -> dict[str, Callable[[], torch.nn.Module]]:
@@ -90,10 +81,10 @@ def fingerprint(repeats: int) -> dict[str, object]:
         data = recipe.to_bytes()
         out["seconds"][f"gpt2-6/{rng}"] = {
             "instructions": len(recipe.program),
-            "record": _best(lambda: initrecipe.record(models["gpt2-6"], seed=0, rng=rng), max(repeats // 4, 1)),
-            "load": _best(lambda: initrecipe.load(data), repeats),
-            "prepare_replay": _best(lambda: prepare(recipe), repeats),
-            "replay": _best(lambda: initrecipe.replay(recipe), repeats),
+            "record": best_seconds(lambda: initrecipe.record(models["gpt2-6"], seed=0, rng=rng), max(repeats // 4, 1)),
+            "load": best_seconds(lambda: initrecipe.load(data), repeats),
+            "prepare_replay": best_seconds(lambda: prepare(recipe), repeats),
+            "replay": best_seconds(lambda: initrecipe.replay(recipe), repeats),
         }
     return out
 

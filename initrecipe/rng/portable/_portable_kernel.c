@@ -518,150 +518,91 @@ IR_INLINE void tf_normal(const uint32_t *restrict w, float *restrict dst, float 
 }
 
 /*
- * normal_central over 16*K lanes (K a multiple of 4, at most 16; the superblock loop uses 8 and 4),
- * written step-major (each step for all K vectors before the next) with GCC vector extensions.
+ * normal_central over L*K lanes with L-lane GCC vectors: 16 lanes (normal_central_wide, for AVX-512
+ * and baseline x86-64; K a multiple of 4, at most 16) and 8 lanes (normal_central_v8, for AVX2,
+ * which has 16 vector registers, and in which the 16-lane form, two registers per vector there,
+ * spills most of its state).  Written step-major (each step for all K vectors before the next).
  * Per lane these are the same IEEE binary32 operations as normal_x / normal_w / log_core_e /
  * nrm_central / normal_finish, in the same order and with the same constants, with one exact
  * shortcut: t = w - 3 = (0 - l) - 3 is computed as (-3) - l (0 - l is exact, so both round
  * -l - 3 once).  Only the interleaving of independent lanes differs, so that the out-of-order core
  * has K independent chains in flight instead of waiting on the latency of a few long ones.  (GCC 12
  * re-sorts much of it into per-vector chains; forcing the step order with empty asm barriers
- * measured no faster on Zen 5, and neither did K = 4, 6, 12 or 16.)
+ * measured no faster on Zen 5, and neither did K = 4, 6, 12 or 16 for the 16-lane form.)
  */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)   /* __builtin_convertvector */
 #define IR_WIDE_NORMAL 1
 typedef float v16f __attribute__((vector_size(64)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
-#define IR_VBITS_F(v) ((v16f)(v))
-#define IR_VBITS_U(v) ((v16u)(v))
 #define IR_EACH(K) _Pragma("GCC unroll 16") for (int k = 0; k < (K); k++)
-
-IR_INLINE void normal_central_wide(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K)
-{
-    v16u m2[16];
-    v16f x[16], a[16], b[16], c[16], e[16];
-    /* x = (2^32-1-m2) * 2^-32, y = (m2+1) * (1+x) */
-    IR_EACH(K) {
-        v16u wk;
-        memcpy(&wk, w + 16 * k, sizeof wk);
-        m2[k] = wk << 1;
-    }
-    IR_EACH(K) x[k] = __builtin_convertvector(~m2[k], v16f) * 0x1p-32f;
-    IR_EACH(K) a[k] = x[k] + 1.0f;
-    IR_EACH(K) a[k] = __builtin_convertvector(m2[k] + 1u, v16f) * a[k];   /* a = y */
-    /* log_core_e(y, 32): e in b, f in a */
-    IR_EACH(K) {
-        v16u ix = IR_VBITS_U(a[k]) + (UINT32_C(0x3f800000) - UINT32_C(0x3f3504f3));
-        v16i ei = (v16i)(ix >> 23) - (127 + 32);
-        b[k] = __builtin_convertvector(ei, v16f);
-        a[k] = IR_VBITS_F((ix & UINT32_C(0x007fffff)) + UINT32_C(0x3f3504f3));
-    }
-    IR_EACH(K) a[k] = a[k] - 1.0f;                        /* f */
-    IR_EACH(K) c[k] = 2.0f + a[k];                        /* d */
-    IR_EACH(K) c[k] = a[k] / c[k];                        /* s */
-    IR_EACH(K) e[k] = c[k] * c[k];                        /* z */
-    IR_EACH(K) b[k] = b[k] * LN2_F;                       /* el */
-    v16f r[16];
-    IR_EACH(K) r[k] = LOG_C3 * e[k];
-    IR_EACH(K) r[k] = r[k] + LOG_C2;
-    IR_EACH(K) r[k] = r[k] * e[k];
-    IR_EACH(K) r[k] = r[k] + LOG_C1;
-    IR_EACH(K) r[k] = r[k] * e[k];
-    IR_EACH(K) r[k] = a[k] - r[k];                        /* t = f - r */
-    IR_EACH(K) r[k] = c[k] * r[k];                        /* t = s * t */
-    IR_EACH(K) r[k] = a[k] - r[k];                        /* l1p */
-    IR_EACH(K) r[k] = r[k] + b[k];                        /* log */
-    /* central polynomial in t = w - 3 = (0 - log) - 3, computed as (-3) - log (0 - log is exact, so
-     * both round -log - 3 once) */
-    IR_EACH(K) r[k] = -3.0f - r[k];
-    IR_EACH(K) a[k] = r[k] * NRM_C[7];
-    IR_EACH(K) a[k] = a[k] + NRM_C[6];
 #define IR_NRM_STEP(i) IR_EACH(K) a[k] = a[k] * r[k]; IR_EACH(K) a[k] = a[k] + NRM_C[i];
-    IR_NRM_STEP(5) IR_NRM_STEP(4) IR_NRM_STEP(3) IR_NRM_STEP(2) IR_NRM_STEP(1) IR_NRM_STEP(0)
-#undef IR_NRM_STEP
-    /* finish */
-    IR_EACH(K) a[k] = a[k] * x[k];
-    IR_EACH(K) {
-        v16u wk;
-        memcpy(&wk, w + 16 * k, sizeof wk);
-        a[k] = IR_VBITS_F(IR_VBITS_U(a[k]) ^ (wk & UINT32_C(0x80000000)));
-    }
-    IR_EACH(K) a[k] = a[k] * std;
-    IR_EACH(K) {
-        v16f o = a[k] + mean;
-        memcpy(dst + 16 * k, &o, sizeof o);
-    }
+
+#define DEFINE_NORMAL_CENTRAL(NAME, L, VF, VU, VI)                                                        \
+IR_INLINE void NAME(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K) \
+{                                                                                                        \
+    VU m2[16];                                                                                           \
+    VF x[16], a[16], b[16], c[16], e[16], r[16];                                                         \
+    /* x = (2^32-1-m2) * 2^-32, y = (m2+1) * (1+x) */                                                    \
+    IR_EACH(K) {                                                                                         \
+        VU wk;                                                                                           \
+        memcpy(&wk, w + L * k, sizeof wk);                                                               \
+        m2[k] = wk << 1;                                                                                 \
+    }                                                                                                    \
+    IR_EACH(K) x[k] = __builtin_convertvector(~m2[k], VF) * 0x1p-32f;                                    \
+    IR_EACH(K) a[k] = x[k] + 1.0f;                                                                       \
+    IR_EACH(K) a[k] = __builtin_convertvector(m2[k] + 1u, VF) * a[k];   /* a = y */                      \
+    /* log_core_e(y, 32): e in b, f in a */                                                              \
+    IR_EACH(K) {                                                                                         \
+        VU ix = (VU)a[k] + (UINT32_C(0x3f800000) - UINT32_C(0x3f3504f3));                                \
+        VI ei = (VI)(ix >> 23) - (127 + 32);                                                             \
+        b[k] = __builtin_convertvector(ei, VF);                                                          \
+        a[k] = (VF)((ix & UINT32_C(0x007fffff)) + UINT32_C(0x3f3504f3));                                 \
+    }                                                                                                    \
+    IR_EACH(K) a[k] = a[k] - 1.0f;                        /* f */                                        \
+    IR_EACH(K) c[k] = 2.0f + a[k];                        /* d */                                        \
+    IR_EACH(K) c[k] = a[k] / c[k];                        /* s */                                        \
+    IR_EACH(K) e[k] = c[k] * c[k];                        /* z */                                        \
+    IR_EACH(K) b[k] = b[k] * LN2_F;                       /* el */                                       \
+    IR_EACH(K) r[k] = LOG_C3 * e[k];                                                                     \
+    IR_EACH(K) r[k] = r[k] + LOG_C2;                                                                     \
+    IR_EACH(K) r[k] = r[k] * e[k];                                                                       \
+    IR_EACH(K) r[k] = r[k] + LOG_C1;                                                                     \
+    IR_EACH(K) r[k] = r[k] * e[k];                                                                       \
+    IR_EACH(K) r[k] = a[k] - r[k];                        /* t = f - r */                                \
+    IR_EACH(K) r[k] = c[k] * r[k];                        /* t = s * t */                                \
+    IR_EACH(K) r[k] = a[k] - r[k];                        /* l1p */                                      \
+    IR_EACH(K) r[k] = r[k] + b[k];                        /* log */                                      \
+    IR_EACH(K) r[k] = -3.0f - r[k];                       /* t = w - 3 */                                \
+    IR_EACH(K) a[k] = r[k] * NRM_C[7];                                                                   \
+    IR_EACH(K) a[k] = a[k] + NRM_C[6];                                                                   \
+    IR_NRM_STEP(5) IR_NRM_STEP(4) IR_NRM_STEP(3) IR_NRM_STEP(2) IR_NRM_STEP(1) IR_NRM_STEP(0)            \
+    /* finish */                                                                                         \
+    IR_EACH(K) a[k] = a[k] * x[k];                                                                       \
+    IR_EACH(K) {                                                                                         \
+        VU wk;                                                                                           \
+        memcpy(&wk, w + L * k, sizeof wk);                                                               \
+        a[k] = (VF)((VU)a[k] ^ (wk & UINT32_C(0x80000000)));                                             \
+    }                                                                                                    \
+    IR_EACH(K) a[k] = a[k] * std;                                                                        \
+    IR_EACH(K) {                                                                                         \
+        VF o = a[k] + mean;                                                                              \
+        memcpy(dst + L * k, &o, sizeof o);                                                               \
+    }                                                                                                    \
 }
+
+DEFINE_NORMAL_CENTRAL(normal_central_wide, 16, v16f, v16u, v16i)
+DEFINE_NORMAL_CENTRAL(normal_central_v8, 8, v8f, v8u, v8i)
 #else
 #define IR_WIDE_NORMAL 0
 IR_INLINE void normal_central_wide(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K)
 {
     for (int k = 0; k < K; k += 4)
         normal_central(w + 16 * k, dst + 16 * k, mean, std);
-}
-#endif
-
-/*
- * The same central pass on 8*K lanes with 8-lane (256-bit) vectors, for the AVX2 variant: AVX2 has
- * 16 vector registers, and the 16-lane form above (two registers per vector there) spills most of
- * its state.  Per lane the same operations in the same order as normal_central_wide.
- */
-#if IR_WIDE_NORMAL
-typedef float v8f __attribute__((vector_size(32)));
-typedef uint32_t v8u __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-IR_INLINE void normal_central_v8(const uint32_t *restrict w, float *restrict dst, float mean, float std, const int K)
-{
-    v8u m2[16];
-    v8f x[16], a[16], b[16], c[16], e[16], r[16];
-    IR_EACH(K) {
-        v8u wk;
-        memcpy(&wk, w + 8 * k, sizeof wk);
-        m2[k] = wk << 1;
-    }
-    IR_EACH(K) x[k] = __builtin_convertvector(~m2[k], v8f) * 0x1p-32f;
-    IR_EACH(K) a[k] = x[k] + 1.0f;
-    IR_EACH(K) a[k] = __builtin_convertvector(m2[k] + 1u, v8f) * a[k];
-    IR_EACH(K) {
-        v8u ix = (v8u)a[k] + (UINT32_C(0x3f800000) - UINT32_C(0x3f3504f3));
-        v8i ei = (v8i)(ix >> 23) - (127 + 32);
-        b[k] = __builtin_convertvector(ei, v8f);
-        a[k] = (v8f)((ix & UINT32_C(0x007fffff)) + UINT32_C(0x3f3504f3));
-    }
-    IR_EACH(K) a[k] = a[k] - 1.0f;
-    IR_EACH(K) c[k] = 2.0f + a[k];
-    IR_EACH(K) c[k] = a[k] / c[k];
-    IR_EACH(K) e[k] = c[k] * c[k];
-    IR_EACH(K) b[k] = b[k] * LN2_F;
-    IR_EACH(K) r[k] = LOG_C3 * e[k];
-    IR_EACH(K) r[k] = r[k] + LOG_C2;
-    IR_EACH(K) r[k] = r[k] * e[k];
-    IR_EACH(K) r[k] = r[k] + LOG_C1;
-    IR_EACH(K) r[k] = r[k] * e[k];
-    IR_EACH(K) r[k] = a[k] - r[k];
-    IR_EACH(K) r[k] = c[k] * r[k];
-    IR_EACH(K) r[k] = a[k] - r[k];
-    IR_EACH(K) r[k] = r[k] + b[k];                        /* log */
-    IR_EACH(K) r[k] = -3.0f - r[k];                       /* w - 3 */
-    IR_EACH(K) a[k] = r[k] * NRM_C[7];
-    IR_EACH(K) a[k] = a[k] + NRM_C[6];
-#define IR_NRM_STEP(i) IR_EACH(K) a[k] = a[k] * r[k]; IR_EACH(K) a[k] = a[k] + NRM_C[i];
-    IR_NRM_STEP(5) IR_NRM_STEP(4) IR_NRM_STEP(3) IR_NRM_STEP(2) IR_NRM_STEP(1) IR_NRM_STEP(0)
-#undef IR_NRM_STEP
-    IR_EACH(K) a[k] = a[k] * x[k];
-    IR_EACH(K) {
-        v8u wk;
-        memcpy(&wk, w + 8 * k, sizeof wk);
-        a[k] = (v8f)((v8u)a[k] ^ (wk & UINT32_C(0x80000000)));
-    }
-    IR_EACH(K) a[k] = a[k] * std;
-    IR_EACH(K) {
-        v8f o = a[k] + mean;
-        memcpy(dst + 8 * k, &o, sizeof o);
-    }
 }
 #endif
 
